@@ -1,0 +1,314 @@
+package idp
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// authRequest is a validated authorization request (RFC 6749 §4.1.1,
+// OpenID Connect Core §3.1.2.1). It travels, encrypted, through the login
+// page, so its fields are short JSON names.
+type authRequest struct {
+	ClientID    string   `json:"c"`
+	RedirectURI string   `json:"r"`
+	Scopes      []string `json:"s"`
+	State       string   `json:"st,omitempty"`
+	Nonce       string   `json:"n,omitempty"`
+	Challenge   string   `json:"cc,omitempty"`
+	Method      string   `json:"cm,omitempty"`
+	Prompt      []string `json:"p,omitempty"`
+	MaxAge      int      `json:"ma"` // -1: absent
+	LoginHint   string   `json:"lh,omitempty"`
+	Issued      int64    `json:"iat,omitempty"` // when it was sealed for the login page
+}
+
+// codeGrant is what an authorization code stands for, kept in the Store
+// under the code's hash until it is redeemed.
+type codeGrant struct {
+	ClientID    string   `json:"client_id"`
+	RedirectURI string   `json:"redirect_uri"`
+	Scopes      []string `json:"scopes"`
+	Nonce       string   `json:"nonce,omitempty"`
+	Challenge   string   `json:"challenge,omitempty"`
+	Method      string   `json:"method,omitempty"`
+	Subject     string   `json:"sub"`
+	AuthTime    int64    `json:"auth_time"`
+	SID         string   `json:"sid"`
+	Expires     int64    `json:"exp"`
+}
+
+// parseAuthorizeRequest reads and checks the parameters of an authorization
+// request. A *pageError means the client or redirect URI cannot be trusted:
+// show it, never redirect. Any other error is an *Error for the redirect URI.
+func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, error) {
+	for _, name := range []string{"client_id", "redirect_uri"} {
+		if len(q[name]) > 1 {
+			return nil, nil, &pageError{status: http.StatusBadRequest, msg: fmt.Sprintf("The parameter %s was given more than once.", name)}
+		}
+	}
+	clientID := q.Get("client_id")
+	if clientID == "" {
+		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The request has no client_id."}
+	}
+	c, ok := p.clients[clientID]
+	if !ok {
+		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The client is not registered with this provider."}
+	}
+	redirect := q.Get("redirect_uri")
+	if redirect == "" {
+		// OpenID Connect Core §3.1.2.1: redirect_uri is required.
+		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The request has no redirect_uri."}
+	}
+	if !c.redirects[redirect] {
+		// RFC 9700 §4.1.3: exact string match, no patterns, no prefixes.
+		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The redirect_uri is not registered for this client."}
+	}
+	req := &authRequest{ClientID: clientID, RedirectURI: redirect, MaxAge: -1}
+	// From here on, errors go to the redirect URI with the state.
+	if len(q["state"]) == 1 {
+		req.State = q.Get("state")
+	}
+	for name, vals := range q {
+		if len(vals) > 1 {
+			return req, c, oauthErr(ErrInvalidRequest, fmt.Sprintf("parameter %s is given more than once", name))
+		}
+	}
+	if q.Has("request") {
+		return req, c, oauthErr(ErrRequestNotSupported, "request objects are not supported")
+	}
+	if q.Has("request_uri") {
+		return req, c, oauthErr(ErrRequestURINotSupported, "request_uri is not supported")
+	}
+	switch rt := q.Get("response_type"); rt {
+	case "code":
+	case "":
+		return req, c, oauthErr(ErrInvalidRequest, "response_type is required")
+	default:
+		return req, c, oauthErr(ErrUnsupportedResponseType, "only response_type=code is supported")
+	}
+	if m := q.Get("response_mode"); m != "" && m != "query" {
+		return req, c, oauthErr(ErrInvalidRequest, "only response_mode=query is supported")
+	}
+	scopes, err := p.checkScopes(c, q.Get("scope"))
+	if err != nil {
+		return req, c, err
+	}
+	req.Scopes = scopes
+	req.Nonce = q.Get("nonce")
+	req.LoginHint = q.Get("login_hint")
+
+	req.Challenge = q.Get("code_challenge")
+	req.Method = q.Get("code_challenge_method")
+	switch {
+	case req.Challenge == "" && req.Method != "":
+		return req, c, oauthErr(ErrInvalidRequest, "code_challenge_method without code_challenge")
+	case req.Challenge == "":
+		if !c.InsecurePKCEOptional {
+			return req, c, oauthErr(ErrInvalidRequest, "code_challenge is required (PKCE, RFC 7636)")
+		}
+	default:
+		if req.Method == "" {
+			req.Method = "plain" // RFC 7636 §4.3: the default method
+		}
+		switch req.Method {
+		case "S256":
+		case "plain":
+			if !c.AllowPlainPKCE {
+				return req, c, oauthErr(ErrInvalidRequest, "code_challenge_method must be S256")
+			}
+		default:
+			return req, c, oauthErr(ErrInvalidRequest, "unsupported code_challenge_method")
+		}
+		if !validVerifier(req.Challenge) {
+			return req, c, oauthErr(ErrInvalidRequest, "code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]")
+		}
+	}
+
+	if pr := q.Get("prompt"); pr != "" {
+		req.Prompt = strings.Fields(pr)
+		for _, v := range req.Prompt {
+			switch v {
+			case "none", "login", "consent", "select_account":
+			default:
+				return req, c, oauthErr(ErrInvalidRequest, "unsupported prompt value")
+			}
+		}
+		if slices.Contains(req.Prompt, "none") && len(req.Prompt) > 1 {
+			// OpenID Connect Core §3.1.2.1.
+			return req, c, oauthErr(ErrInvalidRequest, "prompt=none cannot be combined with other values")
+		}
+	}
+	if ma := q.Get("max_age"); ma != "" {
+		n, err := strconv.Atoi(ma)
+		if err != nil || n < 0 {
+			return req, c, oauthErr(ErrInvalidRequest, "max_age must be a non-negative integer")
+		}
+		req.MaxAge = n
+	}
+	return req, c, nil
+}
+
+// checkScopes parses a scope parameter (RFC 6749 §3.3) and checks each
+// value is known and allowed for the client.
+func (p *Provider) checkScopes(c *client, raw string) ([]string, error) {
+	scopes := splitScope(raw)
+	if len(scopes) == 0 {
+		return nil, oauthErr(ErrInvalidScope, "scope is required")
+	}
+	for _, s := range scopes {
+		if !p.knownScope(s) {
+			return nil, oauthErr(ErrInvalidScope, fmt.Sprintf("unknown scope %q", s))
+		}
+		if !c.scopes[s] {
+			return nil, oauthErr(ErrInvalidScope, fmt.Sprintf("scope %q is not allowed for this client", s))
+		}
+	}
+	return scopes, nil
+}
+
+func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	var q url.Values
+	switch r.Method {
+	case http.MethodGet:
+		q = r.URL.Query()
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		if err := r.ParseForm(); err != nil {
+			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "The request body could not be read."})
+			return
+		}
+		q = r.PostForm
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
+		return
+	}
+	req, c, err := p.parseAuthorizeRequest(q)
+	var pe *pageError
+	if errors.As(err, &pe) {
+		p.renderError(w, r, pe)
+		return
+	}
+	if err != nil {
+		p.redirectWithError(w, r, req, err.(*Error))
+		return
+	}
+
+	sess := p.readSession(r)
+	needLogin := sess == nil || slices.Contains(req.Prompt, "login") || slices.Contains(req.Prompt, "select_account")
+	if sess != nil && req.MaxAge >= 0 && p.now().Sub(time.Unix(sess.AuthTime, 0)) > time.Duration(req.MaxAge)*time.Second {
+		needLogin = true
+	}
+	if needLogin {
+		if slices.Contains(req.Prompt, "none") {
+			p.redirectWithError(w, r, req, oauthErr(ErrLoginRequired, "the user is not logged in"))
+			return
+		}
+		p.redirectToLogin(w, r, req)
+		return
+	}
+	p.finishAuthorize(w, r, req, c, sess)
+}
+
+// finishAuthorize issues a code for a logged-in user and sends the browser
+// back to the client with code, state and iss (RFC 9207).
+func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *authRequest, c *client, sess *session) {
+	code := p.randomString(32)
+	grant := codeGrant{
+		ClientID:    req.ClientID,
+		RedirectURI: req.RedirectURI,
+		Scopes:      req.Scopes,
+		Nonce:       req.Nonce,
+		Challenge:   req.Challenge,
+		Method:      req.Method,
+		Subject:     sess.Subject,
+		AuthTime:    sess.AuthTime,
+		SID:         sess.SID,
+		Expires:     p.now().Add(p.codeTTL).Unix(),
+	}
+	data, _ := json.Marshal(grant)
+	if err := p.store.Put(r.Context(), codeKey(code), data, p.codeTTL); err != nil {
+		p.log.ErrorContext(r.Context(), "storing authorization code", "client_id", c.ID, "error", err)
+		p.redirectWithError(w, r, req, oauthErr(ErrServerError, "the code could not be stored"))
+		return
+	}
+	v := url.Values{"code": {code}, "iss": {p.issuer}}
+	if req.State != "" {
+		v.Set("state", req.State)
+	}
+	redirectTo(w, req.RedirectURI, v)
+}
+
+func (p *Provider) redirectWithError(w http.ResponseWriter, r *http.Request, req *authRequest, e *Error) {
+	if e.Cause != nil {
+		p.log.WarnContext(r.Context(), "authorization request failed", "client_id", req.ClientID, "error", e.Cause)
+	}
+	v := url.Values{"error": {e.Code}, "iss": {p.issuer}}
+	if e.Description != "" {
+		v.Set("error_description", e.Description)
+	}
+	if req.State != "" {
+		v.Set("state", req.State)
+	}
+	redirectTo(w, req.RedirectURI, v)
+}
+
+// redirectTo sends a 302 to base with v added to its query.
+func redirectTo(w http.ResponseWriter, base string, v url.Values) {
+	sep := "?"
+	if strings.Contains(base, "?") {
+		sep = "&"
+	}
+	w.Header().Set("Location", base+sep+v.Encode())
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusFound)
+}
+
+// codeKey is the Store key of a code: its hash, so that the store never
+// holds a code that could be redeemed.
+func codeKey(code string) string { return "code/" + hashKey(code) }
+
+func usedCodeKey(code string) string { return "usedcode/" + hashKey(code) }
+
+func revokedKey(jti string) string { return "revoked/" + jti }
+
+func hashKey(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base64RawURL(sum[:])
+}
+
+// validVerifier checks the syntax of a PKCE code verifier or plain
+// challenge (RFC 7636 §4.1): 43 to 128 unreserved characters.
+func validVerifier(s string) bool {
+	if len(s) < 43 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+			return false
+		}
+	}
+	return true
+}
+
+// splitScope splits a scope parameter on spaces, dropping repeats.
+func splitScope(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, " ") {
+		if f != "" && !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+const maxFormBytes = 64 << 10

@@ -1,0 +1,198 @@
+package idp
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Defaults applied by [New] where a [Config] or [Client] field is zero.
+const (
+	DefaultCodeLifetime        = 60 * time.Second
+	DefaultAccessTokenLifetime = time.Hour
+	DefaultIDTokenLifetime     = 5 * time.Minute
+	DefaultSessionLifetime     = 10 * time.Hour
+)
+
+// Config configures a [Provider]. Issuer, at least one signing key and, for
+// anyone to log in, users and clients are required; everything else has a
+// default.
+type Config struct {
+	// Issuer is the issuer identifier, exactly as it appears in tokens and
+	// discovery (OpenID Connect Discovery 1.0 §4.3). Its path, if any, is the
+	// prefix of every endpoint.
+	Issuer string
+
+	// Clients are the registered relying parties.
+	Clients []Client
+
+	// Users are the accounts that can log in.
+	Users []User
+
+	// APIScopes are scopes, beyond the OpenID Connect identity scopes, that
+	// clients may request for APIs.
+	APIScopes []string
+
+	// APIResources are the APIs (audiences) protected by access tokens. An
+	// access token's aud lists every resource one of whose scopes was granted.
+	APIResources []APIResource
+
+	// StaticAudience is put into the aud of access tokens that grant no API
+	// resource's scope, as IdentityServer's EmitStaticAudienceClaim. Default:
+	// Issuer + "/resources".
+	StaticAudience string
+
+	// Keys sign tokens and are published at the JWKS endpoint. The first key
+	// of each algorithm signs; the others are only published, so tokens
+	// signed before a rotation keep verifying.
+	Keys []SigningKey
+
+	// AccessTokenAlg is the algorithm of access tokens: "RS256" (default) or
+	// "ES256".
+	AccessTokenAlg string
+
+	// CookieKeys encrypt and authenticate the provider's session cookie: one
+	// or more pairs of 32-byte hash key and 32-byte block key, the first pair
+	// encodes and every pair decodes.
+	CookieKeys [][2][]byte
+
+	// CodeLifetime bounds how long an authorization code can be redeemed.
+	// Default: [DefaultCodeLifetime].
+	CodeLifetime time.Duration
+
+	// SessionLifetime is how long a login lasts for single sign-on.
+	// Default: [DefaultSessionLifetime].
+	SessionLifetime time.Duration
+
+	// Templates, if set, overrides the embedded page templates that it
+	// holds by name (login.html, error.html); the others stay.
+	Templates fs.FS
+
+	// PasswordComparer checks user password hashes. Default: bcrypt.
+	PasswordComparer PasswordComparer
+
+	// Throttle limits failed logins. Zero values take the defaults of
+	// [ThrottleConfig].
+	Throttle ThrottleConfig
+
+	// ClientIP returns the address failed logins are throttled by. Default:
+	// the host of the request's RemoteAddr.
+	ClientIP func(*http.Request) string
+
+	// Logger receives one line per login and per token issued. Default:
+	// discard.
+	Logger *slog.Logger
+
+	// Now returns the current time. Default: time.Now.
+	Now func() time.Time
+
+	// Rand is the source of codes, token ids and CSRF tokens. Default:
+	// crypto/rand.Reader.
+	Rand io.Reader
+}
+
+// Client is a registered relying party.
+type Client struct {
+	// ID is the client_id.
+	ID string
+
+	// Secret is the client secret in plain text. Either Secret or SecretHash
+	// is required.
+	Secret string
+
+	// SecretHash is a password hash of the client secret, checked by the
+	// [Config.PasswordComparer].
+	SecretHash string
+
+	// RedirectURIs are the registered redirect URIs, matched exactly.
+	RedirectURIs []string
+
+	// PostLogoutRedirectURIs are the registered post-logout redirect URIs.
+	PostLogoutRedirectURIs []string
+
+	// AllowedScopes the client may request. Default: openid, profile, email.
+	AllowedScopes []string
+
+	// AccessTokenLifetime: default [DefaultAccessTokenLifetime].
+	AccessTokenLifetime time.Duration
+
+	// IDTokenLifetime: default [DefaultIDTokenLifetime].
+	IDTokenLifetime time.Duration
+
+	// IDTokenAlg is "RS256" (default, required by OpenID Connect) or "ES256".
+	IDTokenAlg string
+
+	// InsecurePKCEOptional lets the client leave out PKCE. PKCE protects the
+	// code from interception and injection (RFC 9700 §2.1.1); leave it off.
+	InsecurePKCEOptional bool
+
+	// AllowPlainPKCE accepts code_challenge_method=plain from this client.
+	AllowPlainPKCE bool
+}
+
+// User is an account that can log in.
+type User struct {
+	// Username is what the user types on the login page.
+	Username string `json:"username"`
+
+	// Subject is the stable sub claim. Default: derived from Username by
+	// [DeriveSubject].
+	Subject string `json:"subject,omitempty"`
+
+	// PasswordHash is a bcrypt or argon2id hash, as made by
+	// `caddy hash-password`.
+	PasswordHash string `json:"password_hash"`
+
+	// Claims are released by scope: name, given_name, email, ...
+	Claims map[string]any `json:"claims,omitempty"`
+}
+
+// APIResource is an API that accepts access tokens: its Name is their
+// audience, and Scopes are the scopes that grant access to it.
+type APIResource struct {
+	Name   string
+	Scopes []string
+}
+
+// SigningKey is a private key that signs tokens.
+type SigningKey struct {
+	// ID is the JWK kid.
+	ID string
+	// Alg is "RS256" or "ES256".
+	Alg string
+	// Key is an *rsa.PrivateKey or *ecdsa.PrivateKey.
+	Key crypto.Signer
+}
+
+// PasswordComparer checks a password against a hash, as the comparers of
+// Caddy's basic_auth do.
+type PasswordComparer interface {
+	Compare(hashed, plaintext []byte) (bool, error)
+}
+
+// ThrottleConfig limits failed login attempts per username and per client IP:
+// after Free failures in a row, each further failure doubles the wait,
+// starting at Base and capped at Max.
+type ThrottleConfig struct {
+	// Free failures before any wait. Default 3.
+	Free int
+	// Base is the first wait. Default 1s.
+	Base time.Duration
+	// Max caps the wait. Default 15m.
+	Max time.Duration
+}
+
+// DeriveSubject returns the stable subject of a user who has none
+// configured: a UUID-shaped digest of the username, the same on every start
+// and every node.
+func DeriveSubject(username string) string {
+	sum := sha256.Sum256([]byte("authgate subject\x00" + username))
+	h := hex.EncodeToString(sum[:16])
+	return fmt.Sprintf("%s-%s-%s-%s-%s", h[0:8], h[8:12], h[12:16], h[16:20], h[20:32])
+}

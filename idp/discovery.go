@@ -1,0 +1,79 @@
+package idp
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"sort"
+)
+
+// discoveryDocument builds the provider metadata of OpenID Connect
+// Discovery 1.0 §3 once; it changes only with the configuration.
+func (p *Provider) discoveryDocument() ([]byte, error) {
+	scopes := []string{"openid", "profile", "email", "address", "phone"}
+	for s := range p.apiScopes {
+		scopes = append(scopes, s)
+	}
+	sort.Strings(scopes[5:])
+	claims := []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"}
+	for _, s := range []string{"profile", "email", "address", "phone"} {
+		claims = append(claims, identityScopes[s]...)
+	}
+	pkce := []string{"S256"}
+	for _, c := range p.clients {
+		if c.AllowPlainPKCE {
+			pkce = append(pkce, "plain")
+			break
+		}
+	}
+	algs := make([]string, 0, len(p.signers))
+	for alg := range p.signers {
+		algs = append(algs, alg)
+	}
+	slices.Sort(algs) // RS256 before ES256 would be nicer, but sorted is stable: ES256, RS256
+	doc := map[string]any{
+		"issuer":                                         p.issuer,
+		"authorization_endpoint":                         p.url(PathAuthorize),
+		"token_endpoint":                                 p.url(PathToken),
+		"userinfo_endpoint":                              p.url(PathUserinfo),
+		"jwks_uri":                                       p.url(PathJWKS),
+		"scopes_supported":                               scopes,
+		"claims_supported":                               claims,
+		"response_types_supported":                       []string{"code"},
+		"response_modes_supported":                       []string{"query"},
+		"grant_types_supported":                          []string{"authorization_code"},
+		"subject_types_supported":                        []string{"public"},
+		"id_token_signing_alg_values_supported":          algs,
+		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post"},
+		"code_challenge_methods_supported":               pkce,
+		"prompt_values_supported":                        []string{"none", "login", "consent", "select_account"},
+		"claims_parameter_supported":                     false,
+		"request_parameter_supported":                    false,
+		"request_uri_parameter_supported":                false,
+		"authorization_response_iss_parameter_supported": true,
+	}
+	return json.Marshal(doc)
+}
+
+func (p *Provider) serveDiscovery(w http.ResponseWriter, r *http.Request) {
+	serveStaticJSON(w, r, p.discovery)
+}
+
+func (p *Provider) serveJWKS(w http.ResponseWriter, r *http.Request) {
+	serveStaticJSON(w, r, p.jwks)
+}
+
+func serveStaticJSON(w http.ResponseWriter, r *http.Request, body []byte) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, &Error{Code: ErrInvalidRequest, Description: "method not allowed"})
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "public, max-age=300")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		w.Write(body)
+	}
+}

@@ -1,0 +1,69 @@
+package idp
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// OAuth 2.0 and OpenID Connect error codes (RFC 6749 §4.1.2.1 and §5.2,
+// RFC 6750 §3.1, OpenID Connect Core §3.1.2.6).
+const (
+	ErrInvalidRequest          = "invalid_request"
+	ErrInvalidClient           = "invalid_client"
+	ErrInvalidGrant            = "invalid_grant"
+	ErrUnauthorizedClient      = "unauthorized_client"
+	ErrUnsupportedGrantType    = "unsupported_grant_type"
+	ErrUnsupportedResponseType = "unsupported_response_type"
+	ErrInvalidScope            = "invalid_scope"
+	ErrAccessDenied            = "access_denied"
+	ErrServerError             = "server_error"
+	ErrInvalidToken            = "invalid_token"
+	ErrInsufficientScope       = "insufficient_scope"
+	ErrLoginRequired           = "login_required"
+	ErrRequestNotSupported     = "request_not_supported"
+	ErrRequestURINotSupported  = "request_uri_not_supported"
+)
+
+// Error is an OAuth error. Code and Description go to the client; Cause
+// only to the log, so what the client sees never carries internals.
+type Error struct {
+	Code        string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	Cause       error  `json:"-"`
+}
+
+func (e *Error) Error() string {
+	s := "idp: " + e.Code
+	if e.Description != "" {
+		s += ": " + e.Description
+	}
+	if e.Cause != nil {
+		s += ": " + e.Cause.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+func oauthErr(code, description string) *Error { return &Error{Code: code, Description: description} }
+
+// writeError writes e as the JSON error response of RFC 6749 §5.2.
+func writeError(w http.ResponseWriter, status int, e *Error) {
+	writeJSON(w, status, e)
+}
+
+// writeJSON writes v with the headers every token-bearing response needs
+// (RFC 6749 §5.1): no caching anywhere.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"server_error"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json;charset=UTF-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	w.Write(body)
+}

@@ -1,0 +1,174 @@
+package idp
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// loginPage is what the login template shows.
+type loginPage struct {
+	Action    string
+	Request   string // sealed authRequest, empty for a direct visit
+	CSRF      string
+	Username  string
+	Error     string
+	ClientID  string
+	LogoutURL string
+}
+
+func (p *Provider) redirectToLogin(w http.ResponseWriter, r *http.Request, req *authRequest) {
+	sealed, err := p.encodeAuthRequest(req)
+	if err != nil {
+		p.log.ErrorContext(r.Context(), "sealing login request", "error", err)
+		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be started."})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, p.base+PathLogin+"?"+url.Values{"request": {sealed}}.Encode(), http.StatusFound)
+}
+
+func (p *Provider) serveLogin(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		p.showLogin(w, r)
+	case http.MethodPost:
+		p.postLogin(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
+	}
+}
+
+func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
+	page := loginPage{Request: r.URL.Query().Get("request")}
+	if page.Request != "" {
+		req, err := p.decodeAuthRequest(page.Request)
+		if err != nil {
+			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "This login link is invalid or has expired. Go back to the application and sign in again."})
+			return
+		}
+		page.Username = req.LoginHint
+		page.ClientID = req.ClientID
+	} else if s := p.readSession(r); s != nil {
+		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.subjects[s.Subject].Username), true)
+		return
+	}
+	p.renderLogin(w, r, http.StatusOK, page)
+}
+
+func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "The form could not be read."})
+		return
+	}
+	f := r.PostForm
+	page := loginPage{Request: f.Get("request"), Username: strings.TrimSpace(f.Get("username"))}
+	var req *authRequest
+	if page.Request != "" {
+		var err error
+		if req, err = p.decodeAuthRequest(page.Request); err != nil {
+			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "This login link is invalid or has expired. Go back to the application and sign in again."})
+			return
+		}
+		page.ClientID = req.ClientID
+	}
+	// Double-submit CSRF check: the form's token must equal the cookie's,
+	// which a cross-site page can neither read nor set.
+	ck, err := r.Cookie(csrfCookie)
+	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(f.Get("csrf_token"))) != 1 {
+		page.Error = "Your session expired. Please try again."
+		p.renderLogin(w, r, http.StatusBadRequest, page)
+		return
+	}
+
+	ip := p.clientIP(r)
+	keys := []string{"user:" + strings.ToLower(page.Username), "ip:" + ip}
+	if wait := p.throttle.wait(keys...); wait > 0 {
+		p.log.WarnContext(r.Context(), "login throttled", "username", page.Username, "client_ip", ip, "client_id", page.ClientID)
+		page.Error = fmt.Sprintf("Too many failed attempts. Try again in %d s.", int((wait+time.Second-1)/time.Second))
+		w.Header().Set("Retry-After", fmt.Sprint(int((wait+time.Second-1)/time.Second)))
+		p.renderLogin(w, r, http.StatusTooManyRequests, page)
+		return
+	}
+	user := p.checkPassword(page.Username, f.Get("password"))
+	if user == nil {
+		p.throttle.fail(keys...)
+		p.log.InfoContext(r.Context(), "login failed", "username", page.Username, "client_ip", ip, "client_id", page.ClientID)
+		page.Error = "Invalid username or password."
+		p.renderLogin(w, r, http.StatusOK, page)
+		return
+	}
+	p.throttle.succeed(keys[0])
+	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix()}
+	if err := p.writeSession(w, sess); err != nil {
+		p.log.ErrorContext(r.Context(), "writing session cookie", "error", err)
+		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})
+		return
+	}
+	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", page.ClientID)
+	if req == nil {
+		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
+		return
+	}
+	p.finishAuthorize(w, r, req, p.clients[req.ClientID], sess)
+}
+
+// checkPassword returns the user whose password this is, or nil. An unknown
+// username costs the same hash comparison as a known one.
+func (p *Provider) checkPassword(username, password string) *User {
+	u := p.users[username]
+	hash := p.fakeHash
+	if u != nil {
+		hash = []byte(u.PasswordHash)
+	}
+	ok, err := p.comparer.Compare(hash, []byte(password))
+	if u == nil || err != nil || !ok {
+		return nil
+	}
+	return u
+}
+
+func (p *Provider) serveLogout(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
+		return
+	}
+	if s := p.readSession(r); s != nil {
+		// Copies of the cookie stop working too: the sid is marked ended
+		// for as long as the cookie could live.
+		if err := p.store.Put(r.Context(), endedKey(s.SID), []byte{1}, p.sessionTTL); err != nil {
+			p.log.ErrorContext(r.Context(), "ending session", "error", err)
+		}
+		p.log.InfoContext(r.Context(), "logout", "sub", s.Subject)
+	}
+	p.clearSession(w)
+	p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
+}
+
+// csrfToken returns the request's CSRF cookie value, or sets a new one.
+func (p *Provider) csrfToken(w http.ResponseWriter, r *http.Request) string {
+	if ck, err := r.Cookie(csrfCookie); err == nil && len(ck.Value) >= 22 {
+		return ck.Value
+	}
+	v := p.randomString(24)
+	http.SetCookie(w, p.cookie(csrfCookie, v, 0))
+	return v
+}
+
+func (p *Provider) clientIP(r *http.Request) string {
+	if p.clientIPFunc != nil {
+		return p.clientIPFunc(r)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,367 @@
+// Package idp is an OpenID Provider as a plain net/http handler: discovery,
+// JWKS, the authorization endpoint with its login page, the token endpoint
+// and userinfo, for the authorization code flow with PKCE.
+package idp
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/gorilla/securecookie"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Endpoint paths, relative to the issuer's path. They are IdentityServer's,
+// so clients written against it work unchanged.
+const (
+	PathDiscovery = "/.well-known/openid-configuration"
+	PathJWKS      = "/.well-known/openid-configuration/jwks"
+	PathAuthorize = "/connect/authorize"
+	PathToken     = "/connect/token"
+	PathUserinfo  = "/connect/userinfo"
+	PathLogin     = "/account/login"
+	PathLogout    = "/account/logout"
+)
+
+// Identity scopes of OpenID Connect Core §5.4 that the provider knows.
+var identityScopes = map[string][]string{
+	"openid":  {"sub"},
+	"profile": {"name", "family_name", "given_name", "middle_name", "nickname", "preferred_username", "profile", "picture", "website", "gender", "birthdate", "zoneinfo", "locale", "updated_at"},
+	"email":   {"email", "email_verified"},
+	"address": {"address"},
+	"phone":   {"phone_number", "phone_number_verified"},
+}
+
+var defaultAllowedScopes = []string{"openid", "profile", "email"}
+
+// Provider is an OpenID Provider. It is an [http.Handler] serving the paths
+// under its issuer; [Provider.Owns] tells which requests those are.
+type Provider struct {
+	issuer    string
+	base      string // issuer path without trailing slash
+	secure    bool   // issuer is https: cookies are Secure
+	clients   map[string]*client
+	users     map[string]*User // by username
+	subjects  map[string]*User // by subject
+	apiScopes map[string]bool
+	resources []APIResource
+	staticAud string
+
+	signers   map[string]jose.Signer // ID token signers by alg: the first key of each
+	atSigner  jose.Signer            // access token signer, typ at+jwt
+	jwks      []byte                 // public JWKS document
+	verifyKey jose.JSONWebKeySet     // public keys, for verifying our own tokens
+
+	cookies   *securecookie.SecureCookie
+	cookieSet []securecookie.Codec
+
+	codeTTL    time.Duration
+	sessionTTL time.Duration
+	comparer   PasswordComparer
+	fakeHash   []byte
+	throttle   *throttle
+	templates  *template.Template
+	discovery  []byte
+
+	clientIPFunc func(*http.Request) string
+
+	store  Store
+	log    *slog.Logger
+	now    func() time.Time
+	random io.Reader
+	mux    *http.ServeMux
+}
+
+type client struct {
+	Client
+	redirects  map[string]bool
+	scopes     map[string]bool
+	secretHash []byte
+}
+
+// New checks cfg and returns a provider keeping its state in store.
+func New(cfg Config, store Store) (*Provider, error) {
+	if store == nil {
+		return nil, errors.New("idp: no store")
+	}
+	iss, err := url.Parse(cfg.Issuer)
+	if err != nil || (iss.Scheme != "https" && iss.Scheme != "http") || iss.Host == "" {
+		return nil, fmt.Errorf("idp: issuer %q is not an absolute http(s) URL", cfg.Issuer)
+	}
+	if iss.RawQuery != "" || iss.Fragment != "" {
+		return nil, fmt.Errorf("idp: issuer %q has a query or fragment (OpenID Connect Discovery §3)", cfg.Issuer)
+	}
+	p := &Provider{
+		issuer:     cfg.Issuer,
+		base:       strings.TrimSuffix(iss.Path, "/"),
+		secure:     iss.Scheme == "https",
+		clients:    make(map[string]*client),
+		users:      make(map[string]*User),
+		subjects:   make(map[string]*User),
+		apiScopes:  make(map[string]bool),
+		resources:  cfg.APIResources,
+		staticAud:  cfg.StaticAudience,
+		codeTTL:    cmp(cfg.CodeLifetime, DefaultCodeLifetime),
+		sessionTTL: cmp(cfg.SessionLifetime, DefaultSessionLifetime),
+		comparer:   cfg.PasswordComparer,
+		store:      store,
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		random:     cfg.Rand,
+
+		clientIPFunc: cfg.ClientIP,
+	}
+	if p.staticAud == "" {
+		p.staticAud = strings.TrimSuffix(cfg.Issuer, "/") + "/resources"
+	}
+	if p.comparer == nil {
+		p.comparer = bcryptComparer{}
+	}
+	// A password check against this hash when the user is unknown makes
+	// "no such user" take as long as "wrong password".
+	p.fakeHash = []byte("$2a$10$lbHSwDkxbJyj1RgAk.klleS8cAQRKImw6qDREvUOZC3qUtCdCqfLa")
+	if f, ok := p.comparer.(interface{ FakeHash() []byte }); ok {
+		p.fakeHash = f.FakeHash()
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.random == nil {
+		p.random = rand.Reader
+	}
+	p.throttle = newThrottle(cfg.Throttle, p.now)
+
+	for _, s := range cfg.APIScopes {
+		if _, ok := identityScopes[s]; ok || s == "offline_access" {
+			return nil, fmt.Errorf("idp: api scope %q is an identity scope", s)
+		}
+		p.apiScopes[s] = true
+	}
+	for _, r := range cfg.APIResources {
+		if r.Name == "" {
+			return nil, errors.New("idp: api resource without a name")
+		}
+		for _, s := range r.Scopes {
+			if !p.apiScopes[s] {
+				return nil, fmt.Errorf("idp: api resource %q: scope %q is not an api scope", r.Name, s)
+			}
+		}
+	}
+	if err := p.setClients(cfg.Clients); err != nil {
+		return nil, err
+	}
+	if err := p.setUsers(cfg.Users); err != nil {
+		return nil, err
+	}
+	if err := p.setKeys(cfg.Keys, cfg.AccessTokenAlg); err != nil {
+		return nil, err
+	}
+	if err := p.setCookieKeys(cfg.CookieKeys); err != nil {
+		return nil, err
+	}
+	if p.templates, err = parseTemplates(cfg.Templates); err != nil {
+		return nil, err
+	}
+	if p.discovery, err = p.discoveryDocument(); err != nil {
+		return nil, err
+	}
+
+	p.mux = http.NewServeMux()
+	p.mux.HandleFunc(p.base+PathDiscovery, p.serveDiscovery)
+	p.mux.HandleFunc(p.base+PathJWKS, p.serveJWKS)
+	p.mux.HandleFunc(p.base+PathAuthorize, p.serveAuthorize)
+	p.mux.HandleFunc(p.base+PathToken, p.serveToken)
+	p.mux.HandleFunc(p.base+PathUserinfo, p.serveUserinfo)
+	p.mux.HandleFunc(p.base+PathLogin, p.serveLogin)
+	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
+	return p, nil
+}
+
+// ServeHTTP serves the provider's endpoints, and 404 for anything else.
+func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.mux.ServeHTTP(w, r)
+}
+
+// Owns reports whether r is for one of the provider's endpoints, so that a
+// host can pass every other request on.
+func (p *Provider) Owns(r *http.Request) bool {
+	_, pattern := p.mux.Handler(r)
+	return pattern != ""
+}
+
+// Issuer returns the issuer identifier.
+func (p *Provider) Issuer() string { return p.issuer }
+
+func (p *Provider) setClients(list []Client) error {
+	for _, c := range list {
+		if c.ID == "" {
+			return errors.New("idp: client without an id")
+		}
+		if _, dup := p.clients[c.ID]; dup {
+			return fmt.Errorf("idp: client %q is declared twice", c.ID)
+		}
+		if c.Secret == "" && c.SecretHash == "" {
+			return fmt.Errorf("idp: client %q: a secret or secret hash is required", c.ID)
+		}
+		if c.Secret != "" && c.SecretHash != "" {
+			return fmt.Errorf("idp: client %q: secret and secret hash are exclusive", c.ID)
+		}
+		if len(c.RedirectURIs) == 0 {
+			return fmt.Errorf("idp: client %q: at least one redirect URI is required", c.ID)
+		}
+		cl := &client{Client: c, redirects: make(map[string]bool), scopes: make(map[string]bool)}
+		for _, u := range c.RedirectURIs {
+			if err := checkRedirectURI(u); err != nil {
+				return fmt.Errorf("idp: client %q: redirect URI %q %w", c.ID, u, err)
+			}
+			cl.redirects[u] = true
+		}
+		for _, u := range c.PostLogoutRedirectURIs {
+			if err := checkRedirectURI(u); err != nil {
+				return fmt.Errorf("idp: client %q: post-logout redirect URI %q %w", c.ID, u, err)
+			}
+		}
+		scopes := c.AllowedScopes
+		if len(scopes) == 0 {
+			scopes = defaultAllowedScopes
+		}
+		for _, s := range scopes {
+			if !p.knownScope(s) {
+				return fmt.Errorf("idp: client %q: scope %q is neither an identity scope nor an api scope", c.ID, s)
+			}
+			cl.scopes[s] = true
+		}
+		switch c.IDTokenAlg {
+		case "":
+			cl.IDTokenAlg = RS256
+		case RS256, ES256:
+		default:
+			return fmt.Errorf("idp: client %q: id token algorithm %q is not RS256 or ES256", c.ID, c.IDTokenAlg)
+		}
+		cl.AccessTokenLifetime = cmp(c.AccessTokenLifetime, DefaultAccessTokenLifetime)
+		cl.IDTokenLifetime = cmp(c.IDTokenLifetime, DefaultIDTokenLifetime)
+		if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 {
+			return fmt.Errorf("idp: client %q: negative token lifetime", c.ID)
+		}
+		if c.SecretHash != "" {
+			cl.secretHash = []byte(c.SecretHash)
+		}
+		p.clients[c.ID] = cl
+	}
+	return nil
+}
+
+// checkRedirectURI applies RFC 6749 §3.1.2: absolute, no fragment.
+func checkRedirectURI(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("is not a URL")
+	}
+	if !u.IsAbs() || u.Host == "" && (u.Scheme == "http" || u.Scheme == "https") {
+		return errors.New("is not absolute")
+	}
+	if u.Fragment != "" || strings.Contains(raw, "#") {
+		return errors.New("has a fragment")
+	}
+	return nil
+}
+
+func (p *Provider) setUsers(list []User) error {
+	for i := range list {
+		u := list[i]
+		if u.Username == "" {
+			return errors.New("idp: user without a username")
+		}
+		if _, dup := p.users[u.Username]; dup {
+			return fmt.Errorf("idp: user %q is declared twice", u.Username)
+		}
+		if u.PasswordHash == "" {
+			return fmt.Errorf("idp: user %q: a password hash is required", u.Username)
+		}
+		if u.Subject == "" {
+			u.Subject = DeriveSubject(u.Username)
+		}
+		if _, dup := p.subjects[u.Subject]; dup {
+			return fmt.Errorf("idp: user %q: subject %q is used by another user", u.Username, u.Subject)
+		}
+		if _, ok := u.Claims["sub"]; ok {
+			return fmt.Errorf("idp: user %q: the sub claim comes from the subject, not from claims", u.Username)
+		}
+		p.users[u.Username] = &u
+		p.subjects[u.Subject] = &u
+	}
+	return nil
+}
+
+func (p *Provider) setCookieKeys(pairs [][2][]byte) error {
+	if len(pairs) == 0 {
+		return errors.New("idp: no cookie keys")
+	}
+	for i, pair := range pairs {
+		if len(pair[0]) < 32 || len(pair[1]) != 32 {
+			return fmt.Errorf("idp: cookie key pair %d: want a hash key of at least 32 bytes and a 32-byte block key", i)
+		}
+		sc := securecookie.New(pair[0], pair[1])
+		sc.MaxAge(int(p.sessionTTL / time.Second))
+		sc.SetSerializer(securecookie.JSONEncoder{})
+		p.cookieSet = append(p.cookieSet, sc)
+	}
+	p.cookies = p.cookieSet[0].(*securecookie.SecureCookie)
+	// securecookie reports a bad key only when it first encodes: find out now.
+	if _, err := p.cookies.Encode("probe", "probe"); err != nil {
+		return fmt.Errorf("idp: cookie keys: %w", err)
+	}
+	return nil
+}
+
+func (p *Provider) knownScope(s string) bool {
+	_, identity := identityScopes[s]
+	return identity || p.apiScopes[s]
+}
+
+// url returns the absolute URL of an endpoint path.
+func (p *Provider) url(path string) string {
+	return strings.TrimSuffix(p.issuer, "/") + path
+}
+
+func cmp(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+type bcryptComparer struct{}
+
+func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
+	err := bcrypt.CompareHashAndPassword(hashed, plaintext)
+	if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (p *Provider) randomString(n int) string {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(p.random, b); err != nil {
+		panic("idp: reading randomness: " + err.Error())
+	}
+	return base64RawURL(b)
+}
+
+func containsAll(have map[string]bool, want []string) bool {
+	return !slices.ContainsFunc(want, func(s string) bool { return !have[s] })
+}

@@ -1,0 +1,155 @@
+// Package storetest is the conformance suite that every [idp.Store]
+// implementation passes.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authgate/authgate/idp"
+)
+
+// Clock is a settable time source for stores under test.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock at a fixed instant.
+func NewClock() *Clock { return &Clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// Run runs the suite. newStore returns an empty store reading time from the
+// given clock.
+func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) idp.Store) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		run  func(t *testing.T, s idp.Store, c *Clock)
+	}{
+		{"get missing", func(t *testing.T, s idp.Store, c *Clock) {
+			if _, err := s.Get(ctx, "code/missing"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Get(missing) error = %v, want ErrNotFound", err)
+			}
+		}},
+		{"put then get", func(t *testing.T, s idp.Store, c *Clock) {
+			mustPut(t, s, "code/a", "one", time.Minute)
+			wantValue(t, s, "code/a", "one")
+			wantValue(t, s, "code/a", "one") // Get does not consume
+		}},
+		{"put replaces", func(t *testing.T, s idp.Store, c *Clock) {
+			mustPut(t, s, "code/a", "one", time.Minute)
+			mustPut(t, s, "code/a", "two", time.Minute)
+			wantValue(t, s, "code/a", "two")
+		}},
+		{"expires", func(t *testing.T, s idp.Store, c *Clock) {
+			mustPut(t, s, "code/a", "one", time.Minute)
+			c.Advance(59 * time.Second)
+			wantValue(t, s, "code/a", "one")
+			c.Advance(time.Second)
+			if _, err := s.Get(ctx, "code/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Get after ttl: error = %v, want ErrNotFound", err)
+			}
+			if _, err := s.Take(ctx, "code/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Take after ttl: error = %v, want ErrNotFound", err)
+			}
+		}},
+		{"take once", func(t *testing.T, s idp.Store, c *Clock) {
+			mustPut(t, s, "code/a", "one", time.Minute)
+			v, err := s.Take(ctx, "code/a")
+			if err != nil || string(v) != "one" {
+				t.Fatalf("Take = %q, %v; want one, nil", v, err)
+			}
+			if _, err := s.Take(ctx, "code/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("second Take error = %v, want ErrNotFound", err)
+			}
+			if _, err := s.Get(ctx, "code/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Get after Take error = %v, want ErrNotFound", err)
+			}
+		}},
+		{"delete", func(t *testing.T, s idp.Store, c *Clock) {
+			mustPut(t, s, "code/a", "one", time.Minute)
+			if err := s.Delete(ctx, "code/a"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Delete(ctx, "code/a"); err != nil {
+				t.Fatalf("Delete(absent) = %v, want nil", err)
+			}
+			if _, err := s.Get(ctx, "code/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Get after Delete error = %v, want ErrNotFound", err)
+			}
+		}},
+		{"keys are independent", func(t *testing.T, s idp.Store, c *Clock) {
+			mustPut(t, s, "code/a", "one", time.Minute)
+			mustPut(t, s, "revoked/a", "two", time.Hour)
+			if _, err := s.Take(ctx, "code/a"); err != nil {
+				t.Fatal(err)
+			}
+			wantValue(t, s, "revoked/a", "two")
+		}},
+		{"concurrent take: exactly one wins", func(t *testing.T, s idp.Store, c *Clock) {
+			for round := range 5 {
+				key := fmt.Sprintf("code/race-%d", round)
+				mustPut(t, s, key, "v", time.Minute)
+				var wins, losses atomic.Int32
+				var wg sync.WaitGroup
+				for range 8 {
+					wg.Go(func() {
+						_, err := s.Take(ctx, key)
+						switch {
+						case err == nil:
+							wins.Add(1)
+						case errors.Is(err, idp.ErrNotFound):
+							losses.Add(1)
+						default:
+							t.Errorf("Take: %v", err)
+						}
+					})
+				}
+				wg.Wait()
+				if wins.Load() != 1 || losses.Load() != 7 {
+					t.Fatalf("round %d: %d wins, %d losses; want 1 and 7", round, wins.Load(), losses.Load())
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := NewClock()
+			tt.run(t, newStore(t, c), c)
+		})
+	}
+}
+
+func mustPut(t *testing.T, s idp.Store, key, value string, ttl time.Duration) {
+	t.Helper()
+	if err := s.Put(context.Background(), key, []byte(value), ttl); err != nil {
+		t.Fatalf("Put(%s): %v", key, err)
+	}
+}
+
+func wantValue(t *testing.T, s idp.Store, key, want string) {
+	t.Helper()
+	v, err := s.Get(context.Background(), key)
+	if err != nil || string(v) != want {
+		t.Fatalf("Get(%s) = %q, %v; want %q", key, v, err, want)
+	}
+}

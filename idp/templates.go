@@ -1,0 +1,101 @@
+package idp
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+)
+
+//go:embed templates/*.html
+var embeddedTemplates embed.FS
+
+// Template names an operator can override.
+var templateNames = []string{"login.html", "error.html", "message.html"}
+
+// parseTemplates parses the embedded templates, each replaced by the file
+// of the same name in override when it has one.
+func parseTemplates(override fs.FS) (*template.Template, error) {
+	root := template.New("")
+	for _, name := range templateNames {
+		src, err := embeddedTemplates.ReadFile("templates/" + name)
+		if err != nil {
+			return nil, err
+		}
+		if override != nil {
+			b, err := fs.ReadFile(override, name)
+			switch {
+			case err == nil:
+				src = b
+			case !errors.Is(err, fs.ErrNotExist):
+				return nil, fmt.Errorf("idp: reading template %s: %w", name, err)
+			}
+		}
+		if _, err := root.New(name).Parse(string(src)); err != nil {
+			return nil, fmt.Errorf("idp: parsing template %s: %w", name, err)
+		}
+	}
+	return root, nil
+}
+
+// pageError is a failure shown to the user as a page, for requests that
+// cannot be answered by redirect (RFC 6749 §4.1.2.1).
+type pageError struct {
+	status int
+	msg    string
+}
+
+func (e *pageError) Error() string { return "idp: " + e.msg }
+
+type errorPage struct {
+	Status  int
+	Title   string
+	Message string
+}
+
+type messagePage struct {
+	Title     string
+	Message   string
+	LogoutURL string
+}
+
+func (p *Provider) renderError(w http.ResponseWriter, r *http.Request, e *pageError) {
+	p.render(w, r, e.status, "error.html", errorPage{Status: e.status, Title: http.StatusText(e.status), Message: e.msg})
+}
+
+func (p *Provider) renderMessage(w http.ResponseWriter, r *http.Request, status int, title, msg string, signedIn bool) {
+	page := messagePage{Title: title, Message: msg}
+	if signedIn {
+		page.LogoutURL = p.base + PathLogout
+	}
+	p.render(w, r, status, "message.html", page)
+}
+
+func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, status int, page loginPage) {
+	page.Action = p.base + PathLogin
+	page.CSRF = p.csrfToken(w, r)
+	p.render(w, r, status, "login.html", page)
+}
+
+func (p *Provider) render(w http.ResponseWriter, r *http.Request, status int, name string, data any) {
+	var buf bytes.Buffer
+	if err := p.templates.ExecuteTemplate(&buf, name, data); err != nil {
+		p.log.ErrorContext(r.Context(), "rendering page", "template", name, "error", err)
+		http.Error(w, "internal error rendering page", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'")
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(buf.Bytes())
+	}
+}

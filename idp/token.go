@@ -1,0 +1,375 @@
+package idp
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// tokenResponse is the successful token response of RFC 6749 §5.1 and
+// OpenID Connect Core §3.1.3.3.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope,omitempty"`
+	IDToken     string `json:"id_token,omitempty"`
+}
+
+// usedCode remembers what a redeemed code issued, so that a replay of the
+// code can revoke it (RFC 6749 §4.1.2).
+type usedCode struct {
+	JTI     string `json:"jti"`
+	Expires int64  `json:"exp"`
+}
+
+// tokenRequest is a parsed token endpoint request: the form, each parameter
+// at most once (RFC 6749 §3.2), and the credentials from the Authorization
+// header, if any.
+type tokenRequest struct {
+	form        url.Values
+	basicID     string
+	basicSecret string
+	hasBasic    bool
+}
+
+func (t *tokenRequest) get(name string) string { return t.form.Get(name) }
+
+// parseTokenRequest reads a token request's method, media type, body and
+// Authorization header.
+func parseTokenRequest(r *http.Request) (*tokenRequest, *Error) {
+	ct, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || ct != "application/x-www-form-urlencoded" {
+		return nil, oauthErr(ErrInvalidRequest, "the body must be application/x-www-form-urlencoded")
+	}
+	if err := r.ParseForm(); err != nil {
+		return nil, oauthErr(ErrInvalidRequest, "the body could not be parsed")
+	}
+	t := &tokenRequest{form: r.PostForm}
+	for name, vals := range t.form {
+		if len(vals) > 1 {
+			return nil, oauthErr(ErrInvalidRequest, fmt.Sprintf("parameter %s is given more than once", name))
+		}
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, cred, _ := strings.Cut(h, " ")
+		if !strings.EqualFold(scheme, "Basic") {
+			return nil, &Error{Code: ErrInvalidClient, Description: "client authentication must use the Basic scheme"}
+		}
+		id, secret, err := parseBasic(strings.TrimSpace(cred))
+		if err != nil {
+			return nil, &Error{Code: ErrInvalidClient, Description: "malformed Basic credentials"}
+		}
+		t.basicID, t.basicSecret, t.hasBasic = id, secret, true
+	}
+	return t, nil
+}
+
+// parseBasic decodes Basic credentials whose id and secret are each
+// form-urlencoded first (RFC 6749 §2.3.1).
+func parseBasic(cred string) (id, secret string, err error) {
+	raw, err := base64.StdEncoding.DecodeString(cred)
+	if err != nil {
+		return "", "", err
+	}
+	rawID, rawSecret, ok := strings.Cut(string(raw), ":")
+	if !ok {
+		return "", "", errors.New("no colon")
+	}
+	if id, err = url.QueryUnescape(rawID); err != nil {
+		return "", "", err
+	}
+	if secret, err = url.QueryUnescape(rawSecret); err != nil {
+		return "", "", err
+	}
+	return id, secret, nil
+}
+
+func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		// RFC 6749 §3.2: the token endpoint is POST only.
+		w.Header().Set("Allow", "POST")
+		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "the token endpoint accepts only POST"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	treq, oe := parseTokenRequest(r)
+	if oe != nil {
+		p.tokenError(w, r, oe)
+		return
+	}
+	c, oe := p.authenticateClient(treq)
+	if oe != nil {
+		p.tokenError(w, r, oe)
+		return
+	}
+	var resp *tokenResponse
+	switch gt := treq.get("grant_type"); gt {
+	case "authorization_code":
+		resp, oe = p.exchangeCode(r, c, treq)
+	case "":
+		oe = oauthErr(ErrInvalidRequest, "grant_type is required")
+	default:
+		oe = oauthErr(ErrUnsupportedGrantType, "unsupported grant_type")
+	}
+	if oe != nil {
+		p.tokenError(w, r, oe)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// tokenError writes an error of RFC 6749 §5.2, logging its cause.
+func (p *Provider) tokenError(w http.ResponseWriter, r *http.Request, e *Error) {
+	status := http.StatusBadRequest
+	switch e.Code {
+	case ErrInvalidClient:
+		// RFC 6749 §5.2: 401 with the scheme the client should use.
+		status = http.StatusUnauthorized
+		w.Header().Set("WWW-Authenticate", `Basic realm="`+p.issuer+`", charset="UTF-8"`)
+	case ErrServerError:
+		status = http.StatusInternalServerError
+	}
+	if e.Cause != nil {
+		p.log.WarnContext(r.Context(), "token request failed", "error_code", e.Code, "error", e.Cause)
+	}
+	writeError(w, status, e)
+}
+
+// authenticateClient checks client_secret_basic or client_secret_post
+// credentials (RFC 6749 §2.3.1); a client must use exactly one method.
+func (p *Provider) authenticateClient(t *tokenRequest) (*client, *Error) {
+	id, secret := t.basicID, t.basicSecret
+	formSecret := t.form.Has("client_secret")
+	switch {
+	case t.hasBasic && formSecret:
+		return nil, oauthErr(ErrInvalidRequest, "use one client authentication method, not several")
+	case t.hasBasic:
+		if fid := t.get("client_id"); fid != "" && fid != id {
+			return nil, oauthErr(ErrInvalidRequest, "client_id does not match the Authorization header")
+		}
+	case formSecret:
+		id, secret = t.get("client_id"), t.get("client_secret")
+	default:
+		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication is required"}
+	}
+	c := p.clients[id]
+	if !p.checkSecret(c, secret) {
+		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("bad credentials for client %q", id)}
+	}
+	return c, nil
+}
+
+// checkSecret compares in constant time; an unknown client costs the same
+// as a wrong secret.
+func (p *Provider) checkSecret(c *client, secret string) bool {
+	if c != nil && c.secretHash != nil {
+		ok, err := p.comparer.Compare(c.secretHash, []byte(secret))
+		return err == nil && ok
+	}
+	want := "\x00unknown client"
+	if c != nil {
+		want = c.Secret
+	}
+	// Hashing first makes the comparison independent of the lengths.
+	a, b := sha256.Sum256([]byte(secret)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(a[:], b[:]) == 1 && c != nil
+}
+
+// exchangeCode redeems an authorization code (RFC 6749 §4.1.3, RFC 7636
+// §4.6).
+func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*tokenResponse, *Error) {
+	code := t.get("code")
+	if code == "" {
+		return nil, oauthErr(ErrInvalidRequest, "code is required")
+	}
+	redirect := t.get("redirect_uri")
+	if redirect == "" {
+		return nil, oauthErr(ErrInvalidRequest, "redirect_uri is required")
+	}
+	ctx := r.Context()
+	data, err := p.store.Take(ctx, codeKey(code))
+	if errors.Is(err, ErrNotFound) {
+		p.revokeReplayedCode(r, c, code)
+		return nil, oauthErr(ErrInvalidGrant, "the code is invalid, expired or already used")
+	}
+	if err != nil {
+		return nil, &Error{Code: ErrServerError, Description: "the code could not be checked", Cause: err}
+	}
+	var g codeGrant
+	if err := json.Unmarshal(data, &g); err != nil {
+		return nil, &Error{Code: ErrServerError, Description: "the code could not be read", Cause: err}
+	}
+	now := p.now()
+	switch {
+	case now.Unix() >= g.Expires:
+		return nil, oauthErr(ErrInvalidGrant, "the code is invalid, expired or already used")
+	case g.ClientID != c.ID:
+		return nil, &Error{Code: ErrInvalidGrant, Description: "the code was issued to another client", Cause: fmt.Errorf("client %q presented a code of client %q", c.ID, g.ClientID)}
+	case g.RedirectURI != redirect:
+		return nil, oauthErr(ErrInvalidGrant, "redirect_uri does not match the authorization request")
+	}
+	if oe := checkPKCE(g.Challenge, g.Method, t); oe != nil {
+		return nil, oe
+	}
+	user := p.subjects[g.Subject]
+	if user == nil {
+		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists")
+	}
+
+	resp, jti, err := p.issueTokens(c, user, g.Scopes, g.Nonce, g.AuthTime, g.SID)
+	if err != nil {
+		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
+	}
+	used, _ := json.Marshal(usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()})
+	if err := p.store.Put(ctx, usedCodeKey(code), used, max(c.AccessTokenLifetime, p.codeTTL)); err != nil {
+		return nil, &Error{Code: ErrServerError, Description: "the code could not be recorded", Cause: err}
+	}
+	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "authorization_code", "scope", resp.Scope)
+	return resp, nil
+}
+
+// checkPKCE verifies code_verifier against the challenge of the
+// authorization request (RFC 7636 §4.6). A verifier for a code issued
+// without a challenge is refused too (RFC 9700 §2.1.1, downgrade).
+func checkPKCE(challenge, method string, t *tokenRequest) *Error {
+	verifier := t.get("code_verifier")
+	if challenge == "" {
+		if verifier != "" {
+			return oauthErr(ErrInvalidGrant, "code_verifier given, but the authorization request had no code_challenge")
+		}
+		return nil
+	}
+	if verifier == "" {
+		return oauthErr(ErrInvalidGrant, "code_verifier is required")
+	}
+	if !validVerifier(verifier) {
+		return oauthErr(ErrInvalidGrant, "code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~]")
+	}
+	computed := verifier
+	if method == "S256" {
+		sum := sha256.Sum256([]byte(verifier))
+		computed = base64RawURL(sum[:])
+	}
+	if subtle.ConstantTimeCompare([]byte(computed), []byte(challenge)) != 1 {
+		return oauthErr(ErrInvalidGrant, "code_verifier does not match the code_challenge")
+	}
+	return nil
+}
+
+// revokeReplayedCode revokes what a code issued when it is presented again
+// (RFC 6749 §4.1.2: the code was likely stolen).
+func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) {
+	ctx := r.Context()
+	data, err := p.store.Get(ctx, usedCodeKey(code))
+	if err != nil {
+		return
+	}
+	var u usedCode
+	if json.Unmarshal(data, &u) != nil {
+		return
+	}
+	ttl := time.Unix(u.Expires, 0).Sub(p.now())
+	if ttl <= 0 {
+		return
+	}
+	if err := p.store.Put(ctx, revokedKey(u.JTI), []byte{1}, ttl); err != nil {
+		p.log.ErrorContext(ctx, "revoking tokens of a replayed code", "client_id", c.ID, "error", err)
+		return
+	}
+	p.log.WarnContext(ctx, "authorization code replayed: tokens it issued are revoked", "client_id", c.ID, "jti", u.JTI)
+}
+
+// issueTokens signs an access token and, for openid requests, an ID token.
+func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string, authTime int64, sid string) (*tokenResponse, string, error) {
+	now := p.now()
+	scope := strings.Join(scopes, " ")
+	jti := p.randomString(16)
+	at := accessClaims{
+		Issuer:   p.issuer,
+		Subject:  u.Subject,
+		Audience: p.audience(scopes),
+		ClientID: c.ID,
+		Scope:    scope,
+		Expiry:   now.Add(c.AccessTokenLifetime).Unix(),
+		IssuedAt: now.Unix(),
+		ID:       jti,
+		AuthTime: authTime,
+		SID:      sid,
+	}
+	access, err := sign(p.atSigner, at)
+	if err != nil {
+		return nil, "", fmt.Errorf("signing access token: %w", err)
+	}
+	resp := &tokenResponse{
+		AccessToken: access,
+		TokenType:   "Bearer",
+		ExpiresIn:   int64(c.AccessTokenLifetime / time.Second),
+		Scope:       scope,
+	}
+	if slices.Contains(scopes, "openid") {
+		claims := p.userClaims(u, scopes)
+		claims["iss"] = p.issuer
+		claims["aud"] = c.ID
+		claims["exp"] = now.Add(c.IDTokenLifetime).Unix()
+		claims["iat"] = now.Unix()
+		claims["auth_time"] = authTime
+		claims["at_hash"] = leftHalfHash(access)
+		if sid != "" {
+			claims["sid"] = sid
+		}
+		if nonce != "" {
+			claims["nonce"] = nonce
+		}
+		if resp.IDToken, err = sign(p.signers[c.IDTokenAlg], claims); err != nil {
+			return nil, "", fmt.Errorf("signing id token: %w", err)
+		}
+	}
+	return resp, jti, nil
+}
+
+// audience is the aud of an access token: every API resource one of whose
+// scopes was granted, else the static audience.
+func (p *Provider) audience(scopes []string) []string {
+	var aud []string
+	for _, r := range p.resources {
+		for _, s := range r.Scopes {
+			if slices.Contains(scopes, s) {
+				aud = append(aud, r.Name)
+				break
+			}
+		}
+	}
+	if len(aud) == 0 {
+		aud = []string{p.staticAud}
+	}
+	return aud
+}
+
+// userClaims returns sub and the user's claims released by the identity
+// scopes in scopes (OpenID Connect Core §5.4).
+func (p *Provider) userClaims(u *User, scopes []string) map[string]any {
+	out := map[string]any{"sub": u.Subject}
+	for _, s := range scopes {
+		for _, name := range identityScopes[s] {
+			if v, ok := u.Claims[name]; ok {
+				out[name] = v
+			}
+		}
+		if s == "profile" {
+			if _, ok := out["preferred_username"]; !ok {
+				out["preferred_username"] = u.Username
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,141 @@
+package idp
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// accessTokenType is the JWT typ of access tokens (RFC 9068 §2.1).
+const accessTokenType = "at+jwt"
+
+func (p *Provider) setKeys(keys []SigningKey, atAlg string) error {
+	if len(keys) == 0 {
+		return errors.New("idp: no signing keys")
+	}
+	first := make(map[string]SigningKey)
+	var pub jose.JSONWebKeySet
+	seen := make(map[string]bool)
+	for _, k := range keys {
+		if err := k.check(); err != nil {
+			return err
+		}
+		if seen[k.ID] {
+			return fmt.Errorf("idp: key id %q is used twice", k.ID)
+		}
+		seen[k.ID] = true
+		pub.Keys = append(pub.Keys, jose.JSONWebKey{Key: k.Key.Public(), KeyID: k.ID, Algorithm: k.Alg, Use: "sig"})
+		if _, ok := first[k.Alg]; !ok {
+			first[k.Alg] = k // the first key of an algorithm signs; later ones only verify
+		}
+	}
+	if _, ok := first[RS256]; !ok {
+		// OpenID Connect Core §15.1: RS256 must be supported.
+		return errors.New("idp: an RS256 signing key is required")
+	}
+	for _, c := range p.clients {
+		if _, ok := first[c.IDTokenAlg]; !ok {
+			return fmt.Errorf("idp: client %q: no %s signing key", c.ID, c.IDTokenAlg)
+		}
+	}
+	if atAlg == "" {
+		atAlg = RS256
+	}
+	atKey, ok := first[atAlg]
+	if !ok {
+		return fmt.Errorf("idp: access token algorithm %q has no signing key", atAlg)
+	}
+	p.signers = make(map[string]jose.Signer)
+	for alg, k := range first {
+		s, err := newSigner(k, "JWT")
+		if err != nil {
+			return err
+		}
+		p.signers[alg] = s
+	}
+	var err error
+	if p.atSigner, err = newSigner(atKey, accessTokenType); err != nil {
+		return err
+	}
+	p.verifyKey = pub
+	p.jwks, err = json.Marshal(pub)
+	return err
+}
+
+func newSigner(k SigningKey, typ string) (jose.Signer, error) {
+	s, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: jose.SignatureAlgorithm(k.Alg), Key: jose.JSONWebKey{Key: k.Key, KeyID: k.ID}},
+		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
+	if err != nil {
+		return nil, fmt.Errorf("idp: key %q: %w", k.ID, err)
+	}
+	return s, nil
+}
+
+// sign serializes claims as a JWS.
+func sign(s jose.Signer, claims any) (string, error) {
+	return jwt.Signed(s).Claims(claims).Serialize()
+}
+
+// accessClaims are the claims of an access token (RFC 9068 §2.2).
+type accessClaims struct {
+	Issuer   string   `json:"iss"`
+	Subject  string   `json:"sub"`
+	Audience []string `json:"aud"`
+	ClientID string   `json:"client_id"`
+	Scope    string   `json:"scope"`
+	Expiry   int64    `json:"exp"`
+	IssuedAt int64    `json:"iat"`
+	ID       string   `json:"jti"`
+	AuthTime int64    `json:"auth_time,omitempty"`
+	SID      string   `json:"sid,omitempty"`
+}
+
+// verifyAccessToken checks an access token of ours: signature by one of our
+// keys, typ at+jwt, issuer and expiry. Revocation is the caller's check.
+func (p *Provider) verifyAccessToken(raw string) (*accessClaims, error) {
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	if err != nil {
+		return nil, fmt.Errorf("parsing token: %w", err)
+	}
+	if len(tok.Headers) != 1 {
+		return nil, errors.New("token has more than one signature")
+	}
+	h := tok.Headers[0]
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != accessTokenType && typ != "application/"+accessTokenType {
+		return nil, fmt.Errorf("token type %q is not %s", typ, accessTokenType)
+	}
+	keys := p.verifyKey.Key(h.KeyID)
+	if len(keys) == 0 {
+		return nil, errors.New("token signed by an unknown key")
+	}
+	var c accessClaims
+	if err := tok.Claims(keys[0].Key, &c); err != nil {
+		return nil, fmt.Errorf("checking signature: %w", err)
+	}
+	if keys[0].Algorithm != h.Algorithm {
+		return nil, errors.New("token algorithm does not match its key")
+	}
+	if c.Issuer != p.issuer {
+		return nil, errors.New("token from another issuer")
+	}
+	if c.ID == "" || c.Subject == "" {
+		return nil, errors.New("token without jti or sub")
+	}
+	if !p.now().Before(time.Unix(c.Expiry, 0)) {
+		return nil, errors.New("token expired")
+	}
+	return &c, nil
+}
+
+func (p *Provider) hasScope(scope string, want string) bool {
+	return slices.Contains(splitScope(scope), want)
+}
+
+func base64RawURL(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

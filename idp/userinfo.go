@@ -1,0 +1,103 @@
+package idp
+
+import (
+	"errors"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// serveUserinfo answers with the claims of the access token's user, as its
+// scopes release them (OpenID Connect Core §5.3).
+func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "use GET or POST"))
+		return
+	}
+	raw, e := bearerToken(w, r)
+	if e != nil {
+		p.bearerError(w, r, http.StatusBadRequest, e)
+		return
+	}
+	if raw == "" {
+		// RFC 6750 §3.1: no error code when the request carried no token.
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+p.issuer+`"`)
+		writeError(w, http.StatusUnauthorized, oauthErr(ErrInvalidRequest, "an access token is required"))
+		return
+	}
+	claims, err := p.verifyAccessToken(raw)
+	if err != nil {
+		p.bearerError(w, r, http.StatusUnauthorized, &Error{Code: ErrInvalidToken, Description: "the access token is invalid or expired", Cause: err})
+		return
+	}
+	if revoked, err := p.isRevoked(r, claims.ID); err != nil {
+		p.log.ErrorContext(r.Context(), "checking revocation", "error", err)
+		writeError(w, http.StatusServiceUnavailable, oauthErr(ErrServerError, "revocation could not be checked"))
+		return
+	} else if revoked {
+		p.bearerError(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the access token was revoked"))
+		return
+	}
+	scopes := splitScope(claims.Scope)
+	if !p.hasScope(claims.Scope, "openid") {
+		p.bearerError(w, r, http.StatusForbidden, oauthErr(ErrInsufficientScope, "the access token lacks the openid scope"))
+		return
+	}
+	u := p.subjects[claims.Subject]
+	if u == nil {
+		p.bearerError(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the user no longer exists"))
+		return
+	}
+	writeJSON(w, http.StatusOK, p.userClaims(u, scopes))
+}
+
+func (p *Provider) isRevoked(r *http.Request, jti string) (bool, error) {
+	_, err := p.store.Get(r.Context(), revokedKey(jti))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+// bearerToken returns the access token from the Authorization header or,
+// for a form POST, the access_token body parameter (RFC 6750 §2.1, §2.2);
+// a request may use only one of them.
+func bearerToken(w http.ResponseWriter, r *http.Request) (string, *Error) {
+	var token string
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, cred, _ := strings.Cut(h, " ")
+		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(cred) == "" {
+			return "", oauthErr(ErrInvalidRequest, "the Authorization header must use the Bearer scheme")
+		}
+		token = strings.TrimSpace(cred)
+	}
+	if r.Method == http.MethodPost {
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/x-www-form-urlencoded" {
+			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+			if err := r.ParseForm(); err != nil {
+				return "", oauthErr(ErrInvalidRequest, "the body could not be parsed")
+			}
+			if vals := r.PostForm["access_token"]; len(vals) > 0 {
+				if token != "" || len(vals) > 1 {
+					return "", oauthErr(ErrInvalidRequest, "give the access token once")
+				}
+				token = vals[0]
+			}
+		}
+	}
+	return token, nil
+}
+
+// bearerError answers per RFC 6750 §3 with a WWW-Authenticate challenge.
+func (p *Provider) bearerError(w http.ResponseWriter, r *http.Request, status int, e *Error) {
+	if e.Cause != nil {
+		p.log.InfoContext(r.Context(), "bearer token refused", "error_code", e.Code, "error", e.Cause)
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="`+p.issuer+`", error="`+e.Code+`", error_description="`+e.Description+`"`)
+	writeError(w, status, e)
+}
