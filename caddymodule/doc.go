@@ -1,0 +1,2 @@
+// Package caddymodule holds authgate's Caddy modules.
+package caddymodule

@@ -1,0 +1,331 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/authgate/authgate/idp"
+)
+
+// sweepInterval is how often a storageStore removes expired entries.
+const sweepInterval = 5 * time.Minute
+
+// storageStore is an [idp.Store] on Caddy's configured storage, so that
+// codes and revocations outlive a restart and are shared by every instance
+// that shares the storage.
+//
+// Each entry is one storage key, prefix + "/" + key, whose value is the
+// expiry as 8 bytes of big-endian Unix nanoseconds followed by the data.
+// Take holds the storage's lock for the entry, which makes it atomic across
+// processes; an in-process mutex per entry is taken first, so that
+// goroutines of one process queue on it rather than on the storage lock
+// (certmagic's FileStorage polls a held lock only once a second). Put
+// takes only the in-process mutex: nothing puts a key that another process
+// may be taking.
+//
+// Expired entries read as absent, and a background sweep deletes them
+// every [sweepInterval] until Destruct. No request lists the storage.
+type storageStore struct {
+	storage certmagic.Storage
+	prefix  string
+	now     func() time.Time
+	logger  *zap.Logger
+	locks   keyedMutex
+
+	stop context.CancelFunc // stops the sweep
+	done chan struct{}      // closed when the sweep has stopped
+}
+
+// newStorageStore returns a store keeping its entries in storage under
+// prefix (a storage key without a trailing slash) and starts its sweep.
+// now may be nil for time.Now.
+func newStorageStore(storage certmagic.Storage, prefix string, now func() time.Time, logger *zap.Logger) *storageStore {
+	if now == nil {
+		now = time.Now
+	}
+	s := &storageStore{
+		storage: storage,
+		prefix:  prefix,
+		now:     now,
+		logger:  logger,
+		done:    make(chan struct{}),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.sweepEvery(ctx, sweepInterval)
+	return s
+}
+
+// Put implements [idp.Store].
+func (s *storageStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	name, err := s.entryKey(key)
+	if err != nil {
+		return err
+	}
+	entry := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(entry, uint64(s.now().Add(ttl).UnixNano()))
+	copy(entry[8:], value)
+
+	unlock := s.locks.lock(name)
+	defer unlock()
+	if err := s.storage.Store(ctx, name, entry); err != nil {
+		return fmt.Errorf("storing %s: %w", name, err)
+	}
+	return nil
+}
+
+// Get implements [idp.Store].
+func (s *storageStore) Get(ctx context.Context, key string) ([]byte, error) {
+	name, err := s.entryKey(key)
+	if err != nil {
+		return nil, err
+	}
+	value, _, err := s.load(ctx, name)
+	return value, err
+}
+
+// Take implements [idp.Store].
+func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err error) {
+	name, err := s.entryKey(key)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := s.lock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if uerr := unlock(); uerr != nil && err == nil {
+			value, err = nil, uerr
+		}
+	}()
+
+	value, expires, err := s.load(ctx, name)
+	if err != nil {
+		if errors.Is(err, idp.ErrNotFound) && !expires.IsZero() {
+			// Expired: nobody can have it any more, so it goes now
+			// rather than at the next sweep.
+			if derr := s.storage.Delete(ctx, name); derr != nil {
+				return nil, fmt.Errorf("deleting %s: %w", name, derr)
+			}
+		}
+		return nil, err
+	}
+	if err := s.storage.Delete(ctx, name); err != nil {
+		return nil, fmt.Errorf("deleting %s: %w", name, err)
+	}
+	return value, nil
+}
+
+// Delete implements [idp.Store].
+func (s *storageStore) Delete(ctx context.Context, key string) error {
+	name, err := s.entryKey(key)
+	if err != nil {
+		return err
+	}
+	if err := s.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("deleting %s: %w", name, err)
+	}
+	return nil
+}
+
+// Destruct stops the sweep; it implements [caddy.Destructor] for the
+// store's usage pool.
+func (s *storageStore) Destruct() error {
+	s.stop()
+	<-s.done
+	return nil
+}
+
+// entryKey returns the storage key of a store key. Store keys are checked
+// because they become storage keys, and so file names: no "..", no empty
+// path segment.
+func (s *storageStore) entryKey(key string) (string, error) {
+	if !validStoreKey(key) {
+		return "", fmt.Errorf("store key %q: want letters, digits, '-', '_' and inner '/'", key)
+	}
+	return s.prefix + "/" + key, nil
+}
+
+func validStoreKey(key string) bool {
+	if key == "" || key[0] == '/' || key[len(key)-1] == '/' || strings.Contains(key, "//") {
+		return false
+	}
+	for _, c := range []byte(key) {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '/':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// load reads the entry at name: its data and expiry, or idp.ErrNotFound if
+// it is absent or expired.
+func (s *storageStore) load(ctx context.Context, name string) ([]byte, time.Time, error) {
+	entry, err := s.storage.Load(ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, time.Time{}, idp.ErrNotFound
+	}
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("loading %s: %w", name, err)
+	}
+	if len(entry) < 8 {
+		return nil, time.Time{}, fmt.Errorf("loading %s: entry of %d bytes has no expiry", name, len(entry))
+	}
+	expires := time.Unix(0, int64(binary.BigEndian.Uint64(entry)))
+	if !s.now().Before(expires) {
+		return nil, expires, idp.ErrNotFound
+	}
+	return entry[8:], expires, nil
+}
+
+// lock takes the in-process mutex of the entry name, then the storage's
+// lock for it. The returned function releases both.
+func (s *storageStore) lock(ctx context.Context, name string) (func() error, error) {
+	release := s.locks.lock(name)
+	lockName := strings.ReplaceAll(name, "/", "_")
+	if err := s.storage.Lock(ctx, lockName); err != nil {
+		release()
+		return nil, fmt.Errorf("locking %s: %w", name, err)
+	}
+	return func() error {
+		defer release()
+		// Unlock even when the request is gone: a lock left behind blocks
+		// the entry until it goes stale.
+		if err := s.storage.Unlock(context.WithoutCancel(ctx), lockName); err != nil {
+			return fmt.Errorf("unlocking %s: %w", name, err)
+		}
+		return nil
+	}, nil
+}
+
+func (s *storageStore) sweepEvery(ctx context.Context, d time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := s.sweep(ctx)
+		if err != nil && ctx.Err() == nil {
+			if c := s.logger.Check(zapcore.WarnLevel, "sweeping expired store entries"); c != nil {
+				c.Write(zap.String("prefix", s.prefix), zap.Int("deleted", n), zap.Error(err))
+			}
+		} else if c := s.logger.Check(zapcore.DebugLevel, "swept expired store entries"); c != nil {
+			c.Write(zap.String("prefix", s.prefix), zap.Int("deleted", n))
+		}
+	}
+}
+
+// sweep deletes every expired entry and reports how many it deleted. An
+// entry that looks expired is checked again under its lock, so that one
+// put again meanwhile stays.
+func (s *storageStore) sweep(ctx context.Context) (int, error) {
+	names, err := s.storage.List(ctx, s.prefix, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("listing %s: %w", s.prefix, err)
+	}
+	var deleted int
+	var errs []error
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return deleted, ctx.Err()
+		}
+		_, expires, err := s.load(ctx, name)
+		if err == nil || expires.IsZero() {
+			// Live, or absent, or not an entry: List also returns the
+			// "directories" of some storages, which do not load.
+			continue
+		}
+		ok, err := s.deleteIfExpired(ctx, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			deleted++
+		}
+	}
+	return deleted, errors.Join(errs...)
+}
+
+func (s *storageStore) deleteIfExpired(ctx context.Context, name string) (deleted bool, err error) {
+	unlock, err := s.lock(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if uerr := unlock(); uerr != nil && err == nil {
+			err = uerr
+		}
+	}()
+	_, expires, err := s.load(ctx, name)
+	if !errors.Is(err, idp.ErrNotFound) || expires.IsZero() {
+		return false, nil
+	}
+	if err := s.storage.Delete(ctx, name); err != nil {
+		return false, fmt.Errorf("deleting %s: %w", name, err)
+	}
+	return true, nil
+}
+
+// keyedMutex is a set of mutexes by name, each existing while someone
+// holds or waits for it.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*refMutex
+}
+
+type refMutex struct {
+	sync.Mutex
+	refs int
+}
+
+// lock locks the mutex of name and returns its unlock function.
+func (k *keyedMutex) lock(name string) func() {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[string]*refMutex)
+	}
+	m, ok := k.m[name]
+	if !ok {
+		m = new(refMutex)
+		k.m[name] = m
+	}
+	m.refs++
+	k.mu.Unlock()
+
+	m.Lock()
+	return func() {
+		m.Unlock()
+		k.mu.Lock()
+		m.refs--
+		if m.refs == 0 {
+			delete(k.m, name)
+		}
+		k.mu.Unlock()
+	}
+}
+
+// Interface guards
+var (
+	_ idp.Store = (*storageStore)(nil)
+)
