@@ -97,7 +97,10 @@ func TestUserinfo(t *testing.T) {
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			return r
 		}, wantStatus: 200},
-		{name: "no token", req: func() *http.Request { r, _ := http.NewRequest(http.MethodGet, ts.URL+"/connect/userinfo", nil); return r }, wantStatus: 401, wantAuth: "Bearer"},
+		{name: "no token", req: func() *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, ts.URL+"/connect/userinfo", nil)
+			return r
+		}, wantStatus: 401, wantAuth: "Bearer"},
 		{name: "garbage token", req: func() *http.Request { return bearer(ts, http.MethodGet, "abc") }, wantStatus: 401, wantAuth: `error="invalid_token"`},
 		{name: "tampered token", req: func() *http.Request { return bearer(ts, http.MethodGet, access[:len(access)-4]+"AAAA") }, wantStatus: 401, wantAuth: `error="invalid_token"`},
 		{name: "alg none", req: func() *http.Request { return bearer(ts, http.MethodGet, unsigned) }, wantStatus: 401, wantAuth: `error="invalid_token"`},
