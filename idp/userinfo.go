@@ -23,7 +23,8 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 	if raw == "" {
 		// RFC 6750 §3.1: no error code when the request carried no token.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+p.issuer+`"`)
-		writeError(w, http.StatusUnauthorized, oauthErr(ErrInvalidRequest, "an access token is required"))
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
 	claims, err := p.verifyAccessToken(raw)
