@@ -14,10 +14,11 @@ import (
 
 // Defaults applied by [New] where a [Config] or [Client] field is zero.
 const (
-	DefaultCodeLifetime        = 60 * time.Second
-	DefaultAccessTokenLifetime = time.Hour
-	DefaultIDTokenLifetime     = 5 * time.Minute
-	DefaultSessionLifetime     = 10 * time.Hour
+	DefaultCodeLifetime         = 60 * time.Second
+	DefaultAccessTokenLifetime  = time.Hour
+	DefaultIDTokenLifetime      = 5 * time.Minute
+	DefaultSessionLifetime      = 10 * time.Hour
+	DefaultRefreshTokenLifetime = 30 * 24 * time.Hour
 )
 
 // Config configures a [Provider]. Issuer, at least one signing key and, for
@@ -127,6 +128,15 @@ type Client struct {
 
 	// IDTokenAlg is "RS256" (default, required by OpenID Connect) or "ES256".
 	IDTokenAlg string
+
+	// AllowOfflineAccess lets the client request the offline_access scope
+	// and so get refresh tokens.
+	AllowOfflineAccess bool
+
+	// RefreshTokenLifetime is the absolute lifetime of a refresh token
+	// family, counted from the login. Default:
+	// [DefaultRefreshTokenLifetime].
+	RefreshTokenLifetime time.Duration
 
 	// InsecurePKCEOptional lets the client leave out PKCE. PKCE protects the
 	// code from interception and injection (RFC 9700 §2.1.1); leave it off.

@@ -10,11 +10,12 @@ import (
 // discoveryDocument builds the provider metadata of OpenID Connect
 // Discovery 1.0 §3 once; it changes only with the configuration.
 func (p *Provider) discoveryDocument() ([]byte, error) {
-	scopes := []string{"openid", "profile", "email", "address", "phone"}
+	scopes := []string{"openid", "profile", "email", "address", "phone", scopeOfflineAccess}
+	n := len(scopes)
 	for s := range p.apiScopes {
 		scopes = append(scopes, s)
 	}
-	sort.Strings(scopes[5:])
+	sort.Strings(scopes[n:])
 	claims := []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"}
 	for _, s := range []string{"profile", "email", "address", "phone"} {
 		claims = append(claims, identityScopes[s]...)

@@ -24,13 +24,14 @@ import (
 // Endpoint paths, relative to the issuer's path. They are IdentityServer's,
 // so clients written against it work unchanged.
 const (
-	PathDiscovery = "/.well-known/openid-configuration"
-	PathJWKS      = "/.well-known/openid-configuration/jwks"
-	PathAuthorize = "/connect/authorize"
-	PathToken     = "/connect/token"
-	PathUserinfo  = "/connect/userinfo"
-	PathLogin     = "/account/login"
-	PathLogout    = "/account/logout"
+	PathDiscovery  = "/.well-known/openid-configuration"
+	PathJWKS       = "/.well-known/openid-configuration/jwks"
+	PathAuthorize  = "/connect/authorize"
+	PathToken      = "/connect/token"
+	PathUserinfo   = "/connect/userinfo"
+	PathEndSession = "/connect/endsession"
+	PathLogin      = "/account/login"
+	PathLogout     = "/account/logout"
 )
 
 // Identity scopes of OpenID Connect Core §5.4 that the provider knows.
@@ -41,6 +42,9 @@ var identityScopes = map[string][]string{
 	"address": {"address"},
 	"phone":   {"phone_number", "phone_number_verified"},
 }
+
+// scopeOfflineAccess asks for a refresh token (OpenID Connect Core §11).
+const scopeOfflineAccess = "offline_access"
 
 var defaultAllowedScopes = []string{"openid", "profile", "email"}
 
@@ -85,6 +89,7 @@ type Provider struct {
 type client struct {
 	Client
 	redirects  map[string]bool
+	postLogout map[string]bool
 	scopes     map[string]bool
 	secretHash []byte
 }
@@ -185,6 +190,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathAuthorize, p.serveAuthorize)
 	p.mux.HandleFunc(p.base+PathToken, p.serveToken)
 	p.mux.HandleFunc(p.base+PathUserinfo, p.serveUserinfo)
+	p.mux.HandleFunc(p.base+PathEndSession, p.serveEndSession)
 	p.mux.HandleFunc(p.base+PathLogin, p.serveLogin)
 	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
 	return p, nil
@@ -229,10 +235,12 @@ func (p *Provider) setClients(list []Client) error {
 			}
 			cl.redirects[u] = true
 		}
+		cl.postLogout = make(map[string]bool)
 		for _, u := range c.PostLogoutRedirectURIs {
 			if err := checkRedirectURI(u); err != nil {
 				return fmt.Errorf("idp: client %q: post-logout redirect URI %q %w", c.ID, u, err)
 			}
+			cl.postLogout[u] = true
 		}
 		scopes := c.AllowedScopes
 		if len(scopes) == 0 {
@@ -251,9 +259,13 @@ func (p *Provider) setClients(list []Client) error {
 		default:
 			return fmt.Errorf("idp: client %q: id token algorithm %q is not RS256 or ES256", c.ID, c.IDTokenAlg)
 		}
+		if c.AllowOfflineAccess {
+			cl.scopes[scopeOfflineAccess] = true
+		}
 		cl.AccessTokenLifetime = cmp(c.AccessTokenLifetime, DefaultAccessTokenLifetime)
+		cl.RefreshTokenLifetime = cmp(c.RefreshTokenLifetime, DefaultRefreshTokenLifetime)
 		cl.IDTokenLifetime = cmp(c.IDTokenLifetime, DefaultIDTokenLifetime)
-		if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 {
+		if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 || c.RefreshTokenLifetime < 0 {
 			return fmt.Errorf("idp: client %q: negative token lifetime", c.ID)
 		}
 		if c.SecretHash != "" {
@@ -329,7 +341,7 @@ func (p *Provider) setCookieKeys(pairs [][2][]byte) error {
 
 func (p *Provider) knownScope(s string) bool {
 	_, identity := identityScopes[s]
-	return identity || p.apiScopes[s]
+	return identity || s == scopeOfflineAccess || p.apiScopes[s]
 }
 
 // url returns the absolute URL of an endpoint path.

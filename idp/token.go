@@ -18,11 +18,12 @@ import (
 // tokenResponse is the successful token response of RFC 6749 §5.1 and
 // OpenID Connect Core §3.1.3.3.
 type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	Scope       string `json:"scope,omitempty"`
-	IDToken     string `json:"id_token,omitempty"`
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	Scope        string `json:"scope,omitempty"`
+	IDToken      string `json:"id_token,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
 }
 
 // usedCode remembers what a redeemed code issued, so that a replay of the
@@ -30,6 +31,7 @@ type tokenResponse struct {
 type usedCode struct {
 	JTI     string `json:"jti"`
 	Expires int64  `json:"exp"`
+	Family  string `json:"family,omitempty"` // refresh token family, if one was issued
 }
 
 // tokenRequest is a parsed token endpoint request: the form, each parameter
@@ -116,6 +118,8 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 	switch gt := treq.get("grant_type"); gt {
 	case "authorization_code":
 		resp, oe = p.exchangeCode(r, c, treq)
+	case "refresh_token":
+		resp, oe = p.refresh(r, c, treq)
 	case "":
 		oe = oauthErr(ErrInvalidRequest, "grant_type is required")
 	default:
@@ -230,7 +234,18 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	if err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
 	}
-	used, _ := json.Marshal(usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()})
+	record := usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()}
+	if slices.Contains(g.Scopes, scopeOfflineAccess) {
+		record.Family = p.randomString(16)
+		resp.RefreshToken, err = p.newRefreshToken(ctx, refreshGrant{
+			ClientID: c.ID, Subject: user.Subject, Scopes: g.Scopes, AuthTime: g.AuthTime, SID: g.SID,
+			Family: record.Family, Expires: now.Add(c.RefreshTokenLifetime).Unix(),
+		})
+		if err != nil {
+			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be stored", Cause: err}
+		}
+	}
+	used, _ := json.Marshal(record)
 	if err := p.store.Put(ctx, usedCodeKey(code), used, max(c.AccessTokenLifetime, p.codeTTL)); err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "the code could not be recorded", Cause: err}
 	}
@@ -277,6 +292,11 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) {
 	var u usedCode
 	if json.Unmarshal(data, &u) != nil {
 		return
+	}
+	if u.Family != "" {
+		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, c.RefreshTokenLifetime); err != nil {
+			p.log.ErrorContext(ctx, "revoking refresh tokens of a replayed code", "client_id", c.ID, "error", err)
+		}
 	}
 	ttl := time.Unix(u.Expires, 0).Sub(p.now())
 	if ttl <= 0 {

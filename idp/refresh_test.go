@@ -1,0 +1,171 @@
+package idp_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authgate/authgate/idp"
+)
+
+type tokens struct {
+	AccessToken  string `json:"access_token"`
+	IDToken      string `json:"id_token"`
+	RefreshToken string `json:"refresh_token"`
+	Scope        string `json:"scope"`
+}
+
+func offlineServer(t *testing.T) *testServer {
+	return newServer(t, func(c *idp.Config) {
+		c.Clients[0].AllowOfflineAccess = true
+		c.Clients[0].RefreshTokenLifetime = time.Hour
+		c.Clients = append(c.Clients, idp.Client{ID: "other", Secret: "other-secret", RedirectURIs: []string{testRedirect}, AllowOfflineAccess: true})
+	})
+}
+
+// offlineTokens logs alice in with offline_access and returns the tokens.
+func offlineTokens(t *testing.T, ts *testServer) tokens {
+	t.Helper()
+	v, ch := pkce("v")
+	q := authorizeParams(ch)
+	q.Set("scope", "openid profile offline_access")
+	u := login(t, ts, browser(t), q, "alice", testPassword)
+	resp, body := postToken(t, ts, "demo-app", testSecret, exchangeForm(u.Query().Get("code"), v))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("exchange: %d %s", resp.StatusCode, body)
+	}
+	var tk tokens
+	json.Unmarshal([]byte(body), &tk)
+	if tk.RefreshToken == "" {
+		t.Fatalf("no refresh token with offline_access: %s", body)
+	}
+	return tk
+}
+
+func refreshWith(t *testing.T, ts *testServer, id, secret, rt, scope string) (int, tokens, string) {
+	t.Helper()
+	form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}
+	if scope != "" {
+		form.Set("scope", scope)
+	}
+	resp, body := postToken(t, ts, id, secret, form)
+	var tk tokens
+	json.Unmarshal([]byte(body), &tk)
+	return resp.StatusCode, tk, body
+}
+
+func TestRefreshRotation(t *testing.T) {
+	ts := offlineServer(t)
+	first := offlineTokens(t, ts)
+	st, second, body := refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, "")
+	if st != http.StatusOK || second.RefreshToken == "" || second.RefreshToken == first.RefreshToken || second.IDToken == "" {
+		t.Fatalf("refresh: %d %s; want new access, ID and refresh tokens", st, body)
+	}
+	if second.Scope != "openid profile offline_access" {
+		t.Errorf("scope after refresh = %q", second.Scope)
+	}
+	// The rotated-out token presented again revokes the whole family.
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, ""); st != http.StatusBadRequest || !strings.Contains(body, "invalid_grant") {
+		t.Fatalf("reuse: %d %s; want invalid_grant", st, body)
+	}
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, second.RefreshToken, ""); st != http.StatusBadRequest || !strings.Contains(body, "invalid_grant") {
+		t.Fatalf("newest token after reuse: %d %s; want invalid_grant (family revoked)", st, body)
+	}
+}
+
+func TestRefreshErrors(t *testing.T) {
+	tests := []struct {
+		name       string
+		id, secret string
+		scope      string
+		rt         func(tokens) string
+		before     func(ts *testServer)
+		wantErr    string
+		wantStatus int
+	}{
+		{name: "narrowing is allowed", id: "demo-app", secret: testSecret, scope: "openid", wantStatus: 200},
+		{name: "widening", id: "demo-app", secret: testSecret, scope: "openid email", wantErr: "invalid_scope", wantStatus: 400},
+		{name: "another client's token", id: "other", secret: "other-secret", wantErr: "invalid_grant", wantStatus: 400},
+		{name: "unknown token", id: "demo-app", secret: testSecret, rt: func(tokens) string { return "nope" }, wantErr: "invalid_grant", wantStatus: 400},
+		{name: "missing token", id: "demo-app", secret: testSecret, rt: func(tokens) string { return "" }, wantErr: "invalid_request", wantStatus: 400},
+		{name: "expired family", id: "demo-app", secret: testSecret, before: func(ts *testServer) { ts.clock.Advance(time.Hour + time.Second) }, wantErr: "invalid_grant", wantStatus: 400},
+		{name: "wrong secret", id: "demo-app", secret: "x", wantErr: "invalid_client", wantStatus: 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := offlineServer(t)
+			tk := offlineTokens(t, ts)
+			rt := tk.RefreshToken
+			if tt.rt != nil {
+				rt = tt.rt(tk)
+			}
+			if tt.before != nil {
+				tt.before(ts)
+			}
+			st, _, body := refreshWith(t, ts, tt.id, tt.secret, rt, tt.scope)
+			if st != tt.wantStatus || !strings.Contains(body, tt.wantErr) {
+				t.Fatalf("%d %s; want %d %s", st, body, tt.wantStatus, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestNoRefreshTokenWithoutOfflineAccess(t *testing.T) {
+	ts := newServer(t, nil)
+	_, ch := pkce("v")
+	q := authorizeParams(ch)
+	q.Set("scope", "openid offline_access")
+	resp, _ := browser(t).Get(ts.URL + "/connect/authorize?" + q.Encode())
+	readBody(t, resp)
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=invalid_scope") {
+		t.Fatalf("offline_access for a client without it: redirected to %s, want invalid_scope", loc)
+	}
+}
+
+func TestEndSession(t *testing.T) {
+	ts := newServer(t, nil)
+	c := browser(t)
+	_, ch := pkce("v")
+	v, _ := pkce("v")
+	u := login(t, ts, c, authorizeParams(ch), "alice", testPassword)
+	resp, body := postToken(t, ts, "demo-app", testSecret, exchangeForm(u.Query().Get("code"), v))
+	var tk tokens
+	json.Unmarshal([]byte(body), &tk)
+	if resp.StatusCode != 200 || tk.IDToken == "" {
+		t.Fatalf("exchange: %d %s", resp.StatusCode, body)
+	}
+
+	// Unregistered post-logout URI: signed-out page, no redirect.
+	q := url.Values{"id_token_hint": {tk.IDToken}, "post_logout_redirect_uri": {"https://evil.example/"}}
+	resp, err := browser(t).Get(ts.URL + "/connect/endsession?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := readBody(t, resp); resp.StatusCode != 200 || resp.Header.Get("Location") != "" || !strings.Contains(b, "signed out") {
+		t.Fatalf("unregistered URI: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// A forged hint is refused.
+	q = url.Values{"id_token_hint": {tk.AccessToken}, "post_logout_redirect_uri": {"https://app.example/"}}
+	resp, _ = browser(t).Get(ts.URL + "/connect/endsession?" + q.Encode())
+	if readBody(t, resp); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("access token as hint: status %d, want 400", resp.StatusCode)
+	}
+
+	// The real thing: session ended, redirect with state.
+	q = url.Values{"id_token_hint": {tk.IDToken}, "post_logout_redirect_uri": {"https://app.example/"}, "state": {"s1"}}
+	resp, _ = c.Get(ts.URL + "/connect/endsession?" + q.Encode())
+	readBody(t, resp)
+	if loc := resp.Header.Get("Location"); loc != "https://app.example/?state=s1" {
+		t.Fatalf("end session: redirected to %q", loc)
+	}
+	q = authorizeParams(ch)
+	q.Set("prompt", "none")
+	resp, _ = c.Get(ts.URL + "/connect/authorize?" + q.Encode())
+	readBody(t, resp)
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=login_required") {
+		t.Fatalf("after end session: %s, want login_required", loc)
+	}
+}
