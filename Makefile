@@ -1,0 +1,76 @@
+# authgate: the README's commands.
+#
+#   make run    build bin/caddy and serve the demo Caddyfile
+#   make test   install what the tests need, vet, test, fuzz every target briefly
+#   make bench  run the benchmarks
+#
+# The whole of `make test` is meant to stay well under 15 minutes on 2 cores.
+
+GO ?= go
+
+# The demo client's secret, read by the Caddyfile as {env.DEMO_APP_SECRET}.
+# Change it for anything but a demo on your own machine.
+DEMO_APP_SECRET ?= demo-app-secret
+
+# Bound on one `go test` run of every package, end-to-end tests included.
+TEST_TIMEOUT ?= 10m
+# How long each fuzz target runs in `make test`.
+FUZZ_TIME ?= 5s
+
+# Debian packages that some test needs, installed by `make deps` where
+# missing. None yet; later: chromium (browser tests of the login page and the
+# SPA), redis-server (the Redis store).
+APT_PACKAGES ?=
+# Folders whose package-lock.json `make deps` installs with `npm ci`. None
+# yet; later: examples/spa.
+NPM_DIRS ?=
+
+.PHONY: all build run deps vet unit fuzz test bench
+
+# `make test` runs its steps in order, even under -j.
+.NOTPARALLEL:
+
+all: build
+
+build:
+	$(GO) build -o bin/caddy ./cmd/caddy
+
+run: build
+	DEMO_APP_SECRET='$(DEMO_APP_SECRET)' bin/caddy run --config Caddyfile --adapter caddyfile
+
+deps:
+	@command -v $(GO) >/dev/null || { echo "deps: $(GO) not found" >&2; exit 1; }
+	@missing=; \
+	for p in $(APT_PACKAGES); do dpkg -s "$$p" >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		echo "deps: installing$$missing"; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@for d in $(NPM_DIRS); do \
+		echo "deps: npm ci in $$d"; \
+		(cd "$$d" && npm ci --no-audit --no-fund) || exit 1; \
+	done
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+
+# Every `func FuzzXxx(` in a _test.go file, each run on its own: `go test
+# -fuzz` takes one package and one target at a time.
+fuzz:
+	@targets=$$(grep -rHoE --include='*_test.go' --exclude-dir=node_modules --exclude-dir=testdata \
+		'^func Fuzz[A-Za-z0-9_]*\(' . | sed -E 's|^(.*)/[^/]*:func (Fuzz[A-Za-z0-9_]*)\($$|\1 \2|' | sort -u); \
+	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets"; exit 0; fi; \
+	echo "$$targets" | while read -r dir name; do \
+		echo "$(GO) test -run '^\$$' -fuzz '^$$name\$$' -fuzztime $(FUZZ_TIME) $$dir"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) "$$dir" || exit 1; \
+	done
+
+test: deps vet unit fuzz
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
