@@ -10,14 +10,14 @@ import (
 // discoveryDocument builds the provider metadata of OpenID Connect
 // Discovery 1.0 §3 once; it changes only with the configuration.
 func (p *Provider) discoveryDocument() ([]byte, error) {
-	scopes := []string{"openid", "profile", "email", "address", "phone", scopeOfflineAccess}
+	scopes := []string{"openid", "profile", "email", "address", "phone", "groups", scopeOfflineAccess}
 	n := len(scopes)
 	for s := range p.apiScopes {
 		scopes = append(scopes, s)
 	}
 	sort.Strings(scopes[n:])
 	claims := []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"}
-	for _, s := range []string{"profile", "email", "address", "phone"} {
+	for _, s := range []string{"profile", "email", "address", "phone", "groups"} {
 		claims = append(claims, identityScopes[s]...)
 	}
 	pkce := []string{"S256"}
@@ -38,11 +38,12 @@ func (p *Provider) discoveryDocument() ([]byte, error) {
 		"token_endpoint":                                 p.url(PathToken),
 		"userinfo_endpoint":                              p.url(PathUserinfo),
 		"jwks_uri":                                       p.url(PathJWKS),
+		"end_session_endpoint":                           p.url(PathEndSession),
 		"scopes_supported":                               scopes,
 		"claims_supported":                               claims,
 		"response_types_supported":                       []string{"code"},
 		"response_modes_supported":                       []string{"query"},
-		"grant_types_supported":                          []string{"authorization_code"},
+		"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
 		"subject_types_supported":                        []string{"public"},
 		"id_token_signing_alg_values_supported":          algs,
 		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post"},

@@ -41,6 +41,7 @@ var identityScopes = map[string][]string{
 	"email":   {"email", "email_verified"},
 	"address": {"address"},
 	"phone":   {"phone_number", "phone_number_verified"},
+	"groups":  {"groups"}, // not in the spec; as Dex has it
 }
 
 // scopeOfflineAccess asks for a refresh token (OpenID Connect Core §11).
