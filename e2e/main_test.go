@@ -106,7 +106,7 @@ type site struct {
 }
 
 // newSite picks free ports and a directory for a test's Caddy and writes
-// its Caddyfile with the given extra oidc_provider options.
+// its Caddyfile with extra oidc_provider options, as writeConfig.
 func newSite(t testing.TB, extra string) *site {
 	t.Helper()
 	if caddyBin == "" {
@@ -153,14 +153,13 @@ var configTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			claim email AliceSmith@email.com
 			claim email_verified true
 			claim website http://alice.com
-		}
-{{.Extra}}
+		}{{.Extra}}
 	}
 }
 `))
 
-// writeConfig writes the site's Caddyfile with extra lines inside the
-// oidc_provider block.
+// writeConfig writes the site's Caddyfile with extra, lines that start
+// with a newline, at the end of the oidc_provider block.
 func (s *site) writeConfig(t testing.TB, extra string) {
 	t.Helper()
 	var b bytes.Buffer
