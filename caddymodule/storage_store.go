@@ -2,7 +2,9 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,8 +26,8 @@ const sweepInterval = 5 * time.Minute
 // codes and revocations outlive a restart and are shared by every instance
 // that shares the storage.
 //
-// Each entry is one storage key, prefix + "/" + key, whose value is the
-// expiry as 8 bytes of big-endian Unix nanoseconds followed by the data.
+// Each entry is one storage key (see entryKey) whose value is the expiry
+// as 8 bytes of big-endian Unix nanoseconds followed by the data.
 // Take holds the storage's lock for the entry, which makes it atomic across
 // processes; an in-process mutex per entry is taken first, so that
 // goroutines of one process queue on it rather than on the storage lock
@@ -68,10 +70,7 @@ func newStorageStore(storage certmagic.Storage, prefix string, now func() time.T
 
 // Put implements [idp.Store].
 func (s *storageStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	name, err := s.entryKey(key)
-	if err != nil {
-		return err
-	}
+	name := s.entryKey(key)
 	entry := make([]byte, 8+len(value))
 	binary.BigEndian.PutUint64(entry, uint64(s.now().Add(ttl).UnixNano()))
 	copy(entry[8:], value)
@@ -86,20 +85,14 @@ func (s *storageStore) Put(ctx context.Context, key string, value []byte, ttl ti
 
 // Get implements [idp.Store].
 func (s *storageStore) Get(ctx context.Context, key string) ([]byte, error) {
-	name, err := s.entryKey(key)
-	if err != nil {
-		return nil, err
-	}
+	name := s.entryKey(key)
 	value, _, err := s.load(ctx, name)
 	return value, err
 }
 
 // Take implements [idp.Store].
 func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err error) {
-	name, err := s.entryKey(key)
-	if err != nil {
-		return nil, err
-	}
+	name := s.entryKey(key)
 	unlock, err := s.lock(ctx, name)
 	if err != nil {
 		return nil, err
@@ -129,10 +122,7 @@ func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err 
 
 // Delete implements [idp.Store].
 func (s *storageStore) Delete(ctx context.Context, key string) error {
-	name, err := s.entryKey(key)
-	if err != nil {
-		return err
-	}
+	name := s.entryKey(key)
 	if err := s.storage.Delete(ctx, name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting %s: %w", name, err)
 	}
@@ -147,23 +137,28 @@ func (s *storageStore) Destruct() error {
 	return nil
 }
 
-// entryKey returns the storage key of a store key. Store keys are checked
-// because they become storage keys, and so file names: no "..", no empty
-// path segment.
-func (s *storageStore) entryKey(key string) (string, error) {
-	if !validStoreKey(key) {
-		return "", fmt.Errorf("store key %q: want letters, digits, '-', '_' and inner '/'", key)
+// entryKey returns the storage key of a store key: the prefix, the key's
+// first segment (its kind, such as "code") if it has one, then the SHA-256
+// of the whole key in hex. Hashing keeps codes and token ids out of file
+// names, lock names and the logs that mention them, makes any key a safe
+// file name, and spares case-insensitive file systems keys that differ
+// only in case.
+func (s *storageStore) entryKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	hash := hex.EncodeToString(sum[:])
+	if kind, _, ok := strings.Cut(key, "/"); ok && validKind(kind) {
+		return s.prefix + "/" + kind + "/" + hash
 	}
-	return s.prefix + "/" + key, nil
+	return s.prefix + "/" + hash
 }
 
-func validStoreKey(key string) bool {
-	if key == "" || key[0] == '/' || key[len(key)-1] == '/' || strings.Contains(key, "//") {
+func validKind(kind string) bool {
+	if kind == "" {
 		return false
 	}
-	for _, c := range []byte(key) {
+	for _, c := range []byte(kind) {
 		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '/':
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_':
 		default:
 			return false
 		}
