@@ -1,0 +1,203 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/caddyserver/certmagic"
+
+	"github.com/authgate/authgate/idp"
+)
+
+// providerStoragePrefix is where the provider of issuer keeps its state in
+// Caddy's storage: a digest of the issuer, so that several providers, and
+// several Caddy instances of one provider, find their own.
+func providerStoragePrefix(issuer string) string {
+	sum := sha256.Sum256([]byte(issuer))
+	return "authgate/provider/" + hex.EncodeToString(sum[:])[:16]
+}
+
+// loadOrCreate returns the value at key in storage. If there is none, it
+// takes the storage's lock for key, loads again (another instance sharing
+// the storage may have just made it), and otherwise makes the value with
+// create and stores it; created reports that. So instances that share
+// storage and start together all end up with the one value that was
+// stored, which is what keys need.
+func loadOrCreate(ctx context.Context, storage certmagic.Storage, key string, create func() ([]byte, error)) (data []byte, created bool, err error) {
+	data, err = storage.Load(ctx, key)
+	if err == nil {
+		return data, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("loading %s: %w", key, err)
+	}
+
+	lockName := strings.ReplaceAll(key, "/", "_")
+	if err := storage.Lock(ctx, lockName); err != nil {
+		return nil, false, fmt.Errorf("locking %s: %w", key, err)
+	}
+	defer func() {
+		if uerr := storage.Unlock(context.WithoutCancel(ctx), lockName); uerr != nil && err == nil {
+			data, created, err = nil, false, fmt.Errorf("unlocking %s: %w", key, uerr)
+		}
+	}()
+
+	data, err = storage.Load(ctx, key)
+	if err == nil {
+		return data, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("loading %s: %w", key, err)
+	}
+	data, err = create()
+	if err != nil {
+		return nil, false, err
+	}
+	if err := storage.Store(ctx, key, data); err != nil {
+		return nil, false, fmt.Errorf("storing %s: %w", key, err)
+	}
+	return data, true, nil
+}
+
+// storedSigningKeys is the stored form of signing keys: a JWK Set (RFC 7517
+// §5) of private keys in the order of [idp.Config.Keys], where the first
+// key of each algorithm signs and the others are only published. Rotating
+// is editing this list.
+type storedSigningKeys struct {
+	Keys []json.RawMessage `json:"keys"`
+}
+
+// loadOrCreateSigningKeys returns the signing keys stored at key, making
+// and storing one RS256 key (which OpenID Connect requires) and one ES256
+// key the first time.
+func loadOrCreateSigningKeys(ctx context.Context, storage certmagic.Storage, key string) ([]idp.SigningKey, bool, error) {
+	data, created, err := loadOrCreate(ctx, storage, key, func() ([]byte, error) {
+		var stored storedSigningKeys
+		for _, alg := range []string{idp.RS256, idp.ES256} {
+			k, err := idp.GenerateKey(alg)
+			if err != nil {
+				return nil, err
+			}
+			jwk, err := idp.MarshalKey(k)
+			if err != nil {
+				return nil, fmt.Errorf("encoding %s key: %w", alg, err)
+			}
+			stored.Keys = append(stored.Keys, jwk)
+		}
+		return json.Marshal(stored)
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	var stored storedSigningKeys
+	if err := json.Unmarshal(data, &stored); err != nil {
+		return nil, false, fmt.Errorf("decoding %s: %w", key, err)
+	}
+	if len(stored.Keys) == 0 {
+		return nil, false, fmt.Errorf("decoding %s: no keys", key)
+	}
+	keys := make([]idp.SigningKey, 0, len(stored.Keys))
+	for i, jwk := range stored.Keys {
+		k, err := idp.ParseKey(jwk)
+		if err != nil {
+			return nil, false, fmt.Errorf("decoding %s: key %d: %w", key, i, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, created, nil
+}
+
+// storedCookieKeys is the stored form of cookie keys: pairs of hash key
+// and block key (gorilla/securecookie), the first pair encoding and every
+// pair decoding. Rotating is putting a new pair first.
+type storedCookieKeys struct {
+	Keys []storedCookieKeyPair `json:"keys"`
+}
+
+type storedCookieKeyPair struct {
+	HashKey  []byte `json:"hash_key"`
+	BlockKey []byte `json:"block_key"`
+}
+
+// cookieKeySize is the size of both keys of a pair: HMAC-SHA256 and
+// AES-256.
+const cookieKeySize = 32
+
+// loadOrCreateCookieKeys returns the cookie key pairs stored at key,
+// making and storing one random pair the first time.
+func loadOrCreateCookieKeys(ctx context.Context, storage certmagic.Storage, key string) ([][2][]byte, bool, error) {
+	data, created, err := loadOrCreate(ctx, storage, key, func() ([]byte, error) {
+		pair := storedCookieKeyPair{HashKey: make([]byte, cookieKeySize), BlockKey: make([]byte, cookieKeySize)}
+		rand.Read(pair.HashKey)
+		rand.Read(pair.BlockKey)
+		return json.Marshal(storedCookieKeys{Keys: []storedCookieKeyPair{pair}})
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	var stored storedCookieKeys
+	if err := json.Unmarshal(data, &stored); err != nil {
+		return nil, false, fmt.Errorf("decoding %s: %w", key, err)
+	}
+	if len(stored.Keys) == 0 {
+		return nil, false, fmt.Errorf("decoding %s: no keys", key)
+	}
+	pairs := make([][2][]byte, 0, len(stored.Keys))
+	for i, p := range stored.Keys {
+		if len(p.HashKey) != cookieKeySize || len(p.BlockKey) != cookieKeySize {
+			return nil, false, fmt.Errorf("decoding %s: key pair %d: want two keys of %d bytes", key, i, cookieKeySize)
+		}
+		pairs = append(pairs, [2][]byte{p.HashKey, p.BlockKey})
+	}
+	return pairs, created, nil
+}
+
+// readSigningKeyFile reads a private key from a PEM file: PKCS #8
+// ("PRIVATE KEY"), PKCS #1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE
+// KEY"); other blocks, such as the "EC PARAMETERS" that openssl writes
+// first, are skipped.
+func readSigningKeyFile(filename string) (idp.SigningKey, error) {
+	rest, err := os.ReadFile(filename)
+	if err != nil {
+		return idp.SigningKey{}, err
+	}
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return idp.SigningKey{}, errors.New("no PEM private key found")
+		}
+		var priv any
+		switch block.Type {
+		case "PRIVATE KEY":
+			priv, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			priv, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			priv, err = x509.ParseECPrivateKey(block.Bytes)
+		case "ENCRYPTED PRIVATE KEY":
+			return idp.SigningKey{}, errors.New("encrypted private keys are not supported")
+		default:
+			continue
+		}
+		if err != nil {
+			return idp.SigningKey{}, fmt.Errorf("parsing %s: %w", block.Type, err)
+		}
+		signer, ok := priv.(crypto.Signer)
+		if !ok {
+			return idp.SigningKey{}, fmt.Errorf("unsupported key type %T", priv)
+		}
+		return idp.NewSigningKey(signer)
+	}
+}
