@@ -1,0 +1,444 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/authgate/authgate/idp"
+)
+
+func init() {
+	caddy.RegisterModule(Provider{})
+}
+
+// Provider is a bundled OpenID Provider: it lets the users configured here
+// log in to the clients configured here with OpenID Connect, so that a
+// single Caddy serves both the login and the apps behind it.
+//
+// It serves discovery, JWKS, authorization with a login page, token and
+// userinfo endpoints under the issuer's path (discovery at
+// `<issuer>/.well-known/openid-configuration`); every other request goes
+// on to the next handler. A login is remembered in an encrypted cookie, so
+// one login serves every client (single sign-on).
+//
+// Clients use the authorization code flow with PKCE. Passwords and client
+// secrets are kept as bcrypt or argon2id hashes, as made by
+// `caddy hash-password`; secrets and hashes may be `{env.*}` or `{file.*}`
+// placeholders.
+//
+// Unless signing keys are configured, the provider generates an RS256 and
+// an ES256 key on first start, and a key for its cookies, and keeps them in
+// Caddy's storage under `authgate/provider/<digest of the issuer>/`, next
+// to its authorization codes and revocations. Instances that share the
+// storage therefore serve one provider: tokens and logins survive restarts
+// and are good on every instance.
+type Provider struct {
+	// Issuer is the provider's identifier, the http(s) URL that clients
+	// discover it at and that tokens name in `iss`, for example
+	// `https://login.example.com`. Required.
+	Issuer string `json:"issuer,omitempty"`
+
+	// Clients are the applications (relying parties) that may send users
+	// here to log in.
+	Clients []ProviderClient `json:"clients,omitempty"`
+
+	// Users are the accounts that can log in.
+	Users []ProviderUser `json:"users,omitempty"`
+
+	// UsersFile is the path of a JSON file holding more users: an array of
+	// objects of the same shape as Users. It is read when the config loads.
+	UsersFile string `json:"users_file,omitempty"`
+
+	// APIScopes are scopes, besides OpenID Connect's identity scopes
+	// (openid, profile, email, address, phone), that clients may request
+	// for APIs. Default: none.
+	APIScopes []string `json:"api_scopes,omitempty"`
+
+	// APIResources are the APIs that accept the provider's access tokens.
+	// An access token's audience lists each resource one of whose scopes
+	// it grants. Default: none.
+	APIResources []ProviderAPIResource `json:"api_resources,omitempty"`
+
+	// StaticAudience is the audience of access tokens that grant no API
+	// resource's scope. Default: the issuer followed by `/resources`.
+	StaticAudience string `json:"static_audience,omitempty"`
+
+	// AccessTokenAlg is the algorithm that signs access tokens: RS256 or
+	// ES256. Default: RS256.
+	AccessTokenAlg string `json:"access_token_alg,omitempty"`
+
+	// CodeLifetime is how long an authorization code can be redeemed.
+	// Default: 1m.
+	CodeLifetime caddy.Duration `json:"code_lifetime,omitempty"`
+
+	// SessionLifetime is how long a login lasts for single sign-on.
+	// Default: 10h.
+	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+
+	// Templates is a directory of page templates (login.html, error.html,
+	// message.html) that replace the built-in ones of the same name.
+	// Default: the built-in pages.
+	Templates string `json:"templates,omitempty"`
+
+	// SigningKeys are paths of PEM files of private keys (RSA of at least
+	// 2048 bits for RS256, or ECDSA P-256 for ES256; PKCS #8, PKCS #1 or
+	// SEC 1) that sign tokens. The first key of each algorithm signs; the
+	// others are only published, so that tokens they signed keep verifying
+	// while keys rotate. Default: keys generated on first start and kept
+	// in Caddy's storage.
+	SigningKeys []string `json:"signing_keys,omitempty"`
+
+	// LoginThrottle slows down password guessing, per username and per
+	// client IP. Default: 3 free failures, then waits from 1s doubling up
+	// to 15m.
+	LoginThrottle *ProviderLoginThrottle `json:"login_throttle,omitempty"`
+
+	provider *idp.Provider
+	logger   *zap.Logger
+	storeKey string // key of the store in storePool, once it holds one
+}
+
+// ProviderClient is a client (relying party) of a [Provider].
+type ProviderClient struct {
+	// ID is the client_id. Required.
+	ID string `json:"id,omitempty"`
+
+	// Secret is the client secret in plain text, usually a placeholder
+	// such as `{env.APP_SECRET}`. One of Secret and SecretHash is required.
+	Secret string `json:"secret,omitempty"`
+
+	// SecretHash is a bcrypt or argon2id hash of the client secret, as
+	// made by `caddy hash-password`.
+	SecretHash string `json:"secret_hash,omitempty"`
+
+	// RedirectURIs are the URIs the client may receive codes at, compared
+	// exactly. At least one is required.
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+
+	// PostLogoutRedirectURIs are the URIs the client may send users back
+	// to after logout. Default: none.
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+
+	// Scopes the client may request. Default: openid, profile, email.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// AccessTokenLifetime is how long access tokens last. Default: 1h.
+	AccessTokenLifetime caddy.Duration `json:"access_token_lifetime,omitempty"`
+
+	// IDTokenLifetime is how long ID tokens last. Default: 5m.
+	IDTokenLifetime caddy.Duration `json:"id_token_lifetime,omitempty"`
+
+	// IDTokenAlg signs the client's ID tokens: RS256 or ES256. Default:
+	// RS256.
+	IDTokenAlg string `json:"id_token_alg,omitempty"`
+
+	// RequirePKCE makes PKCE mandatory for the client. Turning it off is
+	// insecure: PKCE stops stolen or injected codes (RFC 9700 §2.1.1).
+	// Default: true.
+	RequirePKCE *bool `json:"require_pkce,omitempty"`
+
+	// AllowPlainPKCE accepts the plain code challenge method from the
+	// client, besides S256. Default: false.
+	AllowPlainPKCE bool `json:"allow_plain_pkce,omitempty"`
+}
+
+// ProviderUser is an account of a [Provider].
+type ProviderUser struct {
+	// Username is what the user types on the login page. Required.
+	Username string `json:"username,omitempty"`
+
+	// Subject is the user's stable identifier, the `sub` claim. Default:
+	// derived from the username, the same on every start.
+	Subject string `json:"subject,omitempty"`
+
+	// PasswordHash is a bcrypt or argon2id hash of the password, as made by
+	// `caddy hash-password`. Required.
+	PasswordHash string `json:"password_hash,omitempty"`
+
+	// Claims are released to clients by scope: name, given_name,
+	// family_name, preferred_username and the like with profile; email and
+	// email_verified with email. Default: none.
+	Claims map[string]any `json:"claims,omitempty"`
+}
+
+// ProviderAPIResource is an API that accepts a [Provider]'s access tokens.
+type ProviderAPIResource struct {
+	// Name is the API's audience, as it checks it in `aud`. Required.
+	Name string `json:"name,omitempty"`
+
+	// Scopes grant access to the API; each must be one of the provider's
+	// API scopes.
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// ProviderLoginThrottle limits failed logins: after Free failures in a row,
+// each further failure doubles the wait before the next attempt, from Base
+// up to Max.
+type ProviderLoginThrottle struct {
+	// Free is the number of failures before any wait. Default: 3.
+	Free int `json:"free,omitempty"`
+
+	// Base is the first wait. Default: 1s.
+	Base caddy.Duration `json:"base,omitempty"`
+
+	// Max caps the wait. Default: 15m.
+	Max caddy.Duration `json:"max,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Provider) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.oidc_provider",
+		New: func() caddy.Module { return new(Provider) },
+	}
+}
+
+// Provision checks the configuration, loads users, templates and keys
+// (generating keys into storage on first start), and builds the provider.
+// It makes no network request.
+func (p *Provider) Provision(ctx caddy.Context) error {
+	p.logger = ctx.Logger()
+
+	cfg, err := p.idpConfig()
+	if err != nil {
+		return err
+	}
+	cfg.Logger = ctx.Slogger()
+
+	storage := ctx.Storage()
+	prefix := providerStoragePrefix(p.Issuer)
+	if len(cfg.Keys) == 0 {
+		var created bool
+		cfg.Keys, created, err = loadOrCreateSigningKeys(ctx, storage, prefix+"/signing_keys.json")
+		if err != nil {
+			return fmt.Errorf("signing keys: %w", err)
+		}
+		if created {
+			p.logger.Info("generated signing keys", zap.String("issuer", p.Issuer), zap.String("storage_key", prefix+"/signing_keys.json"))
+		}
+	}
+	cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, storage, prefix+"/cookie_keys.json")
+	if err != nil {
+		return fmt.Errorf("cookie keys: %w", err)
+	}
+
+	storeKey := storageIdentity(storage) + " " + prefix + "/store"
+	store, _, err := storePool.LoadOrNew(storeKey, func() (caddy.Destructor, error) {
+		return newStorageStore(storage, prefix+"/store", nil, p.logger), nil
+	})
+	if err != nil {
+		return err
+	}
+	p.storeKey = storeKey
+
+	p.provider, err = idp.New(cfg, store.(*storageStore))
+	return err
+}
+
+// ServeHTTP serves the provider's endpoints and passes every other request
+// on to next.
+func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !p.provider.Owns(r) {
+		return next.ServeHTTP(w, r)
+	}
+	p.provider.ServeHTTP(w, r)
+	return nil
+}
+
+// Cleanup releases the provider's store.
+func (p *Provider) Cleanup() error {
+	if p.storeKey == "" {
+		return nil
+	}
+	_, err := storePool.Delete(p.storeKey)
+	p.storeKey = ""
+	return err
+}
+
+// idpConfig checks the module's configuration and turns it into the idp
+// configuration, all but the keys from storage.
+func (p *Provider) idpConfig() (idp.Config, error) {
+	if p.Issuer == "" {
+		return idp.Config{}, errors.New("issuer is required")
+	}
+	// idp.New checks the issuer too, but keys are stored by issuer: check
+	// before anything is stored.
+	if u, err := url.Parse(p.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return idp.Config{}, fmt.Errorf("issuer %q is not an absolute http(s) URL", p.Issuer)
+	}
+	for _, d := range []struct {
+		option string
+		value  caddy.Duration
+	}{
+		{"code_lifetime", p.CodeLifetime},
+		{"session_lifetime", p.SessionLifetime},
+	} {
+		if d.value < 0 {
+			return idp.Config{}, fmt.Errorf("%s %s is negative", d.option, time.Duration(d.value))
+		}
+	}
+	if t := p.LoginThrottle; t != nil && (t.Free < 0 || t.Base < 0 || t.Max < 0) {
+		return idp.Config{}, fmt.Errorf("login_throttle {free: %d, base: %s, max: %s} has a negative value", t.Free, time.Duration(t.Base), time.Duration(t.Max))
+	}
+
+	cfg := idp.Config{
+		Issuer:          p.Issuer,
+		APIScopes:       p.APIScopes,
+		StaticAudience:  p.StaticAudience,
+		AccessTokenAlg:  p.AccessTokenAlg,
+		CodeLifetime:    time.Duration(p.CodeLifetime),
+		SessionLifetime: time.Duration(p.SessionLifetime),
+	}
+	for _, r := range p.APIResources {
+		cfg.APIResources = append(cfg.APIResources, idp.APIResource{Name: r.Name, Scopes: r.Scopes})
+	}
+	if t := p.LoginThrottle; t != nil {
+		cfg.Throttle = idp.ThrottleConfig{Free: t.Free, Base: time.Duration(t.Base), Max: time.Duration(t.Max)}
+	}
+
+	repl := caddy.NewReplacer()
+	users := p.Users
+	if p.UsersFile != "" {
+		more, err := readUsersFile(p.UsersFile)
+		if err != nil {
+			return idp.Config{}, fmt.Errorf("users_file %q: %w", p.UsersFile, err)
+		}
+		users = slices.Concat(users, more)
+	}
+	for _, u := range users {
+		hash := repl.ReplaceAll(u.PasswordHash, "")
+		if hash == "" {
+			return idp.Config{}, fmt.Errorf("user %q: password_hash is required", u.Username)
+		}
+		if err := checkPasswordHash(hash); err != nil {
+			return idp.Config{}, fmt.Errorf("user %q: password_hash: %w", u.Username, err)
+		}
+		cfg.Users = append(cfg.Users, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims})
+	}
+
+	likeHash := ""
+	if len(cfg.Users) > 0 {
+		likeHash = cfg.Users[0].PasswordHash
+	}
+	for _, c := range p.Clients {
+		ic, err := c.idpClient(repl)
+		if err != nil {
+			return idp.Config{}, err
+		}
+		if likeHash == "" {
+			likeHash = ic.SecretHash
+		}
+		cfg.Clients = append(cfg.Clients, ic)
+	}
+	comparer, err := newHashComparer(likeHash)
+	if err != nil {
+		return idp.Config{}, err
+	}
+	cfg.PasswordComparer = comparer
+
+	if p.Templates != "" {
+		info, err := os.Stat(p.Templates)
+		if err != nil {
+			return idp.Config{}, fmt.Errorf("templates: %w", err)
+		}
+		if !info.IsDir() {
+			return idp.Config{}, fmt.Errorf("templates %q is not a directory", p.Templates)
+		}
+		cfg.Templates = os.DirFS(p.Templates)
+	}
+
+	for _, filename := range p.SigningKeys {
+		k, err := readSigningKeyFile(filename)
+		if err != nil {
+			return idp.Config{}, fmt.Errorf("signing_key %q: %w", filename, err)
+		}
+		cfg.Keys = append(cfg.Keys, k)
+	}
+	return cfg, nil
+}
+
+// idpClient returns the idp form of c, its secrets' placeholders replaced.
+func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
+	ic := idp.Client{
+		ID:                     c.ID,
+		RedirectURIs:           c.RedirectURIs,
+		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs,
+		AllowedScopes:          c.Scopes,
+		AccessTokenLifetime:    time.Duration(c.AccessTokenLifetime),
+		IDTokenLifetime:        time.Duration(c.IDTokenLifetime),
+		IDTokenAlg:             c.IDTokenAlg,
+		InsecurePKCEOptional:   c.RequirePKCE != nil && !*c.RequirePKCE,
+		AllowPlainPKCE:         c.AllowPlainPKCE,
+	}
+	if c.Secret != "" {
+		// A placeholder of an unset variable or unreadable file leaves
+		// nothing, and an empty secret must not be accepted.
+		if ic.Secret = repl.ReplaceAll(c.Secret, ""); ic.Secret == "" {
+			return idp.Client{}, fmt.Errorf("client %q: secret is empty once its placeholders are replaced", c.ID)
+		}
+	}
+	if c.SecretHash != "" {
+		ic.SecretHash = repl.ReplaceAll(c.SecretHash, "")
+		if err := checkPasswordHash(ic.SecretHash); err != nil {
+			return idp.Client{}, fmt.Errorf("client %q: secret_hash: %w", c.ID, err)
+		}
+	}
+	return ic, nil
+}
+
+// readUsersFile reads a JSON array of users. Unknown fields are errors,
+// so that a misspelt "password_hash" is not a user without a password.
+func readUsersFile(filename string) ([]ProviderUser, error) {
+	data, err := os.ReadFile(filename)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var users []ProviderUser
+	if err := dec.Decode(&users); err != nil {
+		return nil, fmt.Errorf("decoding: %w", err)
+	}
+	return users, nil
+}
+
+// storePool holds the stores of providers, by storage and prefix, so that
+// a store and its sweep outlive a config reload that keeps them.
+var storePool = caddy.NewUsagePool()
+
+// storageIdentity names a storage for storePool. Storages say who they are
+// with String, as certmagic's FileStorage does; any other storage value is
+// known only by its address, so that a reload that changes its
+// configuration gets a new store.
+func storageIdentity(s certmagic.Storage) string {
+	if str, ok := s.(fmt.Stringer); ok {
+		return fmt.Sprintf("%T %s", s, str)
+	}
+	if reflect.ValueOf(s).Kind() == reflect.Pointer {
+		return fmt.Sprintf("%T %p", s, s)
+	}
+	return fmt.Sprintf("%T %#v", s, s)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Provider)(nil)
+	_ caddy.CleanerUpper          = (*Provider)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Provider)(nil)
+	_ caddyfile.Unmarshaler       = (*Provider)(nil)
+)

@@ -1,0 +1,432 @@
+package caddymodule
+
+import (
+	"errors"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/authgate/authgate/idp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("oidc_provider", parseProviderCaddyfile)
+	// Before any authentication: the login page and the token endpoint
+	// must be reachable by those not yet logged in.
+	httpcaddyfile.RegisterDirectiveOrder("oidc_provider", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	p := new(Provider)
+	if err := p.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// UnmarshalCaddyfile sets up the provider from Caddyfile tokens. Syntax:
+//
+//	oidc_provider [<matcher>] [<issuer>] {
+//		issuer <url>
+//		client <id> {
+//			secret <plaintext or {env.X}>
+//			secret_hash <hash>
+//			redirect_uri <uri...>
+//			post_logout_redirect_uri <uri...>
+//			scopes <scope...>
+//			access_token_lifetime <duration>
+//			id_token_lifetime <duration>
+//			id_token_alg RS256|ES256
+//			require_pkce true|false
+//			allow_plain_pkce
+//		}
+//		user <username> {
+//			password_hash <hash>
+//			subject <id>
+//			claim <name> <value>
+//		}
+//		users_file <path>
+//		api_scope <scope...>
+//		api_resource <name> <scope...>
+//		static_audience <aud>
+//		access_token_alg RS256|ES256
+//		code_lifetime <duration>
+//		session_lifetime <duration>
+//		templates <dir>
+//		signing_key <pem file>
+//		login_throttle <free> <base> <max>
+//	}
+//
+// The issuer is required, as the argument or in the block. client, user,
+// api_scope, api_resource and signing_key may be repeated, and so may a
+// client's redirect_uri, post_logout_redirect_uri and scopes, and a user's
+// claim; any other option may appear once. A claim value of true or false
+// (unquoted) is a boolean, as email_verified needs; any other is a string.
+// Hashes come from `caddy hash-password`.
+func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+
+	if d.NextArg() {
+		p.Issuer = d.Val()
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "issuer":
+			if err := parseOnce(d, &p.Issuer); err != nil {
+				return err
+			}
+
+		case "client":
+			c, err := parseClient(d)
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(p.Clients, func(o ProviderClient) bool { return o.ID == c.ID }) {
+				return d.Errf("client %q is declared twice", c.ID)
+			}
+			p.Clients = append(p.Clients, c)
+
+		case "user":
+			u, err := parseUser(d)
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(p.Users, func(o ProviderUser) bool { return o.Username == u.Username }) {
+				return d.Errf("user %q is declared twice", u.Username)
+			}
+			p.Users = append(p.Users, u)
+
+		case "users_file":
+			if err := parseOnce(d, &p.UsersFile); err != nil {
+				return err
+			}
+
+		case "api_scope":
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return d.ArgErr()
+			}
+			p.APIScopes = append(p.APIScopes, scopes...)
+
+		case "api_resource":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			r := ProviderAPIResource{Name: d.Val(), Scopes: d.RemainingArgs()}
+			if len(r.Scopes) == 0 {
+				return d.ArgErr()
+			}
+			if slices.ContainsFunc(p.APIResources, func(o ProviderAPIResource) bool { return o.Name == r.Name }) {
+				return d.Errf("api_resource %q is declared twice", r.Name)
+			}
+			p.APIResources = append(p.APIResources, r)
+
+		case "static_audience":
+			if err := parseOnce(d, &p.StaticAudience); err != nil {
+				return err
+			}
+
+		case "access_token_alg":
+			if err := parseAlg(d, &p.AccessTokenAlg); err != nil {
+				return err
+			}
+
+		case "code_lifetime":
+			if err := parseDuration(d, &p.CodeLifetime); err != nil {
+				return err
+			}
+
+		case "session_lifetime":
+			if err := parseDuration(d, &p.SessionLifetime); err != nil {
+				return err
+			}
+
+		case "templates":
+			if err := parseOnce(d, &p.Templates); err != nil {
+				return err
+			}
+
+		case "signing_key":
+			var filename string
+			if err := parseOnce(d, &filename); err != nil {
+				return err
+			}
+			p.SigningKeys = append(p.SigningKeys, filename)
+
+		case "login_throttle":
+			if p.LoginThrottle != nil {
+				return d.Err("login_throttle is declared twice")
+			}
+			t, err := parseThrottle(d)
+			if err != nil {
+				return err
+			}
+			p.LoginThrottle = t
+
+		default:
+			return d.Errf("unrecognized oidc_provider option %q", d.Val())
+		}
+	}
+
+	if p.Issuer == "" {
+		// Point the error at the directive rather than at its closing brace.
+		d.Reset()
+		d.Next()
+		return d.Err("issuer is required")
+	}
+	return nil
+}
+
+// parseClient parses `client <id> { ... }`, the dispenser on "client".
+func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
+	var c ProviderClient
+	if !d.NextArg() {
+		return c, d.ArgErr()
+	}
+	c.ID = d.Val()
+	if d.NextArg() {
+		return c, d.ArgErr()
+	}
+
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "secret":
+			if err := parseOnce(d, &c.Secret); err != nil {
+				return c, err
+			}
+			if c.SecretHash != "" {
+				return c, d.Errf("client %q: secret and secret_hash are exclusive", c.ID)
+			}
+
+		case "secret_hash":
+			if err := parseOnce(d, &c.SecretHash); err != nil {
+				return c, err
+			}
+			if c.Secret != "" {
+				return c, d.Errf("client %q: secret and secret_hash are exclusive", c.ID)
+			}
+
+		case "redirect_uri", "post_logout_redirect_uri":
+			option := d.Val()
+			uris := d.RemainingArgs()
+			if len(uris) == 0 {
+				return c, d.ArgErr()
+			}
+			for _, u := range uris {
+				if err := checkRedirectURI(u); err != nil {
+					return c, d.Errf("client %q: %s %q %v", c.ID, option, u, err)
+				}
+			}
+			if option == "redirect_uri" {
+				c.RedirectURIs = append(c.RedirectURIs, uris...)
+			} else {
+				c.PostLogoutRedirectURIs = append(c.PostLogoutRedirectURIs, uris...)
+			}
+
+		case "scopes":
+			scopes := d.RemainingArgs()
+			if len(scopes) == 0 {
+				return c, d.ArgErr()
+			}
+			c.Scopes = append(c.Scopes, scopes...)
+
+		case "access_token_lifetime":
+			if err := parseDuration(d, &c.AccessTokenLifetime); err != nil {
+				return c, err
+			}
+
+		case "id_token_lifetime":
+			if err := parseDuration(d, &c.IDTokenLifetime); err != nil {
+				return c, err
+			}
+
+		case "id_token_alg":
+			if err := parseAlg(d, &c.IDTokenAlg); err != nil {
+				return c, err
+			}
+
+		case "require_pkce":
+			if c.RequirePKCE != nil {
+				return c, d.Err("require_pkce is declared twice")
+			}
+			var v string
+			if err := parseOnce(d, &v); err != nil {
+				return c, err
+			}
+			if v != "true" && v != "false" {
+				return c, d.Errf("require_pkce %q: want true or false", v)
+			}
+			require := v == "true"
+			c.RequirePKCE = &require
+
+		case "allow_plain_pkce":
+			if c.AllowPlainPKCE {
+				return c, d.Err("allow_plain_pkce is declared twice")
+			}
+			if d.NextArg() {
+				return c, d.ArgErr()
+			}
+			c.AllowPlainPKCE = true
+
+		default:
+			return c, d.Errf("unrecognized client option %q", d.Val())
+		}
+	}
+	return c, nil
+}
+
+// parseUser parses `user <username> { ... }`, the dispenser on "user".
+func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
+	var u ProviderUser
+	if !d.NextArg() {
+		return u, d.ArgErr()
+	}
+	u.Username = d.Val()
+	if d.NextArg() {
+		return u, d.ArgErr()
+	}
+
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "password_hash":
+			if err := parseOnce(d, &u.PasswordHash); err != nil {
+				return u, err
+			}
+
+		case "subject":
+			if err := parseOnce(d, &u.Subject); err != nil {
+				return u, err
+			}
+
+		case "claim":
+			var name string
+			if !d.Args(&name) || !d.NextArg() {
+				return u, d.ArgErr()
+			}
+			var value any = d.Val()
+			if quoted := d.ValRaw() != d.Val(); !quoted && (d.Val() == "true" || d.Val() == "false") {
+				value = d.Val() == "true"
+			}
+			if d.NextArg() {
+				return u, d.ArgErr()
+			}
+			if name == "sub" {
+				return u, d.Errf("user %q: the sub claim is the subject: use subject", u.Username)
+			}
+			if _, dup := u.Claims[name]; dup {
+				return u, d.Errf("user %q: claim %q is declared twice", u.Username, name)
+			}
+			if u.Claims == nil {
+				u.Claims = make(map[string]any)
+			}
+			u.Claims[name] = value
+
+		default:
+			return u, d.Errf("unrecognized user option %q", d.Val())
+		}
+	}
+	if u.PasswordHash == "" {
+		return u, d.Errf("user %q: password_hash is required", u.Username)
+	}
+	return u, nil
+}
+
+// parseThrottle parses `login_throttle <free> <base> <max>`.
+func parseThrottle(d *caddyfile.Dispenser) (*ProviderLoginThrottle, error) {
+	var free, base, maxWait string
+	if !d.Args(&free, &base, &maxWait) || d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	var t ProviderLoginThrottle
+	var err error
+	if t.Free, err = strconv.Atoi(free); err != nil || t.Free < 0 {
+		return nil, d.Errf("login_throttle free %q: want a number of failures", free)
+	}
+	b, err := caddy.ParseDuration(base)
+	if err != nil || b <= 0 {
+		return nil, d.Errf("login_throttle base %q: want a positive duration", base)
+	}
+	m, err := caddy.ParseDuration(maxWait)
+	if err != nil || m <= 0 {
+		return nil, d.Errf("login_throttle max %q: want a positive duration", maxWait)
+	}
+	if m < b {
+		return nil, d.Errf("login_throttle max %s is less than base %s", m, b)
+	}
+	t.Base, t.Max = caddy.Duration(b), caddy.Duration(m)
+	return &t, nil
+}
+
+// parseOnce reads the single argument of the option under the cursor into
+// dst, which must still be empty: an option given twice is an error.
+func parseOnce(d *caddyfile.Dispenser, dst *string) error {
+	option := d.Val()
+	if *dst != "" {
+		return d.Errf("%s is declared twice", option)
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+// parseDuration reads the positive duration argument of the option under
+// the cursor into dst, once.
+func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	option := d.Val()
+	if *dst != 0 {
+		return d.Errf("%s is declared twice", option)
+	}
+	var s string
+	if err := parseOnce(d, &s); err != nil {
+		return err
+	}
+	v, err := caddy.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return d.Errf("%s %q: want a positive duration", option, s)
+	}
+	*dst = caddy.Duration(v)
+	return nil
+}
+
+// parseAlg reads the signing algorithm argument of the option under the
+// cursor into dst, once.
+func parseAlg(d *caddyfile.Dispenser, dst *string) error {
+	option := d.Val()
+	if err := parseOnce(d, dst); err != nil {
+		return err
+	}
+	if *dst != idp.RS256 && *dst != idp.ES256 {
+		return d.Errf("%s %q: want RS256 or ES256", option, *dst)
+	}
+	return nil
+}
+
+// checkRedirectURI applies RFC 6749 §3.1.2: a redirection endpoint URI is
+// absolute and has no fragment.
+func checkRedirectURI(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return errors.New("is not a URI")
+	case !u.IsAbs() || (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
+		return errors.New("is not absolute")
+	case strings.Contains(raw, "#"):
+		return errors.New("has a fragment")
+	}
+	return nil
+}
