@@ -30,11 +30,12 @@ func init() {
 // log in to the clients configured here with OpenID Connect, so that a
 // single Caddy serves both the login and the apps behind it.
 //
-// It serves discovery, JWKS, authorization with a login page, token and
-// userinfo endpoints under the issuer's path (discovery at
-// `<issuer>/.well-known/openid-configuration`); every other request goes
-// on to the next handler. A login is remembered in an encrypted cookie, so
-// one login serves every client (single sign-on).
+// It serves the endpoints of an OpenID Provider under the issuer's path:
+// discovery at `<issuer>/.well-known/openid-configuration`, JWKS,
+// authorization with its login page, token, userinfo and end session. Every
+// other request goes on to the next handler. A login is remembered in an
+// encrypted cookie, so that one login serves every client (single sign-on).
+// The provider sets no placeholders.
 //
 // Clients use the authorization code flow with PKCE. Passwords and client
 // secrets are kept as bcrypt or argon2id hashes, as made by
@@ -50,7 +51,9 @@ func init() {
 type Provider struct {
 	// Issuer is the provider's identifier, the http(s) URL that clients
 	// discover it at and that tokens name in `iss`, for example
-	// `https://login.example.com`. Required.
+	// `https://login.example.com`. Required. Generated keys and the
+	// provider's state are kept in storage by issuer: another issuer
+	// starts with keys of its own.
 	Issuer string `json:"issuer,omitempty"`
 
 	// Clients are the applications (relying parties) that may send users
@@ -223,16 +226,18 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	storage := ctx.Storage()
 	prefix := providerStoragePrefix(p.Issuer)
 	if len(cfg.Keys) == 0 {
+		key := prefix + "/signing_keys.json"
 		var created bool
-		cfg.Keys, created, err = loadOrCreateSigningKeys(ctx, storage, prefix+"/signing_keys.json")
+		cfg.Keys, created, err = loadOrCreateSigningKeys(ctx, storage, key)
 		if err != nil {
 			return fmt.Errorf("signing keys: %w", err)
 		}
 		if created {
-			p.logger.Info("generated signing keys", zap.String("issuer", p.Issuer), zap.String("storage_key", prefix+"/signing_keys.json"))
+			p.logger.Info("generated signing keys", zap.String("issuer", p.Issuer), zap.String("storage_key", key))
 		}
 	}
-	cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, storage, prefix+"/cookie_keys.json")
+	key := prefix + "/cookie_keys.json"
+	cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, storage, key)
 	if err != nil {
 		return fmt.Errorf("cookie keys: %w", err)
 	}
