@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -158,6 +159,14 @@ type ProviderClient struct {
 	// AllowPlainPKCE accepts the plain code challenge method from the
 	// client, besides S256. Default: false.
 	AllowPlainPKCE bool `json:"allow_plain_pkce,omitempty"`
+
+	// OfflineAccess lets the client request the offline_access scope and
+	// so get refresh tokens, which rotate on every use. Default: false.
+	OfflineAccess bool `json:"offline_access,omitempty"`
+
+	// RefreshTokenLifetime is the absolute lifetime of the refresh tokens
+	// of one login. Default: 720h (30 days).
+	RefreshTokenLifetime caddy.Duration `json:"refresh_token_lifetime,omitempty"`
 }
 
 // ProviderUser is an account of a [Provider].
@@ -222,6 +231,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		return err
 	}
 	cfg.Logger = ctx.Slogger()
+	cfg.ClientIP = clientIP
 
 	storage := ctx.Storage()
 	prefix := providerStoragePrefix(p.Issuer)
@@ -389,6 +399,8 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		IDTokenAlg:             c.IDTokenAlg,
 		InsecurePKCEOptional:   c.RequirePKCE != nil && !*c.RequirePKCE,
 		AllowPlainPKCE:         c.AllowPlainPKCE,
+		AllowOfflineAccess:     c.OfflineAccess,
+		RefreshTokenLifetime:   time.Duration(c.RefreshTokenLifetime),
 	}
 	if c.Secret != "" {
 		// A placeholder of an unset variable or unreadable file leaves
@@ -420,6 +432,19 @@ func readUsersFile(filename string) ([]ProviderUser, error) {
 		return nil, fmt.Errorf("decoding: %w", err)
 	}
 	return users, nil
+}
+
+// clientIP is the address failed logins are throttled by: Caddy's client
+// IP, which honours the server's trusted_proxies.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // storePool holds the stores of providers, by storage and prefix, so that

@@ -45,6 +45,8 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			id_token_alg RS256|ES256
 //			require_pkce true|false
 //			allow_plain_pkce
+//			offline_access
+//			refresh_token_lifetime <duration>
 //		}
 //		user <username> {
 //			password_hash <hash>
@@ -269,6 +271,18 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			require := v == "true"
 			c.RequirePKCE = &require
 
+		case "offline_access":
+			if c.OfflineAccess {
+				return c, d.Err("offline_access is declared twice")
+			}
+			if d.NextArg() {
+				return c, d.ArgErr()
+			}
+			c.OfflineAccess = true
+		case "refresh_token_lifetime":
+			if err := parseDuration(d, &c.RefreshTokenLifetime); err != nil {
+				return c, err
+			}
 		case "allow_plain_pkce":
 			if c.AllowPlainPKCE {
 				return c, d.Err("allow_plain_pkce is declared twice")

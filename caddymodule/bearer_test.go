@@ -1,0 +1,164 @@
+package caddymodule
+
+import (
+	"crypto/hmac"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// issuedToken gets a real access token for alice from op with scope.
+func issuedToken(t *testing.T, gw *gwServer, op *opServer, scope string) string {
+	t.Helper()
+	u := newUser(t, gw, op)
+	verifier := strings.Repeat("v", 43)
+	sum := sha256.Sum256([]byte(verifier))
+	q := url.Values{
+		"client_id": {"demo-app"}, "redirect_uri": {"http://gw.test/oauth2/callback"}, "response_type": {"code"},
+		"scope": {scope}, "state": {"s"}, "code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+	}
+	resp, _ := u.get(op.URL+"/connect/authorize?"+q.Encode(), nil)
+	_, body := u.get(op.URL+resp.Header.Get("Location"), nil)
+	form := url.Values{"username": {"alice"}, "password": {gwPassword}}
+	for _, m := range formField.FindAllStringSubmatch(body, -1) {
+		form.Set(m[1], strings.ReplaceAll(m[2], "&#43;", "+"))
+	}
+	resp, err := u.c.PostForm(op.URL+"/account/login", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cb, _ := url.Parse(resp.Header.Get("Location"))
+	tr, err := http.PostForm(op.URL+"/connect/token", url.Values{
+		"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")}, "redirect_uri": {"http://gw.test/oauth2/callback"},
+		"code_verifier": {verifier}, "client_id": {"demo-app"}, "client_secret": {"demo-app-secret"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Body.Close()
+	var out struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(tr.Body).Decode(&out)
+	if out.AccessToken == "" {
+		t.Fatalf("no access token (status %d)", tr.StatusCode)
+	}
+	return out.AccessToken
+}
+
+// forge signs claims with the provider's own RS256 key (as a compromised
+// or confused issuer would), to test each check separately.
+func forge(t *testing.T, claims map[string]any) string {
+	t.Helper()
+	k := gwKeys[0]
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: k.Key, KeyID: k.ID}}, (&jose.SignerOptions{}).WithType("at+jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.Signed(s).Claims(claims).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestGatewayBearer(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
+	helper := newGateway(t, op, nil)
+	good := issuedToken(t, helper, op, "openid api")
+	staticAud := issuedToken(t, helper, op, "openid profile")
+	now := time.Now()
+	base := func() map[string]any {
+		return map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+	}
+	with := func(k string, v any) string {
+		c := base()
+		c[k] = v
+		return forge(t, c)
+	}
+	// alg none: header and payload, no signature.
+	payload, _ := json.Marshal(base())
+	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + base64.RawURLEncoding.EncodeToString(payload) + "."
+	// HS256 keyed with the provider's public key, the classic confusion.
+	pubDER, _ := x509.MarshalPKIXPublicKey(gwKeys[0].Key.Public().(*rsa.PublicKey))
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+	hsInput := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT","kid":"`+gwKeys[0].ID+`"}`)) + "." + base64.RawURLEncoding.EncodeToString(payload)
+	mac := hmac.New(sha256.New, pubPEM)
+	mac.Write([]byte(hsInput))
+	hs256 := hsInput + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+
+	tests := []struct {
+		name  string
+		token string
+		want  int
+	}{
+		{"issued token", good, 200},
+		{"forged but valid claims", forge(t, base()), 200},
+		{"expired", with("exp", now.Add(-time.Minute).Unix()), 401},
+		{"wrong audience", with("aud", "other-api"), 401},
+		{"static audience", staticAud, 401},
+		{"wrong issuer", with("iss", "https://evil.example"), 401},
+		{"alg none", none, 401},
+		{"HS256 with the public key", hs256, 401},
+		{"garbage", "abc.def.ghi", 401},
+		{"no token", "", 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
+			req.Header.Set("Accept", "text/html") // bearer mode never redirects
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			if tt.want == 401 {
+				h := resp.Header.Get("WWW-Authenticate")
+				if !strings.HasPrefix(h, "Bearer") || (tt.token != "" && !strings.Contains(h, `error="invalid_token"`)) {
+					t.Fatalf("WWW-Authenticate = %q", h)
+				}
+			}
+		})
+	}
+	// A cached token stops working when it expires.
+	short := with("exp", time.Now().Add(1500*time.Millisecond).Unix())
+	call := func() int {
+		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
+		req.Header.Set("Authorization", "Bearer "+short)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := call(); st != 200 {
+		t.Fatalf("short-lived token: %d", st)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for call() == 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("expired token still accepted from the cache")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,410 @@
+package caddymodule
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+)
+
+// flowState is one login in progress, in its own short-lived encrypted
+// cookie named after its state, so several tabs can log in at once.
+type flowState struct {
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Return   string `json:"r"`
+	Created  int64  `json:"c"`
+}
+
+// Login flow limits.
+const (
+	flowLifetime = 10 * time.Minute
+	maxFlows     = 5 // flow cookies kept at once; the oldest goes first
+)
+
+// serveSignIn starts a login that comes back to ?rd=.
+func (g *Gateway) serveSignIn(w http.ResponseWriter, r *http.Request) error {
+	g.startLogin(w, r, safeReturnURL(r.URL.Query().Get("rd")))
+	return nil
+}
+
+// startLogin sends the browser to the provider's authorization endpoint
+// with state, nonce and a PKCE S256 challenge, remembering them in a flow
+// cookie.
+func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo string) {
+	d, err := g.oidc.get()
+	if err != nil {
+		g.providerDown(w, r, err)
+		return
+	}
+	f := flowState{
+		State:    randomToken(),
+		Nonce:    randomToken(),
+		Verifier: oauth2.GenerateVerifier(),
+		Return:   returnTo,
+		Created:  time.Now().Unix(),
+	}
+	value, err := g.codec.encode(g.flowPrefix, f)
+	if err != nil {
+		g.logger.Error("encoding flow cookie", zap.Error(err))
+		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The sign-in could not be started.", "")
+		return
+	}
+	g.dropOldFlows(w, r)
+	fc := g.cookie(r, g.flowName(f.State), value, int(flowLifetime/time.Second))
+	http.SetCookie(w, fc)
+
+	conf := g.oauth2Config(r, d)
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(f.Verifier), oauth2.SetAuthURLParam("nonce", f.Nonce)}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, conf.AuthCodeURL(f.State, opts...), http.StatusFound)
+}
+
+// dropOldFlows expires the oldest flow cookies so that, with the new one,
+// at most maxFlows remain: abandoned logins never grow the Cookie header
+// without bound.
+func (g *Gateway) dropOldFlows(w http.ResponseWriter, r *http.Request) {
+	type flow struct {
+		name    string
+		created int64
+	}
+	var flows []flow
+	for _, c := range r.Cookies() {
+		if !strings.HasPrefix(c.Name, g.flowPrefix) {
+			continue
+		}
+		var f flowState
+		if err := g.codec.decode(g.flowPrefix, c.Value, &f); err != nil {
+			http.SetCookie(w, g.cookie(r, c.Name, "", -1)) // undecodable: drop
+			continue
+		}
+		flows = append(flows, flow{c.Name, f.Created})
+	}
+	if len(flows) < maxFlows {
+		return
+	}
+	sort.Slice(flows, func(i, j int) bool { return flows[i].created < flows[j].created })
+	for _, f := range flows[:len(flows)-maxFlows+1] {
+		http.SetCookie(w, g.cookie(r, f.name, "", -1))
+	}
+}
+
+// flowName is the cookie of a login's state: a digest, so the cookie name
+// does not carry the state itself.
+func (g *Gateway) flowName(state string) string {
+	return g.flowPrefix + hashID(state)[:16]
+}
+
+// serveCallback finishes a login: state against the flow cookie, the
+// issuer (RFC 9207), the code exchange with the PKCE verifier, the ID
+// token (signature, iss, aud, exp, nonce); then a new session replaces any
+// earlier one and the browser returns to where it was going.
+func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	state := q.Get("state")
+	if state == "" {
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response has no state.", g.SignInPath)
+		return nil
+	}
+	name := g.flowName(state)
+	ck, err := r.Cookie(name)
+	var f flowState
+	if err == nil {
+		err = g.codec.decode(g.flowPrefix, ck.Value, &f)
+	}
+	if err != nil || subtle.ConstantTimeCompare([]byte(f.State), []byte(state)) != 1 || time.Since(time.Unix(f.Created, 0)) > flowLifetime {
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "This sign-in has expired or was started elsewhere. Please try again.", g.SignInPath)
+		return nil
+	}
+	http.SetCookie(w, g.cookie(r, name, "", -1)) // one use
+	retry := g.SignInPath + "?rd=" + url.QueryEscape(f.Return)
+
+	if e := q.Get("error"); e != "" {
+		msg := "The identity provider refused the sign-in (" + e + ")."
+		if desc := q.Get("error_description"); desc != "" {
+			msg += " " + desc
+		}
+		writePage(w, http.StatusForbidden, "Sign-in refused", msg, retry)
+		return nil
+	}
+	d, err := g.oidc.get()
+	if err != nil {
+		g.providerDown(w, r, err)
+		return nil
+	}
+	if iss := q.Get("iss"); iss != "" && iss != g.Issuer || iss == "" && d.issParam {
+		// RFC 9207 §2.4: a response from another issuer is a mix-up attack.
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response came from another issuer.", retry)
+		return nil
+	}
+	code := q.Get("code")
+	if code == "" {
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response has no code.", retry)
+		return nil
+	}
+	conf := g.oauth2Config(r, d)
+	tok, err := conf.Exchange(g.oidc.ctx, code, oauth2.VerifierOption(f.Verifier))
+	if err != nil {
+		g.logger.Warn("exchanging authorization code", zap.String("issuer", g.Issuer), zap.Error(redactOAuthError(err)))
+		writePage(w, http.StatusBadGateway, "Sign-in failed", "The identity provider did not accept the sign-in. Please try again.", retry)
+		return nil
+	}
+	s, err := g.sessionFromToken(d, tok, nil, f.Nonce)
+	if err != nil {
+		g.logger.Warn("checking ID token", zap.String("issuer", g.Issuer), zap.Error(err))
+		writePage(w, http.StatusBadGateway, "Sign-in failed", "The identity provider's answer could not be verified.", retry)
+		return nil
+	}
+	if err := g.writeSession(w, r, s); err != nil {
+		g.logger.Error("writing session", zap.Error(err))
+		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The session could not be saved.", retry)
+		return nil
+	}
+	if ce := g.logger.Check(zap.InfoLevel, "login"); ce != nil {
+		ce.Write(zap.String("sub", s.Subject), zap.String("email", claimString(s.Claims["email"])))
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, safeReturnURL(f.Return), http.StatusFound)
+	return nil
+}
+
+// sessionFromToken builds a session from a token response. prev is the
+// session being refreshed (nil at login), whose claims stay when the
+// response has no new ID token; nonce is checked at login only.
+func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *session, nonce string) (*session, error) {
+	s := &session{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Created: time.Now().Unix()}
+	if !tok.Expiry.IsZero() {
+		s.Expiry = tok.Expiry.Unix()
+	}
+	if prev != nil {
+		s.ID, s.Subject, s.Claims, s.IDToken, s.Created = prev.ID, prev.Subject, prev.Claims, prev.IDToken, prev.Created
+	} else {
+		s.ID = randomToken()
+	}
+	rawID, _ := tok.Extra("id_token").(string)
+	if rawID == "" {
+		if prev == nil {
+			return nil, fmt.Errorf("token response has no id_token")
+		}
+		return s, nil
+	}
+	idt, err := d.verifier(g.ClientID).Verify(g.oidc.ctx, rawID)
+	if err != nil {
+		return nil, fmt.Errorf("verifying id token: %w", err)
+	}
+	if prev == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+		return nil, fmt.Errorf("id token nonce does not match the login")
+	}
+	if prev != nil && idt.Subject != prev.Subject {
+		// OpenID Connect Core §12.2: a refreshed ID token is about the same user.
+		return nil, fmt.Errorf("refreshed id token is for another subject")
+	}
+	if err := idt.VerifyAccessToken(tok.AccessToken); err != nil && idt.AccessTokenHash != "" {
+		return nil, fmt.Errorf("id token at_hash: %w", err)
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return nil, fmt.Errorf("reading id token claims: %w", err)
+	}
+	for _, c := range protocolClaims {
+		delete(claims, c)
+	}
+	delete(claims, "sub")
+	s.Subject, s.Claims, s.IDToken = idt.Subject, claims, rawID
+	return s, nil
+}
+
+// serveSignOut clears the session and signs out at the provider when it
+// offers an end_session_endpoint.
+func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
+	var idToken string
+	if raw := readSessionCookie(r, g.cookieName); raw != "" {
+		var s session
+		if g.codec.decode(g.cookieName, raw, &s) == nil {
+			idToken = s.IDToken
+		}
+		g.cache.remove(raw)
+	}
+	g.clearSessionCookies(w, r)
+
+	after := g.PostLogoutRedirect
+	if strings.HasPrefix(after, "/") {
+		after = requestOrigin(r) + after
+	}
+	target := after
+	if d, err := g.oidc.get(); err == nil && d.endSession != "" {
+		v := url.Values{"post_logout_redirect_uri": {after}, "client_id": {g.ClientID}}
+		if idToken != "" {
+			v.Set("id_token_hint", idToken)
+		}
+		sep := "?"
+		if strings.Contains(d.endSession, "?") {
+			sep = "&"
+		}
+		target = d.endSession + sep + v.Encode()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, target, http.StatusFound)
+	return nil
+}
+
+// oauth2Config is the client configuration for one request: the redirect
+// URL is this site's, as the browser reached it.
+func (g *Gateway) oauth2Config(r *http.Request, d *discovered) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     g.ClientID,
+		ClientSecret: g.ClientSecret,
+		Endpoint:     d.endpoint,
+		RedirectURL:  requestOrigin(r) + g.RedirectPath,
+		Scopes:       g.scopes,
+	}
+}
+
+func requestOrigin(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// safeReturnURL keeps a return URL only if it is a path on this site:
+// anything that could leave the origin ("//host", "/\host", "https:",
+// control characters) becomes "/" (open redirect defence).
+func safeReturnURL(raw string) string {
+	if raw == "" || raw[0] != '/' || len(raw) > 2048 {
+		return "/"
+	}
+	if len(raw) > 1 && (raw[1] == '/' || raw[1] == '\\') {
+		return "/"
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < 0x20 || c == 0x7f || c == '\\' {
+			return "/"
+		}
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
+		return "/"
+	}
+	return raw
+}
+
+// unauthenticated answers a request without a valid login: a browser
+// navigation goes to log in, anything else gets 401 with a JSON body that
+// carries the login URL, since a script cannot follow a cross-origin
+// redirect. bearerErr is the error code of a bad bearer token, if any.
+func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearerErr string) {
+	if g.browserMode && isNavigation(r) && bearerErr == "" {
+		g.startLogin(w, r, safeReturnURL(r.URL.RequestURI()))
+		return
+	}
+	challenge := `Bearer realm="` + r.Host + `"`
+	if bearerErr != "" {
+		challenge += `, error="` + bearerErr + `"`
+	}
+	w.Header().Set("WWW-Authenticate", challenge)
+	body := map[string]string{"error": "unauthorized", "error_description": "authentication required"}
+	if bearerErr != "" {
+		body["error"] = bearerErr
+		body["error_description"] = "the bearer token is invalid or expired"
+	}
+	if g.acceptCookie {
+		body["login_url"] = requestOrigin(r) + g.SignInPath + "?rd=" + url.QueryEscape(safeReturnURL(r.URL.RequestURI()))
+	}
+	writeJSON(w, http.StatusUnauthorized, body)
+}
+
+// forbidden answers a logged-in user whom the allow rules refuse.
+func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, id *identity) {
+	who := id.email
+	if who == "" {
+		who = claimString(id.claims["preferred_username"])
+	}
+	if who == "" {
+		who = id.subject
+	}
+	if ce := g.logger.Check(zap.InfoLevel, "access denied by policy"); ce != nil {
+		ce.Write(zap.String("sub", id.subject), zap.String("path", r.URL.Path))
+	}
+	if !isNavigation(r) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "error_description": "signed in as " + who + ", who may not access this"})
+		return
+	}
+	link := ""
+	if g.acceptCookie {
+		link = g.SignOutPath
+	}
+	writePage(w, http.StatusForbidden, "Access denied", "You are signed in as "+who+", who may not access this page.", link)
+}
+
+// providerDown answers when the provider cannot be reached.
+func (g *Gateway) providerDown(w http.ResponseWriter, r *http.Request, err error) {
+	if ce := g.logger.Check(zap.ErrorLevel, "identity provider unavailable"); ce != nil {
+		ce.Write(zap.String("issuer", g.Issuer), zap.Error(err))
+	}
+	if isNavigation(r) {
+		writePage(w, http.StatusBadGateway, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", "")
+		return
+	}
+	writeJSON(w, http.StatusBadGateway, map[string]string{"error": "provider_unavailable", "error_description": "the identity provider cannot be reached"})
+}
+
+var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}}</title>
+<style>body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0}main{max-width:32rem;margin:12vh auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15)}h1{font-size:1.4rem;margin-top:0}</style>
+</head><body><main><h1>{{.Title}}</h1><p id="message">{{.Message}}</p>{{if .Link}}<p><a id="action" href="{{.Link}}">{{.LinkText}}</a></p>{{end}}</main></body></html>
+`))
+
+// writePage writes a small HTML page; link, if set, is offered as the way on.
+func writePage(w http.ResponseWriter, status int, title, msg, link string) {
+	text := "Try again"
+	if strings.HasSuffix(link, defaultSignOutPath) || strings.Contains(link, "sign_out") {
+		text = "Sign out"
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
+	w.WriteHeader(status)
+	pageTemplate.Execute(w, map[string]string{"Title": title, "Message": msg, "Link": link, "LinkText": text})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// randomToken is 32 random bytes, base64url.
+func randomToken() string {
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(randReader, b); err != nil {
+		panic("oidc_gateway: reading randomness: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// redactOAuthError keeps the OAuth error code of a failed token request but
+// drops the response body, which may echo what was sent.
+func redactOAuthError(err error) error {
+	if re, ok := err.(*oauth2.RetrieveError); ok {
+		return fmt.Errorf("token endpoint answered %d: %s", re.Response.StatusCode, re.ErrorCode)
+	}
+	return err
+}

@@ -1,0 +1,362 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/crypto/hkdf"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(Gateway{})
+}
+
+// Gateway makes a user log in with an OpenID provider before a request
+// goes on to the next handler, typically reverse_proxy. It is a
+// confidential OpenID Connect client (authorization code flow with PKCE
+// S256) that keeps the login in an encrypted cookie session, refreshes the
+// access token before it expires, applies the allow rules, and passes the
+// identity to the upstream as headers.
+//
+// Identity headers, always deleted from the incoming request in every
+// spelling (any case, "_" or "." for "-") before ours are set:
+// X-Auth-Request-User (sub), X-Auth-Request-Email,
+// X-Auth-Request-Preferred-Username, X-Auth-Request-Groups (comma
+// separated), every header of the headers map, and Authorization when
+// pass_access_token is on.
+//
+// Placeholders set: {http.auth.user.id} (sub), {http.auth.user.email},
+// {http.auth.user.claim.<name>} for any claim of the ID token (lists
+// joined by commas).
+//
+// Paths it owns: redirect_path (the callback), sign_in_path (starts a login;
+// ?rd= is where to return) and sign_out_path.
+type Gateway struct {
+	// Issuer is the OpenID provider's issuer URL. Required. Discovery is
+	// fetched from it on first use, not at start.
+	Issuer string `json:"issuer,omitempty"`
+
+	// ClientID is this gateway's client_id at the provider. Required.
+	ClientID string `json:"client_id,omitempty"`
+
+	// ClientSecret is the client secret; placeholders such as
+	// {env.CLIENT_SECRET} are resolved at start.
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	// Scopes to request. Default: openid profile email. Add
+	// offline_access to get refresh tokens.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// RedirectPath is the callback path, registered at the provider as
+	// <scheme>://<host><redirect_path>. Default: /oauth2/callback.
+	RedirectPath string `json:"redirect_path,omitempty"`
+
+	// SignInPath starts a login and returns to ?rd= afterwards. Default:
+	// /oauth2/start.
+	SignInPath string `json:"sign_in_path,omitempty"`
+
+	// SignOutPath clears the session and signs out at the provider.
+	// Default: /oauth2/sign_out.
+	SignOutPath string `json:"sign_out_path,omitempty"`
+
+	// PostLogoutRedirect is where the browser lands after sign-out, absolute
+	// or a path on this site. Default: "/".
+	PostLogoutRedirect string `json:"post_logout_redirect,omitempty"`
+
+	// Cookie configures the session cookie.
+	Cookie GatewayCookie `json:"cookie,omitempty"`
+
+	// SessionKeys encrypt and sign session cookies: the first encodes, all
+	// decode, so a new key can be put first while old sessions stay valid.
+	// Placeholders are resolved at start. Default: one key generated on
+	// first start and kept in Caddy's storage, shared by every gateway of
+	// this Caddy (and every instance sharing the storage).
+	SessionKeys []string `json:"session_keys,omitempty"`
+
+	// Headers maps upstream header names to ID token claims, in addition
+	// to the X-Auth-Request-* defaults.
+	Headers map[string]string `json:"headers,omitempty"`
+
+	// PassAccessToken sends "Authorization: Bearer <access token>" upstream.
+	PassAccessToken bool `json:"pass_access_token,omitempty"`
+
+	// Allow lists who may pass; any rule matching lets a user through. No
+	// rules: any logged-in user.
+	Allow []GatewayRule `json:"allow,omitempty"`
+
+	// Mode is "browser" (default: navigations without a session are sent to
+	// log in, other requests get 401), "api" (never a redirect: 401; also
+	// accepts bearer tokens) or "bearer" (only Authorization: Bearer
+	// tokens, no cookie session).
+	Mode string `json:"mode,omitempty"`
+
+	// Audience is what a bearer token's aud must contain (one of). Required
+	// for modes api and bearer.
+	Audience []string `json:"audience,omitempty"`
+
+	// RefreshBefore is how long before the access token expires it is
+	// refreshed. Default: 60s.
+	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
+
+	logger        *zap.Logger
+	oidc          *oidcClient
+	codec         *sessionCodec
+	cache         *sessionCache
+	bearerCache   *sessionCache
+	refresher     *refresher
+	strip         headerStripper
+	cookieName    string
+	flowPrefix    string
+	scopes        []string
+	allowAll      bool
+	browserMode   bool
+	acceptBearer  bool
+	acceptCookie  bool
+	refreshBefore time.Duration
+	lifetime      time.Duration
+}
+
+// GatewayCookie configures the gateway's cookies.
+type GatewayCookie struct {
+	// Name of the session cookie; chunks are <name>_1, <name>_2, ... and
+	// login flow cookies <name>_flow_<id>. Default: authgate.
+	Name string `json:"name,omitempty"`
+	// Domain of the cookies. Default: none (this host only).
+	Domain string `json:"domain,omitempty"`
+	// Path of the cookies. Default: /.
+	Path string `json:"path,omitempty"`
+	// Lifetime of a session. Default: 168h.
+	Lifetime caddy.Duration `json:"lifetime,omitempty"`
+	// SameSite is lax (default), strict or none.
+	SameSite string `json:"same_site,omitempty"`
+	// Secure is "auto" (default: Secure unless the request is plain http
+	// to a loopback host), "always" or "never".
+	Secure string `json:"secure,omitempty"`
+}
+
+// GatewayRule is one allow rule: exactly one of Email, Group or Claim.
+type GatewayRule struct {
+	// Email is an exact address or *@domain.
+	Email string `json:"email,omitempty"`
+	// Group must be in the groups claim.
+	Group string `json:"group,omitempty"`
+	// Claim and Value: the claim must equal, or as a list contain, Value.
+	Claim string `json:"claim,omitempty"`
+	Value string `json:"value,omitempty"`
+}
+
+// Defaults of the gateway's options.
+const (
+	defaultRedirectPath  = "/oauth2/callback"
+	defaultSignInPath    = "/oauth2/start"
+	defaultSignOutPath   = "/oauth2/sign_out"
+	defaultCookieName    = "authgate"
+	defaultLifetime      = 168 * time.Hour
+	defaultRefreshBefore = 60 * time.Second
+	sessionKeyStorageKey = "authgate/gateway/session_key"
+)
+
+// CaddyModule returns the Caddy module information.
+func (Gateway) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.oidc_gateway",
+		New: func() caddy.Module { return new(Gateway) },
+	}
+}
+
+// Provision resolves placeholders, applies defaults and derives the cookie
+// keys. It makes no request to the issuer: discovery waits for the first
+// request that needs it.
+func (g *Gateway) Provision(ctx caddy.Context) error {
+	g.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	g.ClientSecret = repl.ReplaceAll(g.ClientSecret, "")
+
+	if g.RedirectPath == "" {
+		g.RedirectPath = defaultRedirectPath
+	}
+	if g.SignInPath == "" {
+		g.SignInPath = defaultSignInPath
+	}
+	if g.SignOutPath == "" {
+		g.SignOutPath = defaultSignOutPath
+	}
+	if g.PostLogoutRedirect == "" {
+		g.PostLogoutRedirect = "/"
+	}
+	g.scopes = g.Scopes
+	if len(g.scopes) == 0 {
+		g.scopes = []string{"openid", "profile", "email"}
+	}
+	g.cookieName = g.Cookie.Name
+	if g.cookieName == "" {
+		g.cookieName = defaultCookieName
+	}
+	g.flowPrefix = g.cookieName + "_flow_"
+	if g.Cookie.Path == "" {
+		g.Cookie.Path = "/"
+	}
+	g.lifetime = time.Duration(g.Cookie.Lifetime)
+	if g.lifetime == 0 {
+		g.lifetime = defaultLifetime
+	}
+	g.refreshBefore = time.Duration(g.RefreshBefore)
+	if g.refreshBefore == 0 {
+		g.refreshBefore = defaultRefreshBefore
+	}
+	switch g.Mode {
+	case "", "browser":
+		g.browserMode, g.acceptCookie = true, true
+	case "api":
+		g.acceptCookie, g.acceptBearer = true, true
+	case "bearer":
+		g.acceptBearer = true
+	}
+	g.allowAll = len(g.Allow) == 0
+
+	secrets := make([]string, 0, len(g.SessionKeys))
+	for _, k := range g.SessionKeys {
+		secrets = append(secrets, repl.ReplaceAll(k, ""))
+	}
+	if len(secrets) == 0 {
+		data, _, err := loadOrCreate(ctx, ctx.Storage(), sessionKeyStorageKey, func() ([]byte, error) {
+			b := make([]byte, 32)
+			if _, err := io.ReadFull(randReader, b); err != nil {
+				return nil, err
+			}
+			return []byte(base64.RawURLEncoding.EncodeToString(b)), nil
+		})
+		if err != nil {
+			return fmt.Errorf("session key: %w", err)
+		}
+		secrets = append(secrets, string(data))
+	}
+	var err error
+	if g.codec, err = newSessionCodec(secrets, g.lifetime); err != nil {
+		return err
+	}
+	g.strip = newHeaderStripper(g.identityHeaderNames())
+	g.cache = newSessionCache(4096)
+	g.bearerCache = newSessionCache(4096)
+	g.refresher = newRefresher()
+	g.oidc = newOIDCClient(g.Issuer, g.logger)
+	return nil
+}
+
+// Validate checks the options together.
+func (g *Gateway) Validate() error {
+	if g.Issuer == "" {
+		return errors.New("oidc_gateway: issuer is required")
+	}
+	if u, err := url.Parse(g.Issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("oidc_gateway: issuer %q is not an absolute http(s) URL", g.Issuer)
+	}
+	if g.acceptCookie && g.ClientID == "" {
+		return errors.New("oidc_gateway: client_id is required")
+	}
+	switch g.Mode {
+	case "", "browser", "api", "bearer":
+	default:
+		return fmt.Errorf("oidc_gateway: mode %q is not browser, api or bearer", g.Mode)
+	}
+	if g.acceptBearer && len(g.Audience) == 0 {
+		return fmt.Errorf("oidc_gateway: mode %s needs an audience that bearer tokens must carry", g.Mode)
+	}
+	for _, p := range []string{g.RedirectPath, g.SignInPath, g.SignOutPath} {
+		if !strings.HasPrefix(p, "/") {
+			return fmt.Errorf("oidc_gateway: path %q must start with /", p)
+		}
+	}
+	switch strings.ToLower(g.Cookie.SameSite) {
+	case "", "lax", "strict", "none":
+	default:
+		return fmt.Errorf("oidc_gateway: cookie same_site %q is not lax, strict or none", g.Cookie.SameSite)
+	}
+	switch g.Cookie.Secure {
+	case "", "auto", "always", "never":
+	default:
+		return fmt.Errorf("oidc_gateway: cookie secure %q is not auto, always or never", g.Cookie.Secure)
+	}
+	for i, r := range g.Allow {
+		n := 0
+		for _, set := range []bool{r.Email != "", r.Group != "", r.Claim != ""} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("oidc_gateway: allow rule %d must have exactly one of email, group or claim", i+1)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP handles the gateway's own paths and checks every other request.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if g.acceptCookie {
+		switch r.URL.Path {
+		case g.RedirectPath:
+			return g.serveCallback(w, r)
+		case g.SignInPath:
+			return g.serveSignIn(w, r)
+		case g.SignOutPath:
+			return g.serveSignOut(w, r)
+		}
+	}
+
+	var id *identity
+	if g.acceptBearer {
+		var ok bool
+		id, ok = g.bearerIdentity(w, r)
+		if !ok {
+			return nil // answered
+		}
+	}
+	if id == nil && g.acceptCookie {
+		var ok bool
+		id, ok = g.cookieIdentity(w, r)
+		if !ok {
+			return nil
+		}
+	}
+	if id == nil {
+		g.unauthenticated(w, r, "")
+		return nil
+	}
+	if !g.allowed(id) {
+		g.forbidden(w, r, id)
+		return nil
+	}
+	g.forward(r, id)
+	return next.ServeHTTP(w, r)
+}
+
+// deriveKey makes a purpose-bound key from a session key secret
+// (HKDF-SHA256, RFC 5869), once, in Provision.
+func deriveKey(secret, purpose string, n int) ([]byte, error) {
+	key := make([]byte, n)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, []byte(secret), nil, []byte("authgate "+purpose)), key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Gateway)(nil)
+	_ caddy.Validator             = (*Gateway)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
+	_ caddyfile.Unmarshaler       = (*Gateway)(nil)
+)

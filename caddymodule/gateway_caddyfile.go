@@ -1,0 +1,198 @@
+package caddymodule
+
+import (
+	"strings"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("oidc_gateway", parseGatewayCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("oidc_gateway", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Gateway)
+	err := g.UnmarshalCaddyfile(h.Dispenser)
+	return g, err
+}
+
+// UnmarshalCaddyfile sets up the gateway from Caddyfile tokens. Syntax:
+//
+//	oidc_gateway [<issuer>] {
+//		issuer <url>
+//		client_id <id>
+//		client_secret <secret>
+//		scopes <scope...>
+//		redirect_path <path>
+//		sign_in_path <path>
+//		sign_out_path <path>
+//		post_logout_redirect <url or path>
+//		cookie {
+//			name <name>
+//			domain <domain>
+//			path <path>
+//			lifetime <duration>
+//			same_site lax|strict|none
+//			secure auto|always|never
+//		}
+//		session_key <secret>
+//		header <Header-Name> <claim>
+//		pass_access_token
+//		allow email <address or *@domain>
+//		allow group <group>
+//		allow claim <name> <value>
+//		mode browser|api|bearer
+//		audience <aud...>
+//		refresh_before <duration>
+//	}
+//
+// session_key, header and allow may be repeated.
+func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		g.Issuer = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "issuer", "client_id", "client_secret", "redirect_path", "sign_in_path", "sign_out_path", "post_logout_redirect", "mode":
+			dst := map[string]*string{
+				"issuer": &g.Issuer, "client_id": &g.ClientID, "client_secret": &g.ClientSecret,
+				"redirect_path": &g.RedirectPath, "sign_in_path": &g.SignInPath, "sign_out_path": &g.SignOutPath,
+				"post_logout_redirect": &g.PostLogoutRedirect, "mode": &g.Mode,
+			}[opt]
+			if err := parseOnce(d, dst); err != nil {
+				return err
+			}
+			if opt == "mode" {
+				switch g.Mode {
+				case "browser", "api", "bearer":
+				default:
+					return d.Errf("oidc_gateway: mode %q is not browser, api or bearer", g.Mode)
+				}
+			}
+			if strings.HasSuffix(opt, "_path") && !strings.HasPrefix(*dst, "/") {
+				return d.Errf("oidc_gateway: %s %q must start with /", opt, *dst)
+			}
+		case "scopes":
+			if g.Scopes != nil {
+				return d.Errf("oidc_gateway: cannot re-declare scopes")
+			}
+			g.Scopes = d.RemainingArgs()
+			if len(g.Scopes) == 0 {
+				return d.ArgErr()
+			}
+		case "audience":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			g.Audience = append(g.Audience, args...)
+		case "session_key":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			g.SessionKeys = append(g.SessionKeys, d.Val())
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+		case "header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("oidc_gateway: header takes a header name and a claim name")
+			}
+			if g.Headers == nil {
+				g.Headers = make(map[string]string)
+			}
+			if _, dup := g.Headers[args[0]]; dup {
+				return d.Errf("oidc_gateway: header %q is declared twice", args[0])
+			}
+			g.Headers[args[0]] = args[1]
+		case "pass_access_token":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.PassAccessToken = true
+		case "allow":
+			args := d.RemainingArgs()
+			var rule GatewayRule
+			switch {
+			case len(args) == 2 && args[0] == "email":
+				rule.Email = args[1]
+			case len(args) == 2 && args[0] == "group":
+				rule.Group = args[1]
+			case len(args) == 3 && args[0] == "claim":
+				rule.Claim, rule.Value = args[1], args[2]
+			default:
+				return d.Errf("oidc_gateway: allow takes: email <address>, group <group> or claim <name> <value>")
+			}
+			g.Allow = append(g.Allow, rule)
+		case "refresh_before":
+			if err := parseDuration(d, &g.RefreshBefore); err != nil {
+				return err
+			}
+		case "cookie":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := g.parseCookie(d); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("oidc_gateway: unrecognized option %q", opt)
+		}
+	}
+	return nil
+}
+
+func (g *Gateway) parseCookie(d *caddyfile.Dispenser) error {
+	c := &g.Cookie
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "name":
+			if err := parseOnce(d, &c.Name); err != nil {
+				return err
+			}
+		case "domain":
+			if err := parseOnce(d, &c.Domain); err != nil {
+				return err
+			}
+		case "path":
+			if err := parseOnce(d, &c.Path); err != nil {
+				return err
+			}
+		case "lifetime":
+			if err := parseDuration(d, &c.Lifetime); err != nil {
+				return err
+			}
+		case "same_site":
+			if err := parseOnce(d, &c.SameSite); err != nil {
+				return err
+			}
+			switch c.SameSite {
+			case "lax", "strict", "none":
+			default:
+				return d.Errf("oidc_gateway: cookie same_site %q is not lax, strict or none", c.SameSite)
+			}
+		case "secure":
+			if err := parseOnce(d, &c.Secure); err != nil {
+				return err
+			}
+			switch c.Secure {
+			case "auto", "always", "never":
+			default:
+				return d.Errf("oidc_gateway: cookie secure %q is not auto, always or never", c.Secure)
+			}
+		default:
+			return d.Errf("oidc_gateway: unrecognized cookie option %q", opt)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,420 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// cookieIdentity returns the identity of the request's session cookie.
+// ok false means the request was answered (a login was started, or 401).
+// A tampered, expired or undecodable cookie is the same as none.
+func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *identity, ok bool) {
+	raw := readSessionCookie(r, g.cookieName)
+	if raw == "" {
+		g.unauthenticated(w, r, "")
+		return nil, false
+	}
+	now := time.Now()
+	if id := g.cache.get(raw, now); id != nil {
+		return id, true
+	}
+	var s session
+	if err := g.codec.decode(g.cookieName, raw, &s); err != nil || s.Subject == "" {
+		if ce := g.logger.Check(zap.DebugLevel, "session cookie refused"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+		g.clearSessionCookies(w, r)
+		g.unauthenticated(w, r, "")
+		return nil, false
+	}
+	if time.Since(time.Unix(s.Created, 0)) > g.lifetime {
+		g.clearSessionCookies(w, r)
+		g.unauthenticated(w, r, "")
+		return nil, false
+	}
+	if s.Expiry != 0 && now.Add(g.refreshBefore).After(time.Unix(s.Expiry, 0)) {
+		return g.refreshIdentity(w, r, raw, &s)
+	}
+	id = g.sessionIdentity(raw, &s)
+	g.cache.put(id)
+	return id, true
+}
+
+// sessionIdentity computes and caches the identity of a decoded session.
+// It is good until the access token enters its refresh window.
+func (g *Gateway) sessionIdentity(raw string, s *session) *identity {
+	id := g.newIdentity(s.Subject, s.Claims)
+	id.sess, id.raw = s, raw
+	id.expires = time.Unix(s.Created, 0).Add(g.lifetime)
+	if s.Expiry != 0 {
+		if refreshAt := time.Unix(s.Expiry, 0).Add(-g.refreshBefore); refreshAt.Before(id.expires) {
+			id.expires = refreshAt
+		}
+	}
+	return id
+}
+
+// refreshIdentity refreshes the access token of a session near expiry.
+// Concurrent requests of the session share one refresh, and requests that
+// still carry the old cookie shortly after get the same result.
+func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw string, s *session) (*identity, bool) {
+	expired := !time.Now().Before(time.Unix(s.Expiry, 0))
+	if s.RefreshToken == "" {
+		if !expired {
+			return g.sessionIdentity(raw, s), true // good until it expires
+		}
+		g.clearSessionCookies(w, r)
+		g.unauthenticated(w, r, "")
+		return nil, false
+	}
+	res := g.refresher.do(hashID(s.RefreshToken), func() refreshResult {
+		return g.refresh(s)
+	})
+	switch {
+	case res.session != nil:
+		for _, c := range g.sessionCookies(r, res.value) {
+			http.SetCookie(w, c)
+		}
+		if id := g.cache.get(res.value, time.Now()); id != nil {
+			return id, true
+		}
+		id := g.sessionIdentity(res.value, res.session)
+		g.cache.put(id)
+		return id, true
+	case res.refused:
+		g.clearSessionCookies(w, r)
+		g.unauthenticated(w, r, "")
+		return nil, false
+	case !expired:
+		// The provider is unreachable but the token still works: go on,
+		// and try again on a later request.
+		return g.sessionIdentity(raw, s), true
+	default:
+		g.providerDown(w, r, res.err)
+		return nil, false
+	}
+}
+
+// refresh asks the provider for new tokens.
+func (g *Gateway) refresh(s *session) refreshResult {
+	d, err := g.oidc.get()
+	if err != nil {
+		return refreshResult{err: err}
+	}
+	tok, err := g.refreshTokens(d, s.RefreshToken)
+	if err != nil {
+		refused := isOAuthRefusal(err)
+		if ce := g.logger.Check(zap.WarnLevel, "token refresh failed"); ce != nil {
+			ce.Write(zap.String("sub", s.Subject), zap.Bool("refused", refused), zap.Error(redactOAuthError(err)))
+		}
+		return refreshResult{err: err, refused: refused}
+	}
+	ns, err := g.sessionFromToken(d, tok, s, "")
+	if err != nil {
+		g.logger.Warn("checking refreshed tokens", zap.String("sub", s.Subject), zap.Error(err))
+		return refreshResult{err: err, refused: true}
+	}
+	value, err := g.codec.encode(g.cookieName, ns)
+	if err != nil {
+		g.logger.Error("encoding refreshed session", zap.Error(err))
+		return refreshResult{err: err}
+	}
+	if ce := g.logger.Check(zap.DebugLevel, "token refreshed"); ce != nil {
+		ce.Write(zap.String("sub", s.Subject))
+	}
+	return refreshResult{session: ns, value: value}
+}
+
+// bearerIdentity returns the identity of an Authorization: Bearer JWT from
+// the issuer. With no bearer token it returns nil and ok; a bad token is
+// answered with 401 (ok false).
+func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*identity, bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return nil, true
+	}
+	scheme, token, _ := strings.Cut(h, " ")
+	token = strings.TrimSpace(token)
+	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+		if g.acceptCookie {
+			return nil, true // not ours: maybe the upstream's own scheme
+		}
+		g.unauthenticated(w, r, "invalid_request")
+		return nil, false
+	}
+	now := time.Now()
+	if id := g.bearerCache.get(token, now); id != nil {
+		return id, true
+	}
+	d, err := g.oidc.get()
+	if err != nil {
+		g.providerDown(w, r, err)
+		return nil, false
+	}
+	idt, err := d.verifier("").Verify(g.oidc.ctx, token)
+	if err == nil && !slices.ContainsFunc(idt.Audience, func(a string) bool { return slices.Contains(g.Audience, a) }) {
+		err = errWrongAudience
+	}
+	if err != nil {
+		if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+		g.unauthenticated(w, r, "invalid_token")
+		return nil, false
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		g.unauthenticated(w, r, "invalid_token")
+		return nil, false
+	}
+	id := g.newIdentity(idt.Subject, claims)
+	id.raw, id.expires = token, idt.Expiry
+	g.bearerCache.put(id)
+	return id, true
+}
+
+// isNavigation tells a browser navigation, which may be redirected to log
+// in, from a script or API call, which gets 401: Fetch Metadata first
+// (Sec-Fetch-Mode), then X-Requested-With, then whether text/html ranks
+// first in Accept.
+func isNavigation(r *http.Request) bool {
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate"
+	}
+	if r.Header.Get("X-Requested-With") != "" {
+		return false
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	return htmlPreferred(r.Header.Get("Accept"))
+}
+
+// htmlPreferred reports whether text/html has the highest q-value in an
+// Accept header (RFC 9110 §12.5.1); ties go to html.
+func htmlPreferred(accept string) bool {
+	if accept == "" {
+		return false
+	}
+	html, best := -1.0, -1.0
+	for part := range strings.SplitSeq(accept, ",") {
+		media, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		q := 1.0
+		for p := range strings.SplitSeq(params, ";") {
+			k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(k, "q") {
+				if f, err := strconv.ParseFloat(v, 64); err == nil {
+					q = f
+				}
+			}
+		}
+		media = strings.ToLower(strings.TrimSpace(media))
+		if media == "text/html" || media == "application/xhtml+xml" {
+			html = max(html, q)
+		} else {
+			best = max(best, q)
+		}
+	}
+	return html > 0 && html >= best
+}
+
+// allowed applies the allow rules: any match lets the user through.
+func (g *Gateway) allowed(id *identity) bool {
+	if g.allowAll {
+		return true
+	}
+	for _, rule := range g.Allow {
+		switch {
+		case rule.Email != "":
+			email := strings.ToLower(id.email)
+			if verified, ok := id.claims["email_verified"].(bool); ok && !verified {
+				continue // an unverified address proves nothing
+			}
+			want := strings.ToLower(rule.Email)
+			if domain, ok := strings.CutPrefix(want, "*@"); ok {
+				if strings.HasSuffix(email, "@"+domain) {
+					return true
+				}
+			} else if email == want && email != "" {
+				return true
+			}
+		case rule.Group != "":
+			if claimHas(id.claims["groups"], rule.Group) {
+				return true
+			}
+		case rule.Claim != "":
+			v := id.claims[rule.Claim]
+			if rule.Claim == "sub" {
+				v = id.subject
+			}
+			if claimHas(v, rule.Value) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// claimHas: the claim equals want, or is a list containing it.
+func claimHas(v any, want string) bool {
+	switch v := v.(type) {
+	case []any:
+		return slices.ContainsFunc(v, func(e any) bool { return claimString(e) == want })
+	case nil:
+		return false
+	default:
+		return claimString(v) == want
+	}
+}
+
+// forward prepares the request for the next handler: client-sent identity
+// headers and the gateway's cookies go, our headers and placeholders come.
+func (g *Gateway) forward(r *http.Request, id *identity) {
+	g.strip.strip(r.Header)
+	for _, h := range id.headers {
+		r.Header[h.name] = []string{h.value}
+	}
+	if g.PassAccessToken && id.sess != nil && id.sess.AccessToken != "" {
+		r.Header.Set("Authorization", "Bearer "+id.sess.AccessToken)
+	}
+	g.stripOwnCookies(r)
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if repl == nil {
+		return
+	}
+	repl.Set("http.auth.user.id", id.subject)
+	repl.Set("http.auth.user.email", id.email)
+	repl.Map(func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, "http.auth.user.claim.")
+		if !ok {
+			return nil, false
+		}
+		if name == "sub" {
+			return id.subject, true
+		}
+		v, ok := id.claims[name]
+		if !ok {
+			return "", true
+		}
+		return claimString(v), true
+	})
+}
+
+// stripOwnCookies removes the session, chunk and flow cookies from the
+// Cookie header, so the upstream never sees them.
+func (g *Gateway) stripOwnCookies(r *http.Request) {
+	vals := r.Header["Cookie"]
+	if len(vals) == 0 {
+		return
+	}
+	changed := false
+	kept := make([]string, 0, 4)
+	for _, line := range vals {
+		if !strings.Contains(line, g.cookieName) {
+			kept = append(kept, line)
+			continue
+		}
+		var parts []string
+		for part := range strings.SplitSeq(line, ";") {
+			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if name == g.cookieName || strings.HasPrefix(name, g.cookieName+"_") {
+				changed = true
+				continue
+			}
+			parts = append(parts, strings.TrimSpace(part))
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	if !changed {
+		return
+	}
+	if len(kept) == 0 {
+		r.Header.Del("Cookie")
+		return
+	}
+	r.Header["Cookie"] = kept
+}
+
+// identityHeaderNames lists every header the gateway controls.
+func (g *Gateway) identityHeaderNames() []string {
+	names := []string{"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username", "X-Auth-Request-Groups"}
+	for h := range g.Headers {
+		names = append(names, h)
+	}
+	if g.PassAccessToken {
+		names = append(names, "Authorization")
+	}
+	return names
+}
+
+// headerStripper deletes headers whose names a backend might normalise to
+// one of ours: compared case-insensitively with '_' and '.' as '-'.
+type headerStripper struct {
+	names []string // normalised
+}
+
+func newHeaderStripper(names []string) headerStripper {
+	var s headerStripper
+	for _, n := range names {
+		s.names = append(s.names, normaliseHeader(n))
+	}
+	return s
+}
+
+func normaliseHeader(name string) string {
+	b := []byte(strings.ToLower(name))
+	for i, c := range b {
+		if c == '_' || c == '.' {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+func (s headerStripper) strip(h http.Header) {
+	for key := range h {
+		for _, n := range s.names {
+			if sameHeader(key, n) {
+				delete(h, key)
+				break
+			}
+		}
+	}
+}
+
+// sameHeader compares a header name with a normalised one without
+// allocating.
+func sameHeader(key, norm string) bool {
+	if len(key) != len(norm) {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_' || c == '.':
+			c = '-'
+		}
+		if c != norm[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func hashID(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}

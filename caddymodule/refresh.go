@@ -1,0 +1,92 @@
+package caddymodule
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// refreshGrace is how long a finished refresh's result is handed to
+// requests that still carry the session's old cookie (sent before the
+// browser stored the new one), so a provider that rotates refresh tokens
+// never sees the old one twice.
+const refreshGrace = 30 * time.Second
+
+var errWrongAudience = errors.New("token audience is not one of the configured audiences")
+
+// refreshResult is the outcome of one refresh: a new session and its
+// encoded cookie value, or an error; refused means the provider said no
+// (the session is over), as opposed to the provider being unreachable.
+type refreshResult struct {
+	session *session
+	value   string
+	err     error
+	refused bool
+}
+
+// refresher runs one refresh per session at a time: callers with the same
+// key wait for the one in flight and share its result.
+type refresher struct {
+	mu    sync.Mutex
+	calls map[string]*refreshCall
+}
+
+type refreshCall struct {
+	done     chan struct{}
+	res      refreshResult
+	finished time.Time
+}
+
+func newRefresher() *refresher {
+	return &refresher{calls: make(map[string]*refreshCall)}
+}
+
+// do runs fn for key unless a call for key is running or finished within
+// refreshGrace, in which case it returns that call's result.
+func (rf *refresher) do(key string, fn func() refreshResult) refreshResult {
+	rf.mu.Lock()
+	now := time.Now()
+	if c, ok := rf.calls[key]; ok && (c.finished.IsZero() || now.Sub(c.finished) < refreshGrace) {
+		rf.mu.Unlock()
+		<-c.done
+		return c.res
+	}
+	for k, c := range rf.calls {
+		if !c.finished.IsZero() && now.Sub(c.finished) >= refreshGrace {
+			delete(rf.calls, k)
+		}
+	}
+	c := &refreshCall{done: make(chan struct{})}
+	rf.calls[key] = c
+	rf.mu.Unlock()
+
+	c.res = fn()
+	rf.mu.Lock()
+	c.finished = time.Now()
+	if c.res.session == nil && !c.res.refused {
+		delete(rf.calls, key) // a transient failure is not remembered
+	}
+	rf.mu.Unlock()
+	close(c.done)
+	return c.res
+}
+
+// refreshTokens runs the refresh_token grant (RFC 6749 §6).
+func (g *Gateway) refreshTokens(d *discovered, refreshToken string) (*oauth2.Token, error) {
+	conf := &oauth2.Config{ClientID: g.ClientID, ClientSecret: g.ClientSecret, Endpoint: d.endpoint, Scopes: g.scopes}
+	// An expired token with a refresh token makes the source refresh now.
+	src := conf.TokenSource(g.oidc.ctx, &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
+	return src.Token()
+}
+
+// isOAuthRefusal tells a provider's "no" (an OAuth error such as
+// invalid_grant) from a failure to reach it.
+func isOAuthRefusal(err error) bool {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		return re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500
+	}
+	return false
+}

@@ -1,0 +1,336 @@
+package caddymodule
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/securecookie"
+)
+
+// randReader is the source of every secret the gateway makes.
+var randReader = rand.Reader
+
+// session is a gateway login, kept in the session cookie: who the user is
+// and the tokens to act for them. Short JSON names keep the cookie small.
+type session struct {
+	ID           string         `json:"i"` // random per login; keys refresh deduplication
+	Subject      string         `json:"s"`
+	Claims       map[string]any `json:"c,omitempty"`
+	AccessToken  string         `json:"a,omitempty"`
+	RefreshToken string         `json:"r,omitempty"`
+	IDToken      string         `json:"t,omitempty"`
+	Expiry       int64          `json:"e,omitempty"` // access token expiry, unix seconds; 0: unknown
+	Created      int64          `json:"n"`
+}
+
+// protocolClaims are ID token claims about the token, not the user: they
+// are not kept in the session.
+var protocolClaims = []string{"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti", "sid", "auth_time", "amr", "acr"}
+
+// chunkSize keeps each cookie well under browsers' 4096-byte limit for
+// name, value and attributes together.
+const chunkSize = 3800
+
+// maxChunks bounds how many cookies one session may take.
+const maxChunks = 8
+
+// sessionCodec encrypts (AES-256-CTR) and authenticates (HMAC-SHA256)
+// sessions and flow state with gorilla/securecookie: the first key pair
+// encodes, every pair decodes.
+type sessionCodec struct {
+	codecs []securecookie.Codec
+	first  *securecookie.SecureCookie
+}
+
+func newSessionCodec(secrets []string, maxAge time.Duration) (*sessionCodec, error) {
+	c := &sessionCodec{}
+	for i, s := range secrets {
+		if len(s) < 16 {
+			return nil, fmt.Errorf("oidc_gateway: session key %d is shorter than 16 characters", i+1)
+		}
+		hashKey, err := deriveKey(s, "session hash", 32)
+		if err != nil {
+			return nil, err
+		}
+		blockKey, err := deriveKey(s, "session block", 32)
+		if err != nil {
+			return nil, err
+		}
+		sc := securecookie.New(hashKey, blockKey)
+		sc.MaxAge(int(maxAge / time.Second))
+		sc.MaxLength(chunkSize * maxChunks)
+		sc.SetSerializer(securecookie.JSONEncoder{})
+		// securecookie reports a bad key only at its first Encode.
+		if _, err := sc.Encode("probe", "probe"); err != nil {
+			return nil, fmt.Errorf("oidc_gateway: session key %d: %w", i+1, err)
+		}
+		c.codecs = append(c.codecs, sc)
+	}
+	c.first = c.codecs[0].(*securecookie.SecureCookie)
+	return c, nil
+}
+
+func (c *sessionCodec) encode(name string, v any) (string, error) {
+	return c.first.Encode(name, v)
+}
+
+func (c *sessionCodec) decode(name, value string, dst any) error {
+	return securecookie.DecodeMulti(name, value, dst, c.codecs...)
+}
+
+// readSessionCookie returns the session cookie's value, its chunks joined,
+// or "" when there is none.
+func readSessionCookie(r *http.Request, name string) string {
+	first, err := r.Cookie(name)
+	if err != nil || first.Value == "" {
+		return ""
+	}
+	if len(first.Value) < chunkSize {
+		return first.Value
+	}
+	var b strings.Builder
+	b.WriteString(first.Value)
+	for i := 1; i < maxChunks; i++ {
+		ck, err := r.Cookie(name + "_" + strconv.Itoa(i))
+		if err != nil {
+			break
+		}
+		b.WriteString(ck.Value)
+		if len(ck.Value) < chunkSize {
+			break
+		}
+	}
+	return b.String()
+}
+
+// sessionCookies splits an encoded session over the cookie and its chunks,
+// and expires chunks the request carries that the new value does not need.
+func (g *Gateway) sessionCookies(r *http.Request, value string) []*http.Cookie {
+	var out []*http.Cookie
+	for i := 0; len(value) > 0 || i == 0; i++ {
+		n := min(chunkSize, len(value))
+		name := g.cookieName
+		if i > 0 {
+			name += "_" + strconv.Itoa(i)
+		}
+		out = append(out, g.cookie(r, name, value[:n], int(g.lifetime/time.Second)))
+		value = value[n:]
+		if n < chunkSize {
+			break
+		}
+	}
+	for i := len(out); i < maxChunks; i++ {
+		name := g.cookieName + "_" + strconv.Itoa(i)
+		if _, err := r.Cookie(name); err == nil {
+			out = append(out, g.cookie(r, name, "", -1))
+		}
+	}
+	return out
+}
+
+// clearSessionCookies expires the session cookie and all its chunks.
+func (g *Gateway) clearSessionCookies(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, g.cookie(r, g.cookieName, "", -1))
+	for i := 1; i < maxChunks; i++ {
+		name := g.cookieName + "_" + strconv.Itoa(i)
+		if _, err := r.Cookie(name); err == nil {
+			http.SetCookie(w, g.cookie(r, name, "", -1))
+		}
+	}
+}
+
+// writeSession encodes s into the response's cookies.
+func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, s *session) error {
+	value, err := g.codec.encode(g.cookieName, s)
+	if err != nil {
+		return fmt.Errorf("encoding session cookie: %w", err)
+	}
+	for _, c := range g.sessionCookies(r, value) {
+		http.SetCookie(w, c)
+	}
+	return nil
+}
+
+func (g *Gateway) cookie(r *http.Request, name, value string, maxAge int) *http.Cookie {
+	c := &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     g.Cookie.Path,
+		Domain:   g.Cookie.Domain,
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   g.secureCookie(r),
+		SameSite: http.SameSiteLaxMode,
+	}
+	switch strings.ToLower(g.Cookie.SameSite) {
+	case "strict":
+		c.SameSite = http.SameSiteStrictMode
+	case "none":
+		c.SameSite = http.SameSiteNoneMode
+		c.Secure = true // browsers drop SameSite=None cookies without Secure
+	}
+	return c
+}
+
+// secureCookie: Secure unless the site is plain http on loopback, where
+// browsers would drop a Secure cookie and there is no network to protect.
+func (g *Gateway) secureCookie(r *http.Request) bool {
+	switch g.Cookie.Secure {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	if r.TLS != nil {
+		return true
+	}
+	return !isLoopbackHost(r.Host)
+}
+
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := splitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	return host == "localhost" || strings.HasSuffix(host, ".localhost") || strings.HasPrefix(host, "127.") || host == "::1"
+}
+
+func splitHostPort(hostport string) (string, string, error) {
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 || strings.HasSuffix(hostport, "]") {
+		return hostport, "", errors.New("no port")
+	}
+	return hostport[:i], hostport[i+1:], nil
+}
+
+// identity is what a request's session or bearer token says about the
+// user, with everything the hot path needs computed once: header values
+// and claim strings for placeholders.
+type identity struct {
+	sess    *session // nil for bearer tokens
+	subject string
+	email   string
+	claims  map[string]any
+	headers []headerValue
+	expires time.Time // the identity is not to be used from here on
+	raw     string    // the exact cookie or token it was decoded from
+}
+
+type headerValue struct {
+	name, value string
+}
+
+// claimString renders a claim for a header or placeholder: strings as they
+// are, lists joined by commas, anything else in its JSON-ish text form.
+func claimString(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case []any:
+		parts := make([]string, 0, len(v))
+		for _, e := range v {
+			parts = append(parts, claimString(e))
+		}
+		return strings.Join(parts, ",")
+	case []string:
+		return strings.Join(v, ",")
+	case bool:
+		return strconv.FormatBool(v)
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// newIdentity computes the identity of a subject with claims.
+func (g *Gateway) newIdentity(subject string, claims map[string]any) *identity {
+	id := &identity{subject: subject, claims: claims}
+	id.email, _ = claims["email"].(string)
+	add := func(name, value string) {
+		if value != "" {
+			id.headers = append(id.headers, headerValue{name, value})
+		}
+	}
+	add("X-Auth-Request-User", subject)
+	add("X-Auth-Request-Email", id.email)
+	add("X-Auth-Request-Preferred-Username", claimString(claims["preferred_username"]))
+	add("X-Auth-Request-Groups", claimString(claims["groups"]))
+	names := make([]string, 0, len(g.Headers))
+	for h := range g.Headers {
+		names = append(names, h)
+	}
+	slices.Sort(names)
+	for _, h := range names {
+		claim := g.Headers[h]
+		if claim == "sub" {
+			add(h, subject)
+			continue
+		}
+		add(h, claimString(claims[claim]))
+	}
+	return id
+}
+
+// sessionCache maps the exact bytes of a session cookie or bearer token to
+// the identity already decoded and verified from them, so that repeated
+// requests skip decryption and signature checks. It is bounded; an entry
+// is used only until its identity's expiry.
+type sessionCache struct {
+	seed    maphash.Seed
+	max     int
+	mu      sync.RWMutex
+	entries map[uint64]*identity
+}
+
+func newSessionCache(max int) *sessionCache {
+	return &sessionCache{seed: maphash.MakeSeed(), max: max, entries: make(map[uint64]*identity)}
+}
+
+func (c *sessionCache) get(raw string, now time.Time) *identity {
+	h := maphash.String(c.seed, raw)
+	c.mu.RLock()
+	id := c.entries[h]
+	c.mu.RUnlock()
+	// The full comparison makes a hash collision a miss, never another
+	// user's identity.
+	if id == nil || id.raw != raw || !now.Before(id.expires) {
+		return nil
+	}
+	return id
+}
+
+func (c *sessionCache) put(id *identity) {
+	h := maphash.String(c.seed, id.raw)
+	c.mu.Lock()
+	if len(c.entries) >= c.max {
+		// Evict an arbitrary entry: map order is random, so no pattern of
+		// requests can pin the cache.
+		for k := range c.entries {
+			delete(c.entries, k)
+			break
+		}
+	}
+	c.entries[h] = id
+	c.mu.Unlock()
+}
+
+func (c *sessionCache) remove(raw string) {
+	h := maphash.String(c.seed, raw)
+	c.mu.Lock()
+	if id := c.entries[h]; id != nil && id.raw == raw {
+		delete(c.entries, h)
+	}
+	c.mu.Unlock()
+}
