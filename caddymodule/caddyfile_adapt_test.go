@@ -10,6 +10,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	// reverse_proxy, to check that oidc_gateway is ordered before it.
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // TestCaddyfileAdapt adapts each testdata/caddyfile_adapt/*.caddyfiletest:

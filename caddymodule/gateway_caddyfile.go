@@ -74,15 +74,15 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				switch g.Mode {
 				case "browser", "api", "bearer":
 				default:
-					return d.Errf("oidc_gateway: mode %q is not browser, api or bearer", g.Mode)
+					return d.Errf("mode %q is not browser, api or bearer", g.Mode)
 				}
 			}
 			if strings.HasSuffix(opt, "_path") && !strings.HasPrefix(*dst, "/") {
-				return d.Errf("oidc_gateway: %s %q must start with /", opt, *dst)
+				return d.Errf("%s %q must start with /", opt, *dst)
 			}
 		case "scopes":
 			if g.Scopes != nil {
-				return d.Errf("oidc_gateway: cannot re-declare scopes")
+				return d.Errf("cannot re-declare scopes")
 			}
 			g.Scopes = d.RemainingArgs()
 			if len(g.Scopes) == 0 {
@@ -105,13 +105,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "header":
 			args := d.RemainingArgs()
 			if len(args) != 2 {
-				return d.Errf("oidc_gateway: header takes a header name and a claim name")
+				return d.Errf("header takes a header name and a claim name")
 			}
 			if g.Headers == nil {
 				g.Headers = make(map[string]string)
 			}
 			if _, dup := g.Headers[args[0]]; dup {
-				return d.Errf("oidc_gateway: header %q is declared twice", args[0])
+				return d.Errf("header %q is declared twice", args[0])
 			}
 			g.Headers[args[0]] = args[1]
 		case "pass_access_token":
@@ -130,7 +130,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			case len(args) == 3 && args[0] == "claim":
 				rule.Claim, rule.Value = args[1], args[2]
 			default:
-				return d.Errf("oidc_gateway: allow takes: email <address>, group <group> or claim <name> <value>")
+				return d.Errf("allow takes: email <address>, group <group> or claim <name> <value>")
 			}
 			g.Allow = append(g.Allow, rule)
 		case "refresh_before":
@@ -145,7 +145,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		default:
-			return d.Errf("oidc_gateway: unrecognized option %q", opt)
+			return d.Errf("unrecognized oidc_gateway option %q", opt)
 		}
 	}
 	return nil
@@ -179,7 +179,7 @@ func (g *Gateway) parseCookie(d *caddyfile.Dispenser) error {
 			switch c.SameSite {
 			case "lax", "strict", "none":
 			default:
-				return d.Errf("oidc_gateway: cookie same_site %q is not lax, strict or none", c.SameSite)
+				return d.Errf("cookie same_site %q is not lax, strict or none", c.SameSite)
 			}
 		case "secure":
 			if err := parseOnce(d, &c.Secure); err != nil {
@@ -188,10 +188,10 @@ func (g *Gateway) parseCookie(d *caddyfile.Dispenser) error {
 			switch c.Secure {
 			case "auto", "always", "never":
 			default:
-				return d.Errf("oidc_gateway: cookie secure %q is not auto, always or never", c.Secure)
+				return d.Errf("cookie secure %q is not auto, always or never", c.Secure)
 			}
 		default:
-			return d.Errf("oidc_gateway: unrecognized cookie option %q", opt)
+			return d.Errf("unrecognized oidc_gateway cookie option %q", opt)
 		}
 	}
 	return nil
