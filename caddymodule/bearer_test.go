@@ -162,3 +162,32 @@ func TestGatewayBearer(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestGatewayPassAccessToken(t *testing.T) {
+	op := newOP(t, nil)
+	t.Run("session", func(t *testing.T) {
+		gw := newGateway(t, op, func(g *Gateway) { g.PassAccessToken = true })
+		u := newUser(t, gw, op)
+		u.signIn("/")
+		echo := u.echo("/", map[string]string{"Authorization": "Bearer forged"})
+		if got := echoHeader(echo, "Authorization"); !strings.HasPrefix(got, "Bearer ey") {
+			t.Fatalf("Authorization upstream = %q, want the session's access token", got)
+		}
+	})
+	t.Run("bearer", func(t *testing.T) {
+		gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"}; g.PassAccessToken = true })
+		tok := issuedToken(t, newGateway(t, op, nil), op, "openid api")
+		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var echo map[string]any
+		json.NewDecoder(resp.Body).Decode(&echo)
+		if got := echoHeader(echo, "Authorization"); got != "Bearer "+tok {
+			t.Fatalf("Authorization upstream = %q, want the caller's token", got)
+		}
+	})
+}

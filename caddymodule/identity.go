@@ -53,7 +53,7 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 // It is good until the access token enters its refresh window.
 func (g *Gateway) sessionIdentity(raw string, s *session) *identity {
 	id := g.newIdentity(s.Subject, s.Claims)
-	id.sess, id.raw = s, raw
+	id.sess, id.raw, id.token = s, raw, s.AccessToken
 	id.expires = time.Unix(s.Created, 0).Add(g.lifetime)
 	if s.Expiry != 0 {
 		if refreshAt := time.Unix(s.Expiry, 0).Add(-g.refreshBefore); refreshAt.Before(id.expires) {
@@ -177,7 +177,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		return nil, false
 	}
 	id := g.newIdentity(idt.Subject, claims)
-	id.raw, id.expires = token, idt.Expiry
+	id.raw, id.token, id.expires = token, token, idt.Expiry
 	g.bearerCache.put(id)
 	return id, true
 }
@@ -283,8 +283,8 @@ func (g *Gateway) forward(r *http.Request, id *identity) {
 	for _, h := range id.headers {
 		r.Header[h.name] = []string{h.value}
 	}
-	if g.PassAccessToken && id.sess != nil && id.sess.AccessToken != "" {
-		r.Header.Set("Authorization", "Bearer "+id.sess.AccessToken)
+	if g.PassAccessToken && id.token != "" {
+		r.Header.Set("Authorization", "Bearer "+id.token)
 	}
 	g.stripOwnCookies(r)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)

@@ -2,9 +2,9 @@ package caddymodule
 
 import (
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"hash/maphash"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -197,19 +197,14 @@ func (g *Gateway) secureCookie(r *http.Request) bool {
 
 func isLoopbackHost(hostport string) bool {
 	host := hostport
-	if h, _, err := splitHostPort(hostport); err == nil {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
 	}
-	host = strings.Trim(host, "[]")
-	return host == "localhost" || strings.HasSuffix(host, ".localhost") || strings.HasPrefix(host, "127.") || host == "::1"
-}
-
-func splitHostPort(hostport string) (string, string, error) {
-	i := strings.LastIndexByte(hostport, ':')
-	if i < 0 || strings.HasSuffix(hostport, "]") {
-		return hostport, "", errors.New("no port")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
 	}
-	return hostport[:i], hostport[i+1:], nil
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // identity is what a request's session or bearer token says about the
@@ -217,6 +212,7 @@ func splitHostPort(hostport string) (string, string, error) {
 // and claim strings for placeholders.
 type identity struct {
 	sess    *session // nil for bearer tokens
+	token   string   // the access token, for pass_access_token
 	subject string
 	email   string
 	claims  map[string]any
