@@ -186,6 +186,8 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 	s := &session{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Created: time.Now().Unix()}
 	if !tok.Expiry.IsZero() {
 		s.Expiry = tok.Expiry.Unix()
+	} else {
+		s.Expiry = jwtExpiry(tok.AccessToken) // no expires_in: the token's own exp, if it has one
 	}
 	if prev != nil {
 		s.ID, s.Subject, s.Claims, s.IDToken, s.Created = prev.ID, prev.Subject, prev.Claims, prev.IDToken, prev.Created
@@ -398,6 +400,26 @@ func randomToken() string {
 		panic("oidc_gateway: reading randomness: " + err.Error())
 	}
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// jwtExpiry reads the exp claim of a JWT without verifying it, only to time
+// a refresh; 0 when the token is not a JWT or has no exp.
+func jwtExpiry(token string) int64 {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return 0
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return 0
+	}
+	var c struct {
+		Exp int64 `json:"exp"`
+	}
+	if json.Unmarshal(payload, &c) != nil {
+		return 0
+	}
+	return c.Exp
 }
 
 // redactOAuthError keeps the OAuth error code of a failed token request but

@@ -616,3 +616,20 @@ func TestHTMLPreferred(t *testing.T) {
 		}
 	}
 }
+
+func TestJWTExpiry(t *testing.T) {
+	tests := []struct {
+		name, token string
+		want        int64
+	}{
+		{"jwt", "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDB9.sig", 1700000000},
+		{"opaque", "abc", 0},
+		{"no exp", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.sig", 0},
+		{"bad base64", "a.!!!.c", 0},
+	}
+	for _, tt := range tests {
+		if got := jwtExpiry(tt.token); got != tt.want {
+			t.Errorf("%s: jwtExpiry = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
