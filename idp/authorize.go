@@ -215,7 +215,7 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		p.redirectToLogin(w, r, req)
 		return
 	}
-	p.finishAuthorize(w, r, req, c, sess)
+	p.afterLogin(w, r, req, c, sess)
 }
 
 // finishAuthorize issues a code for a logged-in user and sends the browser

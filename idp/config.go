@@ -14,11 +14,12 @@ import (
 
 // Defaults applied by [New] where a [Config] or [Client] field is zero.
 const (
-	DefaultCodeLifetime         = 60 * time.Second
-	DefaultAccessTokenLifetime  = time.Hour
-	DefaultIDTokenLifetime      = 5 * time.Minute
-	DefaultSessionLifetime      = 10 * time.Hour
-	DefaultRefreshTokenLifetime = 30 * 24 * time.Hour
+	DefaultCodeLifetime                 = 60 * time.Second
+	DefaultAccessTokenLifetime          = time.Hour
+	DefaultIDTokenLifetime              = 5 * time.Minute
+	DefaultSessionLifetime              = 10 * time.Hour
+	DefaultAbsoluteRefreshTokenLifetime = 30 * 24 * time.Hour
+	DefaultSlidingRefreshTokenLifetime  = 15 * 24 * time.Hour
 )
 
 // Config configures a [Provider]. Issuer, at least one signing key and, for
@@ -129,14 +130,63 @@ type Client struct {
 	// IDTokenAlg is "RS256" (default, required by OpenID Connect) or "ES256".
 	IDTokenAlg string
 
+	// Public marks a client that cannot keep a secret, such as a
+	// single-page app: it authenticates with its client_id alone
+	// (token_endpoint_auth_method none) and must use PKCE with S256.
+	Public bool
+
+	// CORSOrigins are the browser origins (scheme://host[:port]) whose
+	// scripts may call discovery, JWKS, token, userinfo and revocation.
+	CORSOrigins []string
+
 	// AllowOfflineAccess lets the client request the offline_access scope
 	// and so get refresh tokens.
 	AllowOfflineAccess bool
 
-	// RefreshTokenLifetime is the absolute lifetime of a refresh token
-	// family, counted from the login. Default:
-	// [DefaultRefreshTokenLifetime].
-	RefreshTokenLifetime time.Duration
+	// RefreshTokenUsage is "one_time" (default: every use returns a new
+	// refresh token and retires the old one) or "reuse".
+	RefreshTokenUsage string
+
+	// RefreshTokenExpiration is "absolute" (default: a login's refresh
+	// tokens end AbsoluteRefreshTokenLifetime after it) or "sliding" (each
+	// use extends by SlidingRefreshTokenLifetime, never past the absolute
+	// end).
+	RefreshTokenExpiration string
+
+	// AbsoluteRefreshTokenLifetime: default
+	// [DefaultAbsoluteRefreshTokenLifetime].
+	AbsoluteRefreshTokenLifetime time.Duration
+
+	// SlidingRefreshTokenLifetime: default
+	// [DefaultSlidingRefreshTokenLifetime].
+	SlidingRefreshTokenLifetime time.Duration
+
+	// RefreshTokenReuseGrace is how long after a one-time refresh token was
+	// used it may be presented again and get the same successor, for
+	// clusters of clients that race; 0 (default) allows no replay at all.
+	RefreshTokenReuseGrace time.Duration
+
+	// AllowClientCredentials lets a confidential client use the
+	// client_credentials grant for its API scopes.
+	AllowClientCredentials bool
+
+	// AllowPasswordGrant lets the client use the resource owner password
+	// grant (RFC 6749 §4.3). Legacy: it hands the user's password to the
+	// client; use only for trusted first-party clients that cannot
+	// redirect.
+	AllowPasswordGrant bool
+
+	// RequireConsent shows the user the requested scopes to allow or deny
+	// before a code is issued; a remembered consent skips the page.
+	RequireConsent bool
+
+	// Claims are added to tokens issued by client_credentials, each name
+	// prefixed with ClientClaimsPrefix.
+	Claims map[string]any
+
+	// ClientClaimsPrefix prefixes the names of Claims. Nil: "client_", as
+	// IdentityServer's ClientClaimsPrefix.
+	ClientClaimsPrefix *string
 
 	// InsecurePKCEOptional lets the client leave out PKCE. PKCE protects the
 	// code from interception and injection (RFC 9700 §2.1.1); leave it off.
@@ -164,10 +214,14 @@ type User struct {
 }
 
 // APIResource is an API that accepts access tokens: its Name is their
-// audience, and Scopes are the scopes that grant access to it.
+// audience, and Scopes are the scopes that grant access to it. With a
+// Secret (plain text) or SecretHash it may call the introspection endpoint
+// with its Name as client_id.
 type APIResource struct {
-	Name   string
-	Scopes []string
+	Name       string
+	Scopes     []string
+	Secret     string
+	SecretHash string
 }
 
 // SigningKey is a private key that signs tokens.

@@ -20,6 +20,23 @@ func (p *Provider) discoveryDocument() ([]byte, error) {
 	for _, s := range []string{"profile", "email", "address", "phone", "groups"} {
 		claims = append(claims, identityScopes[s]...)
 	}
+	grants := []string{"authorization_code", "refresh_token"}
+	authMethods := []string{"client_secret_basic", "client_secret_post"}
+	var cc, pw, public bool
+	for _, c := range p.clients {
+		cc = cc || c.AllowClientCredentials
+		pw = pw || c.AllowPasswordGrant
+		public = public || c.Public
+	}
+	if cc {
+		grants = append(grants, "client_credentials")
+	}
+	if pw {
+		grants = append(grants, "password")
+	}
+	if public {
+		authMethods = append(authMethods, "none")
+	}
 	pkce := []string{"S256"}
 	for _, c := range p.clients {
 		if c.AllowPlainPKCE {
@@ -39,14 +56,18 @@ func (p *Provider) discoveryDocument() ([]byte, error) {
 		"userinfo_endpoint":                              p.url(PathUserinfo),
 		"jwks_uri":                                       p.url(PathJWKS),
 		"end_session_endpoint":                           p.url(PathEndSession),
+		"revocation_endpoint":                            p.url(PathRevocation),
+		"introspection_endpoint":                         p.url(PathIntrospect),
 		"scopes_supported":                               scopes,
 		"claims_supported":                               claims,
 		"response_types_supported":                       []string{"code"},
 		"response_modes_supported":                       []string{"query"},
-		"grant_types_supported":                          []string{"authorization_code", "refresh_token"},
+		"grant_types_supported":                          grants,
 		"subject_types_supported":                        []string{"public"},
 		"id_token_signing_alg_values_supported":          algs,
-		"token_endpoint_auth_methods_supported":          []string{"client_secret_basic", "client_secret_post"},
+		"token_endpoint_auth_methods_supported":          authMethods,
+		"revocation_endpoint_auth_methods_supported":     authMethods,
+		"introspection_endpoint_auth_methods_supported":  []string{"client_secret_basic", "client_secret_post"},
 		"code_challenge_methods_supported":               pkce,
 		"prompt_values_supported":                        []string{"none", "login", "consent", "select_account"},
 		"claims_parameter_supported":                     false,

@@ -20,6 +20,7 @@ const (
 	ErrInvalidToken            = "invalid_token"
 	ErrInsufficientScope       = "insufficient_scope"
 	ErrLoginRequired           = "login_required"
+	ErrConsentRequired         = "consent_required"
 	ErrRequestNotSupported     = "request_not_supported"
 	ErrRequestURINotSupported  = "request_uri_not_supported"
 )

@@ -116,7 +116,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
 		return
 	}
-	p.finishAuthorize(w, r, req, p.clients[req.ClientID], sess)
+	p.afterLogin(w, r, req, p.clients[req.ClientID], sess)
 }
 
 // checkPassword returns the user whose password this is, or nil. An unknown

@@ -30,6 +30,9 @@ const (
 	PathToken      = "/connect/token"
 	PathUserinfo   = "/connect/userinfo"
 	PathEndSession = "/connect/endsession"
+	PathRevocation = "/connect/revocation"
+	PathIntrospect = "/connect/introspect"
+	PathConsent    = "/account/consent"
 	PathLogin      = "/account/login"
 	PathLogout     = "/account/logout"
 )
@@ -44,6 +47,14 @@ var identityScopes = map[string][]string{
 	"groups":  {"groups"}, // not in the spec; as Dex has it
 }
 
+// Values of [Client.RefreshTokenUsage] and [Client.RefreshTokenExpiration].
+const (
+	RefreshOneTime  = "one_time"
+	RefreshReuse    = "reuse"
+	RefreshAbsolute = "absolute"
+	RefreshSliding  = "sliding"
+)
+
 // scopeOfflineAccess asks for a refresh token (OpenID Connect Core §11).
 const scopeOfflineAccess = "offline_access"
 
@@ -52,15 +63,16 @@ var defaultAllowedScopes = []string{"openid", "profile", "email"}
 // Provider is an OpenID Provider. It is an [http.Handler] serving the paths
 // under its issuer; [Provider.Owns] tells which requests those are.
 type Provider struct {
-	issuer    string
-	base      string // issuer path without trailing slash
-	secure    bool   // issuer is https: cookies are Secure
-	clients   map[string]*client
-	users     map[string]*User // by username
-	subjects  map[string]*User // by subject
-	apiScopes map[string]bool
-	resources []APIResource
-	staticAud string
+	issuer      string
+	base        string // issuer path without trailing slash
+	secure      bool   // issuer is https: cookies are Secure
+	clients     map[string]*client
+	corsOrigins map[string]bool  // origins any client registered
+	users       map[string]*User // by username
+	subjects    map[string]*User // by subject
+	apiScopes   map[string]bool
+	resources   []APIResource
+	staticAud   string
 
 	signers   map[string]jose.Signer // ID token signers by alg: the first key of each
 	atSigner  jose.Signer            // access token signer, typ at+jwt
@@ -89,10 +101,11 @@ type Provider struct {
 
 type client struct {
 	Client
-	redirects  map[string]bool
-	postLogout map[string]bool
-	scopes     map[string]bool
-	secretHash []byte
+	redirects    map[string]bool
+	postLogout   map[string]bool
+	claimsPrefix string
+	scopes       map[string]bool
+	secretHash   []byte
 }
 
 // New checks cfg and returns a provider keeping its state in store.
@@ -108,22 +121,23 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, fmt.Errorf("idp: issuer %q has a query or fragment (OpenID Connect Discovery §3)", cfg.Issuer)
 	}
 	p := &Provider{
-		issuer:     cfg.Issuer,
-		base:       strings.TrimSuffix(iss.Path, "/"),
-		secure:     iss.Scheme == "https",
-		clients:    make(map[string]*client),
-		users:      make(map[string]*User),
-		subjects:   make(map[string]*User),
-		apiScopes:  make(map[string]bool),
-		resources:  cfg.APIResources,
-		staticAud:  cfg.StaticAudience,
-		codeTTL:    cmp(cfg.CodeLifetime, DefaultCodeLifetime),
-		sessionTTL: cmp(cfg.SessionLifetime, DefaultSessionLifetime),
-		comparer:   cfg.PasswordComparer,
-		store:      store,
-		log:        cfg.Logger,
-		now:        cfg.Now,
-		random:     cfg.Rand,
+		issuer:      cfg.Issuer,
+		base:        strings.TrimSuffix(iss.Path, "/"),
+		secure:      iss.Scheme == "https",
+		clients:     make(map[string]*client),
+		corsOrigins: make(map[string]bool),
+		users:       make(map[string]*User),
+		subjects:    make(map[string]*User),
+		apiScopes:   make(map[string]bool),
+		resources:   cfg.APIResources,
+		staticAud:   cfg.StaticAudience,
+		codeTTL:     cmp(cfg.CodeLifetime, DefaultCodeLifetime),
+		sessionTTL:  cmp(cfg.SessionLifetime, DefaultSessionLifetime),
+		comparer:    cfg.PasswordComparer,
+		store:       store,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		random:      cfg.Rand,
 
 		clientIPFunc: cfg.ClientIP,
 	}
@@ -186,11 +200,14 @@ func New(cfg Config, store Store) (*Provider, error) {
 	}
 
 	p.mux = http.NewServeMux()
-	p.mux.HandleFunc(p.base+PathDiscovery, p.serveDiscovery)
-	p.mux.HandleFunc(p.base+PathJWKS, p.serveJWKS)
+	p.mux.HandleFunc(p.base+PathDiscovery, p.cors(p.serveDiscovery))
+	p.mux.HandleFunc(p.base+PathJWKS, p.cors(p.serveJWKS))
 	p.mux.HandleFunc(p.base+PathAuthorize, p.serveAuthorize)
-	p.mux.HandleFunc(p.base+PathToken, p.serveToken)
-	p.mux.HandleFunc(p.base+PathUserinfo, p.serveUserinfo)
+	p.mux.HandleFunc(p.base+PathToken, p.cors(p.serveToken))
+	p.mux.HandleFunc(p.base+PathUserinfo, p.cors(p.serveUserinfo))
+	p.mux.HandleFunc(p.base+PathRevocation, p.cors(p.serveRevocation))
+	p.mux.HandleFunc(p.base+PathIntrospect, p.serveIntrospect)
+	p.mux.HandleFunc(p.base+PathConsent, p.serveConsent)
 	p.mux.HandleFunc(p.base+PathEndSession, p.serveEndSession)
 	p.mux.HandleFunc(p.base+PathLogin, p.serveLogin)
 	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
@@ -220,61 +237,101 @@ func (p *Provider) setClients(list []Client) error {
 		if _, dup := p.clients[c.ID]; dup {
 			return fmt.Errorf("idp: client %q is declared twice", c.ID)
 		}
-		if c.Secret == "" && c.SecretHash == "" {
-			return fmt.Errorf("idp: client %q: a secret or secret hash is required", c.ID)
-		}
-		if c.Secret != "" && c.SecretHash != "" {
-			return fmt.Errorf("idp: client %q: secret and secret hash are exclusive", c.ID)
-		}
-		if len(c.RedirectURIs) == 0 {
-			return fmt.Errorf("idp: client %q: at least one redirect URI is required", c.ID)
-		}
-		cl := &client{Client: c, redirects: make(map[string]bool), scopes: make(map[string]bool)}
-		for _, u := range c.RedirectURIs {
-			if err := checkRedirectURI(u); err != nil {
-				return fmt.Errorf("idp: client %q: redirect URI %q %w", c.ID, u, err)
-			}
-			cl.redirects[u] = true
-		}
-		cl.postLogout = make(map[string]bool)
-		for _, u := range c.PostLogoutRedirectURIs {
-			if err := checkRedirectURI(u); err != nil {
-				return fmt.Errorf("idp: client %q: post-logout redirect URI %q %w", c.ID, u, err)
-			}
-			cl.postLogout[u] = true
-		}
-		scopes := c.AllowedScopes
-		if len(scopes) == 0 {
-			scopes = defaultAllowedScopes
-		}
-		for _, s := range scopes {
-			if !p.knownScope(s) {
-				return fmt.Errorf("idp: client %q: scope %q is neither an identity scope nor an api scope", c.ID, s)
-			}
-			cl.scopes[s] = true
-		}
-		switch c.IDTokenAlg {
-		case "":
-			cl.IDTokenAlg = RS256
-		case RS256, ES256:
-		default:
-			return fmt.Errorf("idp: client %q: id token algorithm %q is not RS256 or ES256", c.ID, c.IDTokenAlg)
-		}
-		if c.AllowOfflineAccess {
-			cl.scopes[scopeOfflineAccess] = true
-		}
-		cl.AccessTokenLifetime = cmp(c.AccessTokenLifetime, DefaultAccessTokenLifetime)
-		cl.RefreshTokenLifetime = cmp(c.RefreshTokenLifetime, DefaultRefreshTokenLifetime)
-		cl.IDTokenLifetime = cmp(c.IDTokenLifetime, DefaultIDTokenLifetime)
-		if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 || c.RefreshTokenLifetime < 0 {
-			return fmt.Errorf("idp: client %q: negative token lifetime", c.ID)
-		}
-		if c.SecretHash != "" {
-			cl.secretHash = []byte(c.SecretHash)
+		cl, err := p.newClient(c)
+		if err != nil {
+			return fmt.Errorf("idp: client %q: %w", c.ID, err)
 		}
 		p.clients[c.ID] = cl
+		for _, o := range c.CORSOrigins {
+			p.corsOrigins[o] = true
+		}
 	}
 	return nil
+}
+
+// newClient checks a client's configuration and applies its defaults.
+func (p *Provider) newClient(c Client) (*client, error) {
+	switch {
+	case c.Public && (c.Secret != "" || c.SecretHash != ""):
+		return nil, errors.New("a public client has no secret")
+	case c.Public && (c.InsecurePKCEOptional || c.AllowPlainPKCE):
+		return nil, errors.New("a public client must use PKCE with S256")
+	case c.Public && c.AllowClientCredentials:
+		return nil, errors.New("a public client cannot use client_credentials")
+	case !c.Public && c.Secret == "" && c.SecretHash == "":
+		return nil, errors.New("a secret or secret hash is required")
+	case c.Secret != "" && c.SecretHash != "":
+		return nil, errors.New("secret and secret hash are exclusive")
+	case len(c.RedirectURIs) == 0 && !c.AllowClientCredentials && !c.AllowPasswordGrant:
+		return nil, errors.New("at least one redirect URI is required")
+	}
+	cl := &client{Client: c, redirects: make(map[string]bool), postLogout: make(map[string]bool), scopes: make(map[string]bool)}
+	for _, u := range c.RedirectURIs {
+		if err := checkRedirectURI(u); err != nil {
+			return nil, fmt.Errorf("redirect URI %q %w", u, err)
+		}
+		cl.redirects[u] = true
+	}
+	for _, u := range c.PostLogoutRedirectURIs {
+		if err := checkRedirectURI(u); err != nil {
+			return nil, fmt.Errorf("post-logout redirect URI %q %w", u, err)
+		}
+		cl.postLogout[u] = true
+	}
+	for _, o := range c.CORSOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			return nil, fmt.Errorf("CORS origin %q is not scheme://host[:port]", o)
+		}
+	}
+	scopes := c.AllowedScopes
+	if len(scopes) == 0 {
+		scopes = defaultAllowedScopes
+	}
+	for _, s := range scopes {
+		if !p.knownScope(s) {
+			return nil, fmt.Errorf("scope %q is neither an identity scope nor an api scope", s)
+		}
+		cl.scopes[s] = true
+	}
+	if c.AllowOfflineAccess {
+		cl.scopes[scopeOfflineAccess] = true
+	}
+	switch c.IDTokenAlg {
+	case "":
+		cl.IDTokenAlg = RS256
+	case RS256, ES256:
+	default:
+		return nil, fmt.Errorf("id token algorithm %q is not RS256 or ES256", c.IDTokenAlg)
+	}
+	switch c.RefreshTokenUsage {
+	case "":
+		cl.RefreshTokenUsage = RefreshOneTime
+	case RefreshOneTime, RefreshReuse:
+	default:
+		return nil, fmt.Errorf("refresh token usage %q is not one_time or reuse", c.RefreshTokenUsage)
+	}
+	switch c.RefreshTokenExpiration {
+	case "":
+		cl.RefreshTokenExpiration = RefreshAbsolute
+	case RefreshAbsolute, RefreshSliding:
+	default:
+		return nil, fmt.Errorf("refresh token expiration %q is not absolute or sliding", c.RefreshTokenExpiration)
+	}
+	if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 || c.AbsoluteRefreshTokenLifetime < 0 || c.SlidingRefreshTokenLifetime < 0 || c.RefreshTokenReuseGrace < 0 {
+		return nil, errors.New("negative lifetime")
+	}
+	cl.AccessTokenLifetime = cmp(c.AccessTokenLifetime, DefaultAccessTokenLifetime)
+	cl.IDTokenLifetime = cmp(c.IDTokenLifetime, DefaultIDTokenLifetime)
+	cl.AbsoluteRefreshTokenLifetime = cmp(c.AbsoluteRefreshTokenLifetime, DefaultAbsoluteRefreshTokenLifetime)
+	cl.SlidingRefreshTokenLifetime = cmp(c.SlidingRefreshTokenLifetime, DefaultSlidingRefreshTokenLifetime)
+	cl.claimsPrefix = "client_"
+	if c.ClientClaimsPrefix != nil {
+		cl.claimsPrefix = *c.ClientClaimsPrefix
+	}
+	if c.SecretHash != "" {
+		cl.secretHash = []byte(c.SecretHash)
+	}
+	return cl, nil
 }
 
 // checkRedirectURI applies RFC 6749 §3.1.2: absolute, no fragment.

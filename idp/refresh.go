@@ -11,8 +11,8 @@ import (
 )
 
 // refreshGrant is what a refresh token stands for. Every token of one
-// login shares a Family; they rotate on each use (RFC 9700 §4.14.2), and a
-// rotated-out token presented again revokes the family.
+// login shares a Family; one-time tokens rotate on each use (RFC 9700
+// §4.14.2), and a rotated-out token presented again revokes the family.
 type refreshGrant struct {
 	ClientID string   `json:"client_id"`
 	Subject  string   `json:"sub"`
@@ -20,20 +20,46 @@ type refreshGrant struct {
 	AuthTime int64    `json:"auth_time"`
 	SID      string   `json:"sid,omitempty"`
 	Family   string   `json:"family"`
-	Expires  int64    `json:"exp"` // absolute end of the family
+	End      int64    `json:"end"` // absolute end of the family
+	Expires  int64    `json:"exp"` // end of this token: End, or sooner when sliding
+}
+
+// graceRecord lets the token just rotated out be presented again within
+// the client's grace period and get the same successor.
+type graceRecord struct {
+	Successor string `json:"successor"`
 }
 
 func refreshKey(token string) string        { return "rt/" + hashKey(token) }
 func usedRefreshKey(token string) string    { return "rtused/" + hashKey(token) }
+func graceRefreshKey(token string) string   { return "rtgrace/" + hashKey(token) }
 func revokedFamilyKey(family string) string { return "rtfamily/" + family }
 
-// newRefreshToken stores a refresh token for g and returns it.
-func (p *Provider) newRefreshToken(ctx context.Context, g refreshGrant) (string, error) {
-	ttl := time.Unix(g.Expires, 0).Sub(p.now())
+// startFamily issues the first refresh token of a login.
+func (p *Provider) startFamily(ctx context.Context, c *client, subject string, scopes []string, authTime int64, sid string) (token, family string, err error) {
+	family = p.randomString(16)
+	token, err = p.storeRefreshToken(ctx, c, refreshGrant{
+		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
+		Family: family, End: p.now().Add(c.AbsoluteRefreshTokenLifetime).Unix(),
+	}, "")
+	return token, family, err
+}
+
+// storeRefreshToken stores g under token (a new one when token is empty),
+// its expiry set by the client's expiration policy, and returns the token.
+func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGrant, token string) (string, error) {
+	now := p.now()
+	g.Expires = g.End
+	if c.RefreshTokenExpiration == RefreshSliding {
+		g.Expires = min(g.End, now.Add(c.SlidingRefreshTokenLifetime).Unix())
+	}
+	ttl := time.Unix(g.Expires, 0).Sub(now)
 	if ttl <= 0 {
 		return "", errors.New("refresh token family expired")
 	}
-	token := p.randomString(32)
+	if token == "" {
+		token = p.randomString(32)
+	}
 	data, _ := json.Marshal(g)
 	if err := p.store.Put(ctx, refreshKey(token), data, ttl); err != nil {
 		return "", fmt.Errorf("storing refresh token: %w", err)
@@ -41,18 +67,22 @@ func (p *Provider) newRefreshToken(ctx context.Context, g refreshGrant) (string,
 	return token, nil
 }
 
-// refresh redeems a refresh token (RFC 6749 §6): one-time, so it returns a
-// new refresh token with new access and ID tokens.
+// refresh redeems a refresh token (RFC 6749 §6).
 func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenResponse, *Error) {
 	token := t.get("refresh_token")
 	if token == "" {
 		return nil, oauthErr(ErrInvalidRequest, "refresh_token is required")
 	}
 	ctx := r.Context()
-	data, err := p.store.Take(ctx, refreshKey(token))
+	var data []byte
+	var err error
+	if c.RefreshTokenUsage == RefreshReuse {
+		data, err = p.store.Get(ctx, refreshKey(token))
+	} else {
+		data, err = p.store.Take(ctx, refreshKey(token))
+	}
 	if errors.Is(err, ErrNotFound) {
-		p.detectRefreshReuse(ctx, token)
-		return nil, oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
+		return p.refreshReplay(r, c, t, token)
 	}
 	if err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be checked", Cause: err}
@@ -66,26 +96,86 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		p.revokeFamily(ctx, g)
 		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token was issued to another client", Cause: fmt.Errorf("client %q presented a refresh token of client %q", c.ID, g.ClientID)}
 	}
-	if _, err := p.store.Get(ctx, revokedFamilyKey(g.Family)); err == nil {
+	if p.familyRevoked(ctx, g.Family) {
 		return nil, oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
 	}
-	// Remember the rotated-out token for as long as the family lives, so a
-	// replay of it is recognised.
-	used, _ := json.Marshal(g)
-	if err := p.store.Put(ctx, usedRefreshKey(token), used, time.Unix(g.Expires, 0).Sub(p.now())); err != nil {
-		return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be rotated", Cause: err}
+	scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
+	if oe != nil {
+		if c.RefreshTokenUsage != RefreshReuse {
+			p.storeRefreshToken(ctx, c, g, token) // a bad scope does not burn the token
+		}
+		return nil, oe
 	}
 
-	scopes := g.Scopes
-	if raw := t.get("scope"); raw != "" {
-		// RFC 6749 §6: a refresh may narrow the scope, never widen it.
-		scopes = splitScope(raw)
-		for _, s := range scopes {
-			if !slices.Contains(g.Scopes, s) {
-				return nil, oauthErr(ErrInvalidScope, fmt.Sprintf("scope %q was not granted", s))
+	var next string
+	if c.RefreshTokenUsage == RefreshReuse {
+		next = token
+		if c.RefreshTokenExpiration == RefreshSliding {
+			if _, err := p.storeRefreshToken(ctx, c, g, token); err != nil {
+				return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token expired", Cause: err}
+			}
+		}
+	} else {
+		if next, err = p.storeRefreshToken(ctx, c, g, ""); err != nil {
+			return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token expired", Cause: err}
+		}
+		// Remember the rotated-out token for as long as the family lives,
+		// so that a replay of it is recognised.
+		used, _ := json.Marshal(g)
+		if err := p.store.Put(ctx, usedRefreshKey(token), used, time.Unix(g.End, 0).Sub(p.now())); err != nil {
+			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be rotated", Cause: err}
+		}
+		if c.RefreshTokenReuseGrace > 0 {
+			// The only place a usable token is kept in the store, and only
+			// for the grace period.
+			gr, _ := json.Marshal(graceRecord{Successor: next})
+			if err := p.store.Put(ctx, graceRefreshKey(token), gr, c.RefreshTokenReuseGrace); err != nil {
+				return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be rotated", Cause: err}
 			}
 		}
 	}
+	return p.refreshResponse(r, c, g, scopes, next)
+}
+
+// refreshReplay handles a refresh token that is not (or no longer) valid:
+// within the grace period after its rotation it gets the same successor;
+// otherwise a rotated-out token revokes its family.
+func (p *Provider) refreshReplay(r *http.Request, c *client, t *tokenRequest, token string) (*tokenResponse, *Error) {
+	ctx := r.Context()
+	invalid := oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
+	if c.RefreshTokenReuseGrace > 0 {
+		if data, err := p.store.Get(ctx, graceRefreshKey(token)); err == nil {
+			var gr graceRecord
+			if json.Unmarshal(data, &gr) == nil {
+				if data, err := p.store.Get(ctx, refreshKey(gr.Successor)); err == nil {
+					var g refreshGrant
+					if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && !p.familyRevoked(ctx, g.Family) {
+						scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
+						if oe != nil {
+							return nil, oe
+						}
+						return p.refreshResponse(r, c, g, scopes, gr.Successor)
+					}
+				}
+			}
+		}
+	}
+	data, err := p.store.Get(ctx, usedRefreshKey(token))
+	if err != nil {
+		return nil, invalid
+	}
+	var g refreshGrant
+	if json.Unmarshal(data, &g) != nil {
+		return nil, invalid
+	}
+	p.revokeFamily(ctx, g)
+	p.log.WarnContext(ctx, "refresh token reused: its family is revoked", "client_id", g.ClientID, "sub", g.Subject)
+	return nil, invalid
+}
+
+// refreshResponse issues new access and ID tokens for a refresh, with the
+// login's auth_time and sid.
+func (p *Provider) refreshResponse(r *http.Request, c *client, g refreshGrant, scopes []string, next string) (*tokenResponse, *Error) {
 	user := p.subjects[g.Subject]
 	if user == nil {
 		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists")
@@ -94,30 +184,33 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 	if err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
 	}
-	if resp.RefreshToken, err = p.newRefreshToken(ctx, g); err != nil {
-		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token expired", Cause: err}
-	}
-	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "refresh_token", "scope", resp.Scope)
+	resp.RefreshToken = next
+	p.log.InfoContext(r.Context(), "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "refresh_token", "scope", resp.Scope)
 	return resp, nil
 }
 
-// detectRefreshReuse revokes the family of a rotated-out refresh token that
-// is presented again: either the client or an attacker holds a stolen copy.
-func (p *Provider) detectRefreshReuse(ctx context.Context, token string) {
-	data, err := p.store.Get(ctx, usedRefreshKey(token))
-	if err != nil {
-		return
+// narrowScopes applies a refresh's scope parameter: it may narrow the
+// granted scopes, never widen them (RFC 6749 §6).
+func narrowScopes(granted []string, raw string) ([]string, *Error) {
+	if raw == "" {
+		return granted, nil
 	}
-	var g refreshGrant
-	if json.Unmarshal(data, &g) != nil {
-		return
+	scopes := splitScope(raw)
+	for _, s := range scopes {
+		if !slices.Contains(granted, s) {
+			return nil, oauthErr(ErrInvalidScope, fmt.Sprintf("scope %q was not granted", s))
+		}
 	}
-	p.revokeFamily(ctx, g)
-	p.log.WarnContext(ctx, "refresh token reused: its family is revoked", "client_id", g.ClientID, "sub", g.Subject)
+	return scopes, nil
+}
+
+func (p *Provider) familyRevoked(ctx context.Context, family string) bool {
+	_, err := p.store.Get(ctx, revokedFamilyKey(family))
+	return err == nil
 }
 
 func (p *Provider) revokeFamily(ctx context.Context, g refreshGrant) {
-	ttl := time.Unix(g.Expires, 0).Sub(p.now())
+	ttl := time.Unix(g.End, 0).Sub(p.now())
 	if ttl <= 0 {
 		return
 	}

@@ -21,7 +21,7 @@ type tokens struct {
 func offlineServer(t *testing.T) *testServer {
 	return newServer(t, func(c *idp.Config) {
 		c.Clients[0].AllowOfflineAccess = true
-		c.Clients[0].RefreshTokenLifetime = time.Hour
+		c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
 		c.Clients = append(c.Clients, idp.Client{ID: "other", Secret: "other-secret", RedirectURIs: []string{testRedirect}, AllowOfflineAccess: true})
 	})
 }

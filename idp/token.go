@@ -120,6 +120,10 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		resp, oe = p.exchangeCode(r, c, treq)
 	case "refresh_token":
 		resp, oe = p.refresh(r, c, treq)
+	case "client_credentials":
+		resp, oe = p.clientCredentials(r, c, treq)
+	case "password":
+		resp, oe = p.passwordGrant(r, c, treq)
 	case "":
 		oe = oauthErr(ErrInvalidRequest, "grant_type is required")
 	default:
@@ -149,25 +153,44 @@ func (p *Provider) tokenError(w http.ResponseWriter, r *http.Request, e *Error) 
 	writeError(w, status, e)
 }
 
-// authenticateClient checks client_secret_basic or client_secret_post
-// credentials (RFC 6749 §2.3.1); a client must use exactly one method.
-func (p *Provider) authenticateClient(t *tokenRequest) (*client, *Error) {
-	id, secret := t.basicID, t.basicSecret
+// credentials returns the client_id and secret of a back-channel request:
+// client_secret_basic, client_secret_post, or a bare client_id (public
+// clients, token_endpoint_auth_method none). A request may use only one
+// method (RFC 6749 §2.3).
+func (t *tokenRequest) credentials() (id, secret string, oe *Error) {
 	formSecret := t.form.Has("client_secret")
 	switch {
 	case t.hasBasic && formSecret:
-		return nil, oauthErr(ErrInvalidRequest, "use one client authentication method, not several")
+		return "", "", oauthErr(ErrInvalidRequest, "use one client authentication method, not several")
 	case t.hasBasic:
-		if fid := t.get("client_id"); fid != "" && fid != id {
-			return nil, oauthErr(ErrInvalidRequest, "client_id does not match the Authorization header")
+		if fid := t.get("client_id"); fid != "" && fid != t.basicID {
+			return "", "", oauthErr(ErrInvalidRequest, "client_id does not match the Authorization header")
 		}
+		return t.basicID, t.basicSecret, nil
 	case formSecret:
-		id, secret = t.get("client_id"), t.get("client_secret")
+		return t.get("client_id"), t.get("client_secret"), nil
+	case t.get("client_id") != "":
+		return t.get("client_id"), "", nil
 	default:
-		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication is required"}
+		return "", "", &Error{Code: ErrInvalidClient, Description: "client authentication is required"}
+	}
+}
+
+// authenticateClient checks a client's credentials: a confidential client
+// its secret, a public client that it sent none.
+func (p *Provider) authenticateClient(t *tokenRequest) (*client, *Error) {
+	id, secret, oe := t.credentials()
+	if oe != nil {
+		return nil, oe
 	}
 	c := p.clients[id]
-	if !p.checkSecret(c, secret) {
+	if c != nil && c.Public {
+		if secret != "" {
+			return nil, &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("public client %q sent a secret", id)}
+		}
+		return c, nil
+	}
+	if !p.checkSecret(c, secret) || secret == "" {
 		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("bad credentials for client %q", id)}
 	}
 	return c, nil
@@ -192,6 +215,9 @@ func (p *Provider) checkSecret(c *client, secret string) bool {
 // exchangeCode redeems an authorization code (RFC 6749 §4.1.3, RFC 7636
 // §4.6).
 func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*tokenResponse, *Error) {
+	if len(c.redirects) == 0 {
+		return nil, oauthErr(ErrUnauthorizedClient, "the client may not use the authorization_code grant")
+	}
 	code := t.get("code")
 	if code == "" {
 		return nil, oauthErr(ErrInvalidRequest, "code is required")
@@ -236,11 +262,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	}
 	record := usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()}
 	if slices.Contains(g.Scopes, scopeOfflineAccess) {
-		record.Family = p.randomString(16)
-		resp.RefreshToken, err = p.newRefreshToken(ctx, refreshGrant{
-			ClientID: c.ID, Subject: user.Subject, Scopes: g.Scopes, AuthTime: g.AuthTime, SID: g.SID,
-			Family: record.Family, Expires: now.Add(c.RefreshTokenLifetime).Unix(),
-		})
+		resp.RefreshToken, record.Family, err = p.startFamily(ctx, c, user.Subject, g.Scopes, g.AuthTime, g.SID)
 		if err != nil {
 			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be stored", Cause: err}
 		}
@@ -294,7 +316,7 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) {
 		return
 	}
 	if u.Family != "" {
-		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, c.RefreshTokenLifetime); err != nil {
+		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, c.AbsoluteRefreshTokenLifetime); err != nil {
 			p.log.ErrorContext(ctx, "revoking refresh tokens of a replayed code", "client_id", c.ID, "error", err)
 		}
 	}

@@ -1,0 +1,110 @@
+package idp
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// clientCredentials is the client_credentials grant (RFC 6749 §4.4): an
+// access token for the client itself, for its API scopes only; no ID
+// token, no refresh token.
+func (p *Provider) clientCredentials(r *http.Request, c *client, t *tokenRequest) (*tokenResponse, *Error) {
+	if !c.AllowClientCredentials || c.Public {
+		return nil, oauthErr(ErrUnauthorizedClient, "the client may not use the client_credentials grant")
+	}
+	var scopes []string
+	if raw := t.get("scope"); raw != "" {
+		scopes = splitScope(raw)
+		for _, s := range scopes {
+			if !p.apiScopes[s] || !c.scopes[s] {
+				return nil, oauthErr(ErrInvalidScope, fmt.Sprintf("scope %q is not an api scope of this client", s))
+			}
+		}
+	} else {
+		// RFC 6749 §3.3: no scope means the client's default, all of its
+		// API scopes.
+		for s := range c.scopes {
+			if p.apiScopes[s] {
+				scopes = append(scopes, s)
+			}
+		}
+		slices.Sort(scopes)
+		if len(scopes) == 0 {
+			return nil, oauthErr(ErrInvalidScope, "the client has no api scopes")
+		}
+	}
+	now := p.now()
+	claims := map[string]any{
+		"iss":       p.issuer,
+		"sub":       c.ID,
+		"aud":       p.audience(scopes),
+		"client_id": c.ID,
+		"scope":     strings.Join(scopes, " "),
+		"exp":       now.Add(c.AccessTokenLifetime).Unix(),
+		"iat":       now.Unix(),
+		"jti":       p.randomString(16),
+	}
+	for name, v := range c.Claims {
+		if _, taken := claims[c.claimsPrefix+name]; !taken {
+			claims[c.claimsPrefix+name] = v
+		}
+	}
+	access, err := sign(p.atSigner, claims)
+	if err != nil {
+		return nil, &Error{Code: ErrServerError, Description: "the token could not be issued", Cause: err}
+	}
+	p.log.InfoContext(r.Context(), "token issued", "client_id", c.ID, "sub", c.ID, "grant_type", "client_credentials", "scope", claims["scope"])
+	return &tokenResponse{
+		AccessToken: access,
+		TokenType:   "Bearer",
+		ExpiresIn:   int64(c.AccessTokenLifetime / time.Second),
+		Scope:       claims["scope"].(string),
+	}, nil
+}
+
+// passwordGrant is the resource owner password credentials grant (RFC 6749
+// §4.3), for clients that enable it: the same password check and throttle
+// as the login page.
+func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*tokenResponse, *Error) {
+	if !c.AllowPasswordGrant {
+		return nil, oauthErr(ErrUnauthorizedClient, "the client may not use the password grant")
+	}
+	username, password := strings.TrimSpace(t.get("username")), t.get("password")
+	if username == "" || password == "" {
+		return nil, oauthErr(ErrInvalidRequest, "username and password are required")
+	}
+	scopes, err := p.checkScopes(c, t.get("scope"))
+	if err != nil {
+		return nil, err.(*Error)
+	}
+	ctx := r.Context()
+	ip := p.clientIP(r)
+	keys := []string{"user:" + strings.ToLower(username), "ip:" + ip}
+	if wait := p.throttle.wait(keys...); wait > 0 {
+		p.log.WarnContext(ctx, "login throttled", "username", username, "client_ip", ip, "client_id", c.ID)
+		return nil, oauthErr(ErrInvalidGrant, fmt.Sprintf("too many failed attempts; try again in %d s", int((wait+time.Second-1)/time.Second)))
+	}
+	user := p.checkPassword(username, password)
+	if user == nil {
+		p.throttle.fail(keys...)
+		p.log.InfoContext(ctx, "login failed", "username", username, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
+		return nil, oauthErr(ErrInvalidGrant, "invalid username or password")
+	}
+	p.throttle.succeed(keys[0])
+	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
+	authTime := p.now().Unix()
+	resp, _, ierr := p.issueTokens(c, user, scopes, "", authTime, "")
+	if ierr != nil {
+		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: ierr}
+	}
+	if slices.Contains(scopes, scopeOfflineAccess) {
+		if resp.RefreshToken, _, ierr = p.startFamily(ctx, c, user.Subject, scopes, authTime, ""); ierr != nil {
+			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be stored", Cause: ierr}
+		}
+	}
+	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "password", "scope", resp.Scope)
+	return resp, nil
+}

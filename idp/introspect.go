@@ -1,0 +1,110 @@
+package idp
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// introspection is the response of RFC 7662 §2.2.
+type introspection struct {
+	Active    bool     `json:"active"`
+	Scope     string   `json:"scope,omitempty"`
+	ClientID  string   `json:"client_id,omitempty"`
+	Subject   string   `json:"sub,omitempty"`
+	Audience  []string `json:"aud,omitempty"`
+	Issuer    string   `json:"iss,omitempty"`
+	Expiry    int64    `json:"exp,omitempty"`
+	IssuedAt  int64    `json:"iat,omitempty"`
+	ID        string   `json:"jti,omitempty"`
+	TokenType string   `json:"token_type,omitempty"`
+}
+
+// serveIntrospect is token introspection (RFC 7662) for authenticated
+// clients, which may inspect their own tokens, and API resources with a
+// secret, which may inspect access tokens meant for them.
+func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "the introspection endpoint accepts only POST"))
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	t, oe := parseTokenRequest(r)
+	if oe != nil {
+		p.tokenError(w, r, oe)
+		return
+	}
+	id, secret, oe := t.credentials()
+	if oe != nil {
+		p.tokenError(w, r, oe)
+		return
+	}
+	resource := p.authenticateResource(id, secret)
+	var c *client
+	if resource == nil {
+		if c, oe = p.authenticateClient(t); oe != nil {
+			p.tokenError(w, r, oe)
+			return
+		}
+	}
+	token := t.get("token")
+	if token == "" {
+		p.tokenError(w, r, oauthErr(ErrInvalidRequest, "token is required"))
+		return
+	}
+	resp := introspection{}
+	ctx := r.Context()
+	if claims, err := p.verifyAccessToken(token); err == nil {
+		revoked, rerr := p.isRevoked(r, claims.ID)
+		mine := c != nil && claims.ClientID == c.ID || resource != nil && slices.Contains(claims.Audience, resource.Name)
+		if rerr == nil && !revoked && mine {
+			resp = introspection{
+				Active: true, Scope: claims.Scope, ClientID: claims.ClientID, Subject: claims.Subject,
+				Audience: claims.Audience, Issuer: claims.Issuer, Expiry: claims.Expiry, IssuedAt: claims.IssuedAt,
+				ID: claims.ID, TokenType: "Bearer",
+			}
+		}
+	} else if c != nil {
+		if data, err := p.store.Get(ctx, refreshKey(token)); err == nil {
+			var g refreshGrant
+			if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && !p.familyRevoked(ctx, g.Family) {
+				resp = introspection{
+					Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: g.ClientID, Subject: g.Subject,
+					Issuer: p.issuer, Expiry: g.Expires, TokenType: "refresh_token",
+				}
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// authenticateResource returns the API resource these credentials belong
+// to, or nil.
+func (p *Provider) authenticateResource(id, secret string) *APIResource {
+	for i := range p.resources {
+		res := &p.resources[i]
+		if res.Name != id || secret == "" {
+			continue
+		}
+		if res.SecretHash != "" {
+			ok, err := p.comparer.Compare([]byte(res.SecretHash), []byte(secret))
+			if err == nil && ok {
+				return res
+			}
+			return nil
+		}
+		if res.Secret == "" {
+			return nil
+		}
+		a, b := sha256.Sum256([]byte(secret)), sha256.Sum256([]byte(res.Secret))
+		if subtle.ConstantTimeCompare(a[:], b[:]) == 1 {
+			return res
+		}
+		return nil
+	}
+	return nil
+}
