@@ -164,9 +164,49 @@ type ProviderClient struct {
 	// so get refresh tokens, which rotate on every use. Default: false.
 	OfflineAccess bool `json:"offline_access,omitempty"`
 
-	// RefreshTokenLifetime is the absolute lifetime of the refresh tokens
-	// of one login. Default: 720h (30 days).
-	RefreshTokenLifetime caddy.Duration `json:"refresh_token_lifetime,omitempty"`
+	// Public marks a client without a secret, such as a single-page app:
+	// it sends only its client_id and must use PKCE S256. Default: false.
+	Public bool `json:"public,omitempty"`
+
+	// CORSOrigins are browser origins whose scripts may call discovery,
+	// JWKS, token, userinfo and revocation. Default: none.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
+
+	// RefreshTokenUsage is one_time (default: each use returns a new
+	// refresh token) or reuse.
+	RefreshTokenUsage string `json:"refresh_token_usage,omitempty"`
+
+	// RefreshTokenExpiration is absolute (default) or sliding.
+	RefreshTokenExpiration string `json:"refresh_token_expiration,omitempty"`
+
+	// AbsoluteRefreshTokenLifetime bounds the refresh tokens of one login.
+	// Default: 720h (30 days).
+	AbsoluteRefreshTokenLifetime caddy.Duration `json:"absolute_refresh_token_lifetime,omitempty"`
+
+	// SlidingRefreshTokenLifetime is how far each use extends a sliding
+	// refresh token. Default: 360h (15 days).
+	SlidingRefreshTokenLifetime caddy.Duration `json:"sliding_refresh_token_lifetime,omitempty"`
+
+	// RefreshTokenReuseGrace is how long a just-rotated refresh token may
+	// be presented again and get the same successor. Default: 0.
+	RefreshTokenReuseGrace caddy.Duration `json:"refresh_token_reuse_grace,omitempty"`
+
+	// ClientCredentials allows the client_credentials grant. Default: false.
+	ClientCredentials bool `json:"client_credentials,omitempty"`
+
+	// PasswordGrant allows the legacy resource owner password grant.
+	// Default: false.
+	PasswordGrant bool `json:"password_grant,omitempty"`
+
+	// RequireConsent asks the user to allow the requested scopes. Default:
+	// false.
+	RequireConsent bool `json:"require_consent,omitempty"`
+
+	// Claims are added to the client's client_credentials tokens.
+	Claims map[string]any `json:"claims,omitempty"`
+
+	// ClientClaimsPrefix prefixes the names of Claims. Default: client_.
+	ClientClaimsPrefix *string `json:"client_claims_prefix,omitempty"`
 }
 
 // ProviderUser is an account of a [Provider].
@@ -196,6 +236,11 @@ type ProviderAPIResource struct {
 	// Scopes grant access to the API; each must be one of the provider's
 	// API scopes.
 	Scopes []string `json:"scopes,omitempty"`
+
+	// Secret (plain text, placeholders resolved) or SecretHash lets the
+	// API call the introspection endpoint with its name as client_id.
+	Secret     string `json:"secret,omitempty"`
+	SecretHash string `json:"secret_hash,omitempty"`
 }
 
 // ProviderLoginThrottle limits failed logins: after Free failures in a row,
@@ -319,14 +364,21 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		CodeLifetime:    time.Duration(p.CodeLifetime),
 		SessionLifetime: time.Duration(p.SessionLifetime),
 	}
+	repl := caddy.NewReplacer()
 	for _, r := range p.APIResources {
-		cfg.APIResources = append(cfg.APIResources, idp.APIResource{Name: r.Name, Scopes: r.Scopes})
+		res := idp.APIResource{Name: r.Name, Scopes: r.Scopes, Secret: repl.ReplaceAll(r.Secret, "")}
+		if r.SecretHash != "" {
+			res.SecretHash = repl.ReplaceAll(r.SecretHash, "")
+			if err := checkPasswordHash(res.SecretHash); err != nil {
+				return idp.Config{}, fmt.Errorf("api_resource %q: secret_hash: %w", r.Name, err)
+			}
+		}
+		cfg.APIResources = append(cfg.APIResources, res)
 	}
 	if t := p.LoginThrottle; t != nil {
 		cfg.Throttle = idp.ThrottleConfig{Free: t.Free, Base: time.Duration(t.Base), Max: time.Duration(t.Max)}
 	}
 
-	repl := caddy.NewReplacer()
 	users := p.Users
 	if p.UsersFile != "" {
 		more, err := readUsersFile(p.UsersFile)
@@ -400,7 +452,19 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		InsecurePKCEOptional:   c.RequirePKCE != nil && !*c.RequirePKCE,
 		AllowPlainPKCE:         c.AllowPlainPKCE,
 		AllowOfflineAccess:     c.OfflineAccess,
-		RefreshTokenLifetime:   time.Duration(c.RefreshTokenLifetime),
+		Public:                 c.Public,
+		CORSOrigins:            c.CORSOrigins,
+		RefreshTokenUsage:      c.RefreshTokenUsage,
+		RefreshTokenExpiration: c.RefreshTokenExpiration,
+		AllowClientCredentials: c.ClientCredentials,
+		AllowPasswordGrant:     c.PasswordGrant,
+		RequireConsent:         c.RequireConsent,
+		Claims:                 c.Claims,
+		ClientClaimsPrefix:     c.ClientClaimsPrefix,
+
+		AbsoluteRefreshTokenLifetime: time.Duration(c.AbsoluteRefreshTokenLifetime),
+		SlidingRefreshTokenLifetime:  time.Duration(c.SlidingRefreshTokenLifetime),
+		RefreshTokenReuseGrace:       time.Duration(c.RefreshTokenReuseGrace),
 	}
 	if c.Secret != "" {
 		// A placeholder of an unset variable or unreadable file leaves

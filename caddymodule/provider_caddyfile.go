@@ -45,8 +45,19 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			id_token_alg RS256|ES256
 //			require_pkce true|false
 //			allow_plain_pkce
+//			public
+//			cors_origin <origin...>
 //			offline_access
-//			refresh_token_lifetime <duration>
+//			refresh_token_usage one_time|reuse
+//			refresh_token_expiration absolute|sliding
+//			absolute_refresh_token_lifetime <duration>
+//			sliding_refresh_token_lifetime <duration>
+//			refresh_token_reuse_grace <duration>
+//			client_credentials
+//			password_grant
+//			require_consent
+//			claim <name> <value>
+//			client_claims_prefix <prefix>
 //		}
 //		user <username> {
 //			password_hash <hash>
@@ -55,7 +66,10 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		}
 //		users_file <path>
 //		api_scope <scope...>
-//		api_resource <name> <scope...>
+//		api_resource <name> <scope...> {
+//			secret <plaintext or {env.X}>
+//			secret_hash <hash>
+//		}
 //		static_audience <aud>
 //		access_token_alg RS256|ES256
 //		code_lifetime <duration>
@@ -127,6 +141,20 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			r := ProviderAPIResource{Name: d.Val(), Scopes: d.RemainingArgs()}
 			if len(r.Scopes) == 0 {
 				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "secret":
+					if err := parseOnce(d, &r.Secret); err != nil {
+						return err
+					}
+				case "secret_hash":
+					if err := parseOnce(d, &r.SecretHash); err != nil {
+						return err
+					}
+				default:
+					return d.Errf("unrecognized api_resource option %q", d.Val())
+				}
 			}
 			if slices.ContainsFunc(p.APIResources, func(o ProviderAPIResource) bool { return o.Name == r.Name }) {
 				return d.Errf("api_resource %q is declared twice", r.Name)
@@ -271,18 +299,85 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			require := v == "true"
 			c.RequirePKCE = &require
 
-		case "offline_access":
-			if c.OfflineAccess {
-				return c, d.Err("offline_access is declared twice")
+		case "offline_access", "public", "client_credentials", "password_grant", "require_consent":
+			flag := map[string]*bool{
+				"offline_access": &c.OfflineAccess, "public": &c.Public, "client_credentials": &c.ClientCredentials,
+				"password_grant": &c.PasswordGrant, "require_consent": &c.RequireConsent,
+			}[d.Val()]
+			if *flag {
+				return c, d.Errf("%s is declared twice", d.Val())
 			}
 			if d.NextArg() {
 				return c, d.ArgErr()
 			}
-			c.OfflineAccess = true
-		case "refresh_token_lifetime":
-			if err := parseDuration(d, &c.RefreshTokenLifetime); err != nil {
+			*flag = true
+
+		case "cors_origin":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return c, d.ArgErr()
+			}
+			for _, o := range origins {
+				if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+					return c, d.Errf("client %q: cors_origin %q is not scheme://host[:port]", c.ID, o)
+				}
+			}
+			c.CORSOrigins = append(c.CORSOrigins, origins...)
+
+		case "refresh_token_usage":
+			if err := parseOnce(d, &c.RefreshTokenUsage); err != nil {
 				return c, err
 			}
+			if c.RefreshTokenUsage != "one_time" && c.RefreshTokenUsage != "reuse" {
+				return c, d.Errf("refresh_token_usage %q: want one_time or reuse", c.RefreshTokenUsage)
+			}
+
+		case "refresh_token_expiration":
+			if err := parseOnce(d, &c.RefreshTokenExpiration); err != nil {
+				return c, err
+			}
+			if c.RefreshTokenExpiration != "absolute" && c.RefreshTokenExpiration != "sliding" {
+				return c, d.Errf("refresh_token_expiration %q: want absolute or sliding", c.RefreshTokenExpiration)
+			}
+
+		case "absolute_refresh_token_lifetime":
+			if err := parseDuration(d, &c.AbsoluteRefreshTokenLifetime); err != nil {
+				return c, err
+			}
+
+		case "sliding_refresh_token_lifetime":
+			if err := parseDuration(d, &c.SlidingRefreshTokenLifetime); err != nil {
+				return c, err
+			}
+
+		case "refresh_token_reuse_grace":
+			if err := parseDuration(d, &c.RefreshTokenReuseGrace); err != nil {
+				return c, err
+			}
+
+		case "claim":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return c, d.ArgErr()
+			}
+			if c.Claims == nil {
+				c.Claims = make(map[string]any)
+			}
+			if _, dup := c.Claims[args[0]]; dup {
+				return c, d.Errf("client %q: claim %q is declared twice", c.ID, args[0])
+			}
+			c.Claims[args[0]] = args[1]
+
+		case "client_claims_prefix":
+			if c.ClientClaimsPrefix != nil {
+				return c, d.Err("client_claims_prefix is declared twice")
+			}
+			args := d.RemainingArgs()
+			if len(args) != 1 {
+				return c, d.ArgErr()
+			}
+			c.ClientClaimsPrefix = &args[0]
+
 		case "allow_plain_pkce":
 			if c.AllowPlainPKCE {
 				return c, d.Err("allow_plain_pkce is declared twice")
