@@ -16,6 +16,10 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/authgate/authgate/idp"
 )
 
 // issuedToken gets a real access token for alice from op with scope.
@@ -190,4 +194,45 @@ func TestGatewayPassAccessToken(t *testing.T) {
 			t.Fatalf("Authorization upstream = %q, want the caller's token", got)
 		}
 	})
+}
+
+func TestGatewayIntrospect(t *testing.T) {
+	op := newOP(t, func(c *idp.Config) { c.APIResources[0].Secret = "api-secret" })
+	local := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
+	checked := newGateway(t, op, func(g *Gateway) {
+		g.Mode = "bearer"
+		g.Audience = []string{"demo-api"}
+		g.ClientID, g.ClientSecret = "demo-api", "api-secret"
+		g.Introspect = true
+		g.IntrospectCache = caddy.Duration(300 * time.Millisecond)
+	})
+	tok := issuedToken(t, newGateway(t, op, nil), op, "openid api")
+	call := func(gw *gwServer) int {
+		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if a, b := call(local), call(checked); a != 200 || b != 200 {
+		t.Fatalf("before revocation: local %d, introspecting %d", a, b)
+	}
+	resp, err := http.PostForm(op.URL+"/connect/revocation", url.Values{"token": {tok}, "client_id": {"demo-app"}, "client_secret": {"demo-app-secret"}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("revocation: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for call(checked) != http.StatusUnauthorized {
+		if time.Now().After(deadline) {
+			t.Fatal("introspecting gateway still accepts the revoked token")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st := call(local); st != 200 {
+		t.Fatalf("local-only gateway: %d; it checks JWTs locally, so a revoked token passes until it expires", st)
+	}
 }

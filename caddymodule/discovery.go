@@ -40,6 +40,7 @@ type discovered struct {
 	provider      *oidc.Provider
 	endpoint      oauth2.Endpoint
 	endSession    string
+	introspection string
 	issParam      bool // authorization_response_iss_parameter_supported
 	verifierCache sync.Map
 }
@@ -90,13 +91,14 @@ func (c *oidcClient) fetch() (*discovered, error) {
 		return nil, fmt.Errorf("discovering %s: %w", c.issuer, err)
 	}
 	var extra struct {
-		EndSession string `json:"end_session_endpoint"`
-		IssParam   bool   `json:"authorization_response_iss_parameter_supported"`
+		EndSession    string `json:"end_session_endpoint"`
+		Introspection string `json:"introspection_endpoint"`
+		IssParam      bool   `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("reading discovery of %s: %w", c.issuer, err)
 	}
-	return &discovered{provider: p, endpoint: p.Endpoint(), endSession: extra.EndSession, issParam: extra.IssParam}, nil
+	return &discovered{provider: p, endpoint: p.Endpoint(), endSession: extra.EndSession, introspection: extra.Introspection, issParam: extra.IssParam}, nil
 }
 
 // verifier returns an ID token or JWT verifier for audience: signature by

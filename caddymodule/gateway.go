@@ -106,6 +106,17 @@ type Gateway struct {
 	// for modes api and bearer.
 	Audience []string `json:"audience,omitempty"`
 
+	// Introspect asks the provider's introspection endpoint (RFC 7662)
+	// whether a bearer token is still active, so a revoked token is
+	// refused at once instead of when it expires. The gateway
+	// authenticates with client_id and client_secret (for our provider,
+	// an api_resource name and secret). Default: off.
+	Introspect bool `json:"introspect,omitempty"`
+
+	// IntrospectCache is how long an introspection answer is reused.
+	// Default: 10s.
+	IntrospectCache caddy.Duration `json:"introspect_cache,omitempty"`
+
 	// RefreshBefore is how long before the access token expires it is
 	// refreshed. Default: 60s.
 	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
@@ -126,6 +137,8 @@ type Gateway struct {
 	acceptCookie  bool
 	refreshBefore time.Duration
 	lifetime      time.Duration
+
+	introspectCache time.Duration
 }
 
 // GatewayCookie configures the gateway's cookies.
@@ -225,6 +238,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.acceptBearer = true
 	}
 	g.allowAll = len(g.Allow) == 0
+	g.introspectCache = time.Duration(g.IntrospectCache)
+	if g.introspectCache == 0 {
+		g.introspectCache = 10 * time.Second
+	}
 
 	secrets := make([]string, 0, len(g.SessionKeys))
 	for _, k := range g.SessionKeys {
@@ -270,6 +287,9 @@ func (g *Gateway) Validate() error {
 	case "", "browser", "api", "bearer":
 	default:
 		return fmt.Errorf("oidc_gateway: mode %q is not browser, api or bearer", g.Mode)
+	}
+	if g.Introspect && (!g.acceptBearer || g.ClientID == "" || g.ClientSecret == "") {
+		return errors.New("oidc_gateway: introspect needs mode api or bearer, client_id and client_secret")
 	}
 	if g.acceptBearer && len(g.Audience) == 0 {
 		return fmt.Errorf("oidc_gateway: mode %s needs an audience that bearer tokens must carry", g.Mode)

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"strings"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -47,6 +48,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		mode browser|api|bearer
 //		audience <aud...>
 //		refresh_before <duration>
+//		introspect [<cache duration>]
 //	}
 //
 // session_key, header and allow may be repeated.
@@ -114,6 +116,21 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("header %q is declared twice", args[0])
 			}
 			g.Headers[args[0]] = args[1]
+		case "introspect":
+			if g.Introspect {
+				return d.Err("introspect is declared twice")
+			}
+			g.Introspect = true
+			if d.NextArg() {
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur <= 0 {
+					return d.Errf("introspect %q: want a positive cache duration", d.Val())
+				}
+				g.IntrospectCache = caddy.Duration(dur)
+				if d.NextArg() {
+					return d.ArgErr()
+				}
+			}
 		case "pass_access_token":
 			if d.NextArg() {
 				return d.ArgErr()

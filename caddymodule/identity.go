@@ -178,6 +178,24 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	}
 	id := g.newIdentity(idt.Subject, claims)
 	id.raw, id.token, id.expires = token, token, idt.Expiry
+	if g.Introspect {
+		active, err := g.introspect(d, token)
+		if err != nil {
+			g.providerDown(w, r, err)
+			return nil, false
+		}
+		if !active {
+			if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
+				ce.Write(zap.String("reason", "not active at introspection"), zap.String("sub", idt.Subject))
+			}
+			g.unauthenticated(w, r, "invalid_token")
+			return nil, false
+		}
+		// The answer is good for a short while only: then ask again.
+		if until := now.Add(g.introspectCache); until.Before(id.expires) {
+			id.expires = until
+		}
+	}
 	g.bearerCache.put(id)
 	return id, true
 }
