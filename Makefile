@@ -11,6 +11,8 @@ GO ?= go
 # The demo client's secret, read by the Caddyfile as {env.DEMO_APP_SECRET}.
 # Change it for anything but a demo on your own machine.
 DEMO_APP_SECRET ?= demo-app-secret
+DEMO_SERVICE_SECRET ?= demo-service-secret
+DEMO_API_SECRET ?= demo-api-secret
 
 # Bound on one `go test` run of every package, end-to-end tests included.
 TEST_TIMEOUT ?= 10m
@@ -21,9 +23,8 @@ FUZZ_TIME ?= 5s
 # missing. None yet; later: chromium (browser tests of the login page and the
 # SPA), redis-server (the Redis store).
 APT_PACKAGES ?=
-# Folders whose package-lock.json `make deps` installs with `npm ci`. None
-# yet; later: examples/spa.
-NPM_DIRS ?=
+# Folders whose package-lock.json `make deps` installs with `npm ci`.
+NPM_DIRS ?= examples/spa
 
 .PHONY: all build run deps vet unit fuzz test bench
 
@@ -35,8 +36,13 @@ all: build
 build:
 	$(GO) build -o bin/caddy ./cmd/caddy
 
-run: build
-	DEMO_APP_SECRET='$(DEMO_APP_SECRET)' bin/caddy run --config Caddyfile --adapter caddyfile
+# The SPA example's npm packages (oidc-client-ts), installed from its lockfile.
+SPA_MODULES = examples/spa/node_modules/.package-lock.json
+$(SPA_MODULES): examples/spa/package.json examples/spa/package-lock.json
+	cd examples/spa && npm ci --no-audit --no-fund
+
+run: build $(SPA_MODULES)
+	DEMO_APP_SECRET='$(DEMO_APP_SECRET)' DEMO_SERVICE_SECRET='$(DEMO_SERVICE_SECRET)' DEMO_API_SECRET='$(DEMO_API_SECRET)' bin/caddy run --config Caddyfile --adapter caddyfile
 
 deps:
 	@command -v $(GO) >/dev/null || { echo "deps: $(GO) not found" >&2; exit 1; }

@@ -76,7 +76,7 @@ type Gateway struct {
 	PostLogoutRedirect string `json:"post_logout_redirect,omitempty"`
 
 	// Cookie configures the session cookie.
-	Cookie GatewayCookie `json:"cookie,omitempty"`
+	Cookie GatewayCookie `json:"cookie,omitzero"`
 
 	// SessionKeys encrypt and sign session cookies: the first encodes, all
 	// decode, so a new key can be put first while old sessions stay valid.
