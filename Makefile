@@ -20,9 +20,9 @@ TEST_TIMEOUT ?= 10m
 FUZZ_TIME ?= 5s
 
 # Debian packages that some test needs, installed by `make deps` where
-# missing. None yet; later: chromium (browser tests of the login page and the
-# SPA), redis-server (the Redis store).
-APT_PACKAGES ?=
+# missing: chromium for the browser tests of the gateway (e2e/, driven with
+# chromedp at /usr/bin/chromium). Later: redis-server (the Redis store).
+APT_PACKAGES ?= chromium
 # Folders whose package-lock.json `make deps` installs with `npm ci`.
 NPM_DIRS ?= examples/spa
 
