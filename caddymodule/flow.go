@@ -167,12 +167,12 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if err := g.writeSession(w, r, s); err != nil {
-		g.logger.Error("writing session", zap.Error(err))
-		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The session could not be saved.", retry)
+		g.logger.Error("writing session", zap.String("sub", s.Subject), zap.Error(err))
+		writePage(w, http.StatusBadGateway, "Sign-in failed", "Your identity from the provider is too large to keep in a session cookie. Ask the administrator to release fewer claims.", "")
 		return nil
 	}
 	if ce := g.logger.Check(zap.InfoLevel, "login"); ce != nil {
-		ce.Write(zap.String("sub", s.Subject), zap.String("email", claimString(s.Claims["email"])))
+		ce.Write(zap.String("sub", s.Subject), zap.String("email", claimString(s.userClaims()["email"])))
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, safeReturnURL(f.Return), http.StatusFound)
@@ -190,7 +190,7 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 		s.Expiry = jwtExpiry(tok.AccessToken) // no expires_in: the token's own exp, if it has one
 	}
 	if prev != nil {
-		s.ID, s.Subject, s.Claims, s.IDToken, s.Created = prev.ID, prev.Subject, prev.Claims, prev.IDToken, prev.Created
+		s.ID, s.Subject, s.Claims, s.IDToken, s.Created, s.claims = prev.ID, prev.Subject, prev.Claims, prev.IDToken, prev.Created, prev.claims
 	} else {
 		s.ID = randomToken()
 	}
@@ -223,7 +223,7 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 		delete(claims, c)
 	}
 	delete(claims, "sub")
-	s.Subject, s.Claims, s.IDToken = idt.Subject, claims, rawID
+	s.Subject, s.IDToken, s.Claims, s.claims = idt.Subject, rawID, nil, claims
 	return s, nil
 }
 

@@ -139,6 +139,7 @@ type Gateway struct {
 	lifetime      time.Duration
 
 	introspectCache time.Duration
+	keptClaims      map[string]bool // what a session too large for its cookies keeps
 }
 
 // GatewayCookie configures the gateway's cookies.
@@ -238,6 +239,15 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.acceptBearer = true
 	}
 	g.allowAll = len(g.Allow) == 0
+	g.keptClaims = map[string]bool{"email": true, "email_verified": true, "preferred_username": true, "groups": true, "name": true}
+	for _, claim := range g.Headers {
+		g.keptClaims[claim] = true
+	}
+	for _, rule := range g.Allow {
+		if rule.Claim != "" {
+			g.keptClaims[rule.Claim] = true
+		}
+	}
 	g.introspectCache = time.Duration(g.IntrospectCache)
 	if g.introspectCache == 0 {
 		g.introspectCache = 10 * time.Second

@@ -482,16 +482,24 @@ func TestGatewayPolicy(t *testing.T) {
 }
 
 func TestGatewaySessionChunksAndKeyRotation(t *testing.T) {
-	big := strings.Repeat("x", 6000)
+	big := strings.Repeat("x", 5000)
 	op := newOP(t, func(c *idp.Config) { c.Users[0].Claims["website"] = big })
 	oldKey := "the-old-session-key-0123456789"
-	gw := newGateway(t, op, func(g *Gateway) { g.SessionKeys = []string{oldKey} })
+	gw := newGateway(t, op, func(g *Gateway) {
+		g.SessionKeys = []string{oldKey}
+		g.Headers = map[string]string{"X-Website": "website"}
+	})
 	u := newUser(t, gw, op)
-	u.signIn("/")
+	echo := u.signIn("/")
+	if got := echoHeader(echo, "X-Website"); got != big {
+		t.Fatalf("X-Website has %d bytes, want %d", len(got), len(big))
+	}
 	gwURL, _ := url.Parse("http://gw.test/")
 	names := map[string]bool{}
+	total := 0
 	for _, c := range u.jar.Cookies(gwURL) {
 		names[c.Name] = true
+		total += len(c.Name) + len(c.Value) + 3
 		if len(c.Name)+len(c.Value) > 4000 {
 			t.Errorf("cookie %s is %d bytes", c.Name, len(c.Value))
 		}
@@ -499,12 +507,15 @@ func TestGatewaySessionChunksAndKeyRotation(t *testing.T) {
 	if !names["authgate"] || !names["authgate_1"] {
 		t.Fatalf("large session not chunked: cookies %v", names)
 	}
+	if total > sessionBudget+200 {
+		t.Fatalf("session cookies take %d bytes, over the %d budget", total, sessionBudget)
+	}
 
 	// A new key put first: the old cookie still decodes.
 	rotated := newGateway(t, op, func(g *Gateway) { g.SessionKeys = []string{"the-new-session-key-0123456789", oldKey} })
 	u.gw = rotated
 	u.c.Transport = newUser(t, rotated, op).c.Transport
-	echo := u.echo("/headers", nil)
+	echo = u.echo("/headers", nil)
 	if echoHeader(echo, "X-Auth-Request-User") != idp.DeriveSubject("alice") {
 		t.Fatalf("old cookie after rotation: %v", echo)
 	}
@@ -514,6 +525,40 @@ func TestGatewaySessionChunksAndKeyRotation(t *testing.T) {
 	if resp, _ := u.get("http://gw.test/", nil); resp.StatusCode != http.StatusFound {
 		t.Fatalf("cookie under a dropped key: status %d, want a login", resp.StatusCode)
 	}
+}
+
+// TestGatewayOversizedIdentity: a session over the cookie budget keeps
+// only the claims in use; one that cannot fit at all is refused with a
+// page, never cookies that the server would then reject.
+func TestGatewayOversizedIdentity(t *testing.T) {
+	t.Run("unused claims dropped", func(t *testing.T) {
+		op := newOP(t, func(c *idp.Config) { c.Users[0].Claims["website"] = strings.Repeat("w", 12000) })
+		gw := newGateway(t, op, nil)
+		u := newUser(t, gw, op)
+		echo := u.signIn("/")
+		if echoHeader(echo, "X-Auth-Request-Email") != "alice@example.com" {
+			t.Fatalf("identity lost: %v", echo)
+		}
+		resp, _ := u.get("http://gw.test/oauth2/sign_out", nil)
+		if loc := resp.Header.Get("Location"); strings.Contains(loc, "id_token_hint") || !strings.Contains(loc, "client_id=demo-app") {
+			t.Fatalf("sign-out without the ID token: %s", loc)
+		}
+	})
+	t.Run("too large even so", func(t *testing.T) {
+		op := newOP(t, func(c *idp.Config) { c.Users[0].Claims["website"] = strings.Repeat("w", 12000) })
+		gw := newGateway(t, op, func(g *Gateway) { g.Headers = map[string]string{"X-Website": "website"} })
+		u := newUser(t, gw, op)
+		resp, _ := u.get("http://gw.test/", nil)
+		resp = u.login(resp)
+		if resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("status %d, want 502", resp.StatusCode)
+		}
+		for _, c := range resp.Cookies() {
+			if c.Name == "authgate" && c.MaxAge >= 0 {
+				t.Fatalf("a session cookie was set: %s (%d bytes)", c.Name, len(c.Value))
+			}
+		}
+	})
 }
 
 func TestGatewayCallbackErrors(t *testing.T) {

@@ -52,7 +52,7 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 // sessionIdentity computes and caches the identity of a decoded session.
 // It is good until the access token enters its refresh window.
 func (g *Gateway) sessionIdentity(raw string, s *session) *identity {
-	id := g.newIdentity(s.Subject, s.Claims)
+	id := g.newIdentity(s.Subject, s.userClaims())
 	id.sess, id.raw, id.token = s, raw, s.AccessToken
 	id.expires = time.Unix(s.Created, 0).Add(g.lifetime)
 	if s.Expiry != 0 {
@@ -123,10 +123,10 @@ func (g *Gateway) refresh(s *session) refreshResult {
 		g.logger.Warn("checking refreshed tokens", zap.String("sub", s.Subject), zap.Error(err))
 		return refreshResult{err: err, refused: true}
 	}
-	value, err := g.codec.encode(g.cookieName, ns)
+	value, ns, err := g.encodeSession(ns)
 	if err != nil {
-		g.logger.Error("encoding refreshed session", zap.Error(err))
-		return refreshResult{err: err}
+		g.logger.Error("encoding refreshed session", zap.String("sub", s.Subject), zap.Error(err))
+		return refreshResult{err: err, refused: true}
 	}
 	if ce := g.logger.Check(zap.DebugLevel, "token refreshed"); ce != nil {
 		ce.Write(zap.String("sub", s.Subject))

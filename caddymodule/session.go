@@ -2,6 +2,9 @@ package caddymodule
 
 import (
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"net"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gorilla/securecookie"
+	"go.uber.org/zap"
 )
 
 // randReader is the source of every secret the gateway makes.
@@ -20,6 +24,11 @@ var randReader = rand.Reader
 
 // session is a gateway login, kept in the session cookie: who the user is
 // and the tokens to act for them. Short JSON names keep the cookie small.
+//
+// The user's claims are read from the ID token, which is kept for
+// id_token_hint anyway, so they are not stored twice. Only a session too
+// large for its cookie budget drops the ID token and keeps, in Claims, the
+// claims the gateway uses.
 type session struct {
 	ID           string         `json:"i"` // random per login; keys refresh deduplication
 	Subject      string         `json:"s"`
@@ -29,6 +38,39 @@ type session struct {
 	IDToken      string         `json:"t,omitempty"`
 	Expiry       int64          `json:"e,omitempty"` // access token expiry, unix seconds; 0: unknown
 	Created      int64          `json:"n"`
+
+	claims map[string]any // the user's claims, once read
+}
+
+// userClaims returns the user's claims: Claims, or those of the ID token
+// (verified at login; the cookie around it is authenticated).
+func (s *session) userClaims() map[string]any {
+	if s.Claims != nil {
+		return s.Claims
+	}
+	if s.claims == nil {
+		s.claims = idTokenClaims(s.IDToken)
+	}
+	return s.claims
+}
+
+// idTokenClaims reads the user claims of a JWT's payload, without the
+// claims about the token itself.
+func idTokenClaims(token string) map[string]any {
+	claims := map[string]any{}
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return claims
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || json.Unmarshal(payload, &claims) != nil {
+		return map[string]any{}
+	}
+	for _, c := range protocolClaims {
+		delete(claims, c)
+	}
+	delete(claims, "sub")
+	return claims
 }
 
 // protocolClaims are ID token claims about the token, not the user: they
@@ -39,8 +81,15 @@ var protocolClaims = []string{"iss", "aud", "exp", "iat", "nbf", "nonce", "at_ha
 // name, value and attributes together.
 const chunkSize = 3800
 
-// maxChunks bounds how many cookies one session may take.
-const maxChunks = 8
+// maxChunks bounds how many cookies one session may take: three chunks
+// leave room in the request header limits of Caddy (and most servers)
+// for the site's other cookies.
+const maxChunks = 3
+
+// sessionBudget is the most an encoded session may take.
+const sessionBudget = chunkSize * maxChunks
+
+var errSessionTooLarge = errors.New("the session does not fit in its cookies even without the ID token")
 
 // sessionCodec encrypts (AES-256-CTR) and authenticates (HMAC-SHA256)
 // sessions and flow state with gorilla/securecookie: the first key pair
@@ -66,7 +115,7 @@ func newSessionCodec(secrets []string, maxAge time.Duration) (*sessionCodec, err
 		}
 		sc := securecookie.New(hashKey, blockKey)
 		sc.MaxAge(int(maxAge / time.Second))
-		sc.MaxLength(chunkSize * maxChunks)
+		sc.MaxLength(0) // the budget is checked by encodeSession; readers stop at maxChunks
 		sc.SetSerializer(securecookie.JSONEncoder{})
 		// securecookie reports a bad key only at its first Encode.
 		if _, err := sc.Encode("probe", "probe"); err != nil {
@@ -147,11 +196,41 @@ func (g *Gateway) clearSessionCookies(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// writeSession encodes s into the response's cookies.
-func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, s *session) error {
+// encodeSession encodes s for its cookies. A session over the budget
+// drops the ID token and keeps only the claims the gateway uses; the
+// session actually encoded is returned with its value.
+func (g *Gateway) encodeSession(s *session) (string, *session, error) {
 	value, err := g.codec.encode(g.cookieName, s)
 	if err != nil {
-		return fmt.Errorf("encoding session cookie: %w", err)
+		return "", nil, fmt.Errorf("encoding session cookie: %w", err)
+	}
+	if len(value) <= sessionBudget {
+		return value, s, nil
+	}
+	slim := *s
+	slim.Claims = make(map[string]any)
+	for name, v := range s.userClaims() {
+		if g.keptClaims[name] {
+			slim.Claims[name] = v
+		}
+	}
+	slim.IDToken, slim.claims = "", nil
+	if value, err = g.codec.encode(g.cookieName, &slim); err != nil {
+		return "", nil, fmt.Errorf("encoding session cookie: %w", err)
+	}
+	if len(value) > sessionBudget {
+		return "", nil, errSessionTooLarge
+	}
+	g.logger.Warn("session too large for its cookies: ID token left out (no id_token_hint at sign-out), only the claims in use kept",
+		zap.String("sub", s.Subject), zap.Int("bytes", len(value)))
+	return value, &slim, nil
+}
+
+// writeSession encodes s into the response's cookies.
+func (g *Gateway) writeSession(w http.ResponseWriter, r *http.Request, s *session) error {
+	value, _, err := g.encodeSession(s)
+	if err != nil {
+		return err
 	}
 	for _, c := range g.sessionCookies(r, value) {
 		http.SetCookie(w, c)
