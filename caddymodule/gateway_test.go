@@ -678,3 +678,30 @@ func TestJWTExpiry(t *testing.T) {
 		}
 	}
 }
+
+func TestReadSessionCookie(t *testing.T) {
+	full := strings.Repeat("a", chunkSize)
+	tests := []struct {
+		name    string
+		headers []string
+		want    string
+	}{
+		{"none", nil, ""},
+		{"one", []string{"x=1; authgate=abc; y=2"}, "abc"},
+		{"prefix lookalikes", []string{"authgatex=1; authgate_flow_ab=2; authgate_provider_session=3; authgate=v"}, "v"},
+		{"chunks in order", []string{"authgate=" + full + "; authgate_1=tail"}, full + "tail"},
+		{"chunks out of order, two lines", []string{"authgate_1=tail", "authgate=" + full}, full + "tail"},
+		{"short first ignores stray chunk", []string{"authgate=short; authgate_1=tail"}, "short"},
+		{"duplicate name: first wins", []string{"authgate=first; authgate=second"}, "first"},
+		{"chunk past the limit ignored", []string{"authgate=" + full + "; authgate_1=" + full + "; authgate_2=" + full + "; authgate_3=x"}, full + full + full},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		for _, h := range tt.headers {
+			r.Header.Add("Cookie", h)
+		}
+		if got := readSessionCookie(r, "authgate"); got != tt.want {
+			t.Errorf("%s: got %d bytes %.20q, want %d bytes %.20q", tt.name, len(got), got, len(tt.want), tt.want)
+		}
+	}
+}

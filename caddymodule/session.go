@@ -136,28 +136,45 @@ func (c *sessionCodec) decode(name, value string, dst any) error {
 }
 
 // readSessionCookie returns the session cookie's value, its chunks joined,
-// or "" when there is none.
+// or "" when there is none. It reads the Cookie header once, rather than
+// once per chunk as r.Cookie would.
 func readSessionCookie(r *http.Request, name string) string {
-	first, err := r.Cookie(name)
-	if err != nil || first.Value == "" {
-		return ""
-	}
-	if len(first.Value) < chunkSize {
-		return first.Value
-	}
-	var b strings.Builder
-	b.WriteString(first.Value)
-	for i := 1; i < maxChunks; i++ {
-		ck, err := r.Cookie(name + "_" + strconv.Itoa(i))
-		if err != nil {
-			break
-		}
-		b.WriteString(ck.Value)
-		if len(ck.Value) < chunkSize {
-			break
+	var chunks [maxChunks]string
+	for _, line := range r.Header["Cookie"] {
+		for line != "" {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok || !strings.HasPrefix(k, name) {
+				continue
+			}
+			switch i := chunkIndex(k[len(name):]); {
+			case i < 0:
+			case chunks[i] == "":
+				chunks[i] = v // the first of duplicate names wins, as with r.Cookie
+			}
 		}
 	}
-	return b.String()
+	if len(chunks[0]) < chunkSize {
+		return chunks[0]
+	}
+	n := 1
+	for n < maxChunks && chunks[n] != "" && len(chunks[n-1]) >= chunkSize {
+		n++
+	}
+	return strings.Join(chunks[:n], "")
+}
+
+// chunkIndex maps the suffix of a session cookie's name to its chunk: ""
+// is 0, "_1" is 1, ...; -1 for anything else.
+func chunkIndex(suffix string) int {
+	if suffix == "" {
+		return 0
+	}
+	if len(suffix) != 2 || suffix[0] != '_' || suffix[1] < '1' || suffix[1] >= '0'+maxChunks {
+		return -1
+	}
+	return int(suffix[1] - '0')
 }
 
 // sessionCookies splits an encoded session over the cookie and its chunks,
@@ -200,6 +217,13 @@ func (g *Gateway) clearSessionCookies(w http.ResponseWriter, r *http.Request) {
 // drops the ID token and keeps only the claims the gateway uses; the
 // session actually encoded is returned with its value.
 func (g *Gateway) encodeSession(s *session) (string, *session, error) {
+	if !g.PassAccessToken && s.AccessToken != "" {
+		// Only pass_access_token needs the access token itself: its expiry
+		// times refreshes, and the refresh token renews it.
+		lean := *s
+		lean.AccessToken = ""
+		s = &lean
+	}
 	value, err := g.codec.encode(g.cookieName, s)
 	if err != nil {
 		return "", nil, fmt.Errorf("encoding session cookie: %w", err)
