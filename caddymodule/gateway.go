@@ -75,6 +75,13 @@ type Gateway struct {
 	// or a path on this site. Default: "/".
 	PostLogoutRedirect string `json:"post_logout_redirect,omitempty"`
 
+	// SignOutIDTokenHint keeps the ID token in the session so that
+	// sign-out can send it as id_token_hint, for providers that require
+	// one. Off by default: sign-out sends client_id, which RP-Initiated
+	// Logout 1.0 allows, and the session cookie stays about a kilobyte
+	// smaller, which every request pays for.
+	SignOutIDTokenHint bool `json:"sign_out_id_token_hint,omitempty"`
+
 	// Cookie configures the session cookie.
 	Cookie GatewayCookie `json:"cookie,omitzero"`
 

@@ -31,6 +31,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		sign_in_path <path>
 //		sign_out_path <path>
 //		post_logout_redirect <url or path>
+//		sign_out_id_token_hint
 //		cookie {
 //			name <name>
 //			domain <domain>
@@ -131,6 +132,11 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.ArgErr()
 				}
 			}
+		case "sign_out_id_token_hint":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.SignOutIDTokenHint = true
 		case "pass_access_token":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -291,6 +291,18 @@ func TestGatewayLoginAndIdentity(t *testing.T) {
 			}
 		}
 	})
+	t.Run("sign-out by client_id", func(t *testing.T) {
+		u := newUser(t, gw, op)
+		u.signIn("/")
+		resp, _ := u.get("http://gw.test/oauth2/sign_out", nil)
+		loc := resp.Header.Get("Location")
+		if strings.Contains(loc, "id_token_hint") || !strings.Contains(loc, "client_id=demo-app") {
+			t.Fatalf("sign-out went to %s; want client_id and, by default, no id_token_hint", loc)
+		}
+		if resp, _ = u.get(loc, nil); resp.Header.Get("Location") != "http://gw.test/" {
+			t.Fatalf("the provider did not return to the post-logout URI: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	})
 	t.Run("session cookie does not reach upstream", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodGet, "http://gw.test/headers", nil)
 		req.AddCookie(&http.Cookie{Name: "app", Value: "keep"})
@@ -352,7 +364,7 @@ func TestGatewayUnauthenticated(t *testing.T) {
 
 func TestGatewayTamperedCookieAndSignOut(t *testing.T) {
 	op := newOP(t, nil)
-	gw := newGateway(t, op, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.SignOutIDTokenHint = true })
 	u := newUser(t, gw, op)
 	u.signIn("/")
 	gwURL, _ := url.Parse("http://gw.test/")
@@ -533,7 +545,7 @@ func TestGatewaySessionChunksAndKeyRotation(t *testing.T) {
 func TestGatewayOversizedIdentity(t *testing.T) {
 	t.Run("unused claims dropped", func(t *testing.T) {
 		op := newOP(t, func(c *idp.Config) { c.Users[0].Claims["website"] = strings.Repeat("w", 12000) })
-		gw := newGateway(t, op, nil)
+		gw := newGateway(t, op, func(g *Gateway) { g.SignOutIDTokenHint = true })
 		u := newUser(t, gw, op)
 		echo := u.signIn("/")
 		if echoHeader(echo, "X-Auth-Request-Email") != "alice@example.com" {

@@ -25,10 +25,10 @@ var randReader = rand.Reader
 // session is a gateway login, kept in the session cookie: who the user is
 // and the tokens to act for them. Short JSON names keep the cookie small.
 //
-// The user's claims are read from the ID token, which is kept for
-// id_token_hint anyway, so they are not stored twice. Only a session too
-// large for its cookie budget drops the ID token and keeps, in Claims, the
-// claims the gateway uses.
+// It keeps the user's claims from the ID token, not the ID token itself
+// (unless sign_out_id_token_hint needs it), and the access token only for
+// pass_access_token: every byte here is read on every request. A session
+// over its cookie budget keeps only the claims the gateway uses.
 type session struct {
 	ID           string         `json:"i"` // random per login; keys refresh deduplication
 	Subject      string         `json:"s"`
@@ -39,7 +39,7 @@ type session struct {
 	Expiry       int64          `json:"e,omitempty"` // access token expiry, unix seconds; 0: unknown
 	Created      int64          `json:"n"`
 
-	claims map[string]any // the user's claims, once read
+	claims map[string]any // the user's claims read from IDToken, when Claims is empty
 }
 
 // userClaims returns the user's claims: Claims, or those of the ID token
@@ -217,13 +217,17 @@ func (g *Gateway) clearSessionCookies(w http.ResponseWriter, r *http.Request) {
 // drops the ID token and keeps only the claims the gateway uses; the
 // session actually encoded is returned with its value.
 func (g *Gateway) encodeSession(s *session) (string, *session, error) {
-	if !g.PassAccessToken && s.AccessToken != "" {
+	lean := *s
+	lean.Claims = s.userClaims()
+	if !g.PassAccessToken {
 		// Only pass_access_token needs the access token itself: its expiry
 		// times refreshes, and the refresh token renews it.
-		lean := *s
 		lean.AccessToken = ""
-		s = &lean
 	}
+	if !g.SignOutIDTokenHint {
+		lean.IDToken = ""
+	}
+	s = &lean
 	value, err := g.codec.encode(g.cookieName, s)
 	if err != nil {
 		return "", nil, fmt.Errorf("encoding session cookie: %w", err)
