@@ -96,12 +96,16 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 	p.throttle.succeed(keys[0])
 	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
 	authTime := p.now().Unix()
-	resp, _, ierr := p.issueTokens(c, user, scopes, "", authTime, "")
+	var family string
+	if slices.Contains(scopes, scopeOfflineAccess) {
+		family = p.randomString(16)
+	}
+	resp, _, ierr := p.issueTokens(c, user, scopes, "", authTime, "", family)
 	if ierr != nil {
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: ierr}
 	}
-	if slices.Contains(scopes, scopeOfflineAccess) {
-		if resp.RefreshToken, _, ierr = p.startFamily(ctx, c, user.Subject, scopes, authTime, ""); ierr != nil {
+	if family != "" {
+		if resp.RefreshToken, ierr = p.startFamily(ctx, c, family, user.Subject, scopes, authTime, ""); ierr != nil {
 			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be stored", Cause: ierr}
 		}
 	}

@@ -417,3 +417,39 @@ func TestConsent(t *testing.T) {
 		t.Fatalf("forged consent: %d", resp.StatusCode)
 	}
 }
+
+// TestFamilyRevocationReachesAccessTokens: revoking a refresh token, or
+// replaying a rotated-out one, also invalidates the access tokens of that
+// login (RFC 7009 §2.1).
+func TestFamilyRevocationReachesAccessTokens(t *testing.T) {
+	t.Run("refresh token revoked", func(t *testing.T) {
+		ts := lifecycleServer(t, nil)
+		tk := offlineTokens(t, ts)
+		if st, _ := postForm(t, ts, "/connect/revocation", "demo-app", testSecret, url.Values{"token": {tk.RefreshToken}, "token_type_hint": {"refresh_token"}}); st != 200 {
+			t.Fatalf("revocation: %d", st)
+		}
+		if st, h := userinfo(t, ts, tk.AccessToken); st != 401 || !strings.Contains(h, "invalid_token") {
+			t.Fatalf("access token after its refresh token was revoked: %d %q", st, h)
+		}
+	})
+	t.Run("rotated-out token replayed", func(t *testing.T) {
+		ts := lifecycleServer(t, nil)
+		first := offlineTokens(t, ts)
+		_, second, _ := refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, "")
+		if st, _ := userinfo(t, ts, second.AccessToken); st != 200 {
+			t.Fatalf("current access token before the replay: %d", st)
+		}
+		refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, "")
+		if st, _ := userinfo(t, ts, second.AccessToken); st != 401 {
+			t.Fatalf("current access token after a replay revoked the family: %d", st)
+		}
+	})
+	t.Run("other logins unaffected", func(t *testing.T) {
+		ts := lifecycleServer(t, nil)
+		a, b := offlineTokens(t, ts), offlineTokens(t, ts)
+		postForm(t, ts, "/connect/revocation", "demo-app", testSecret, url.Values{"token": {a.RefreshToken}})
+		if st, _ := userinfo(t, ts, b.AccessToken); st != 200 {
+			t.Fatalf("another login's access token: %d", st)
+		}
+	})
+}

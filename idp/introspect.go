@@ -59,7 +59,7 @@ func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	resp := introspection{}
 	ctx := r.Context()
 	if claims, err := p.verifyAccessToken(token); err == nil {
-		revoked, rerr := p.isRevoked(r, claims.ID)
+		revoked, rerr := p.isRevoked(r, claims)
 		mine := c != nil && claims.ClientID == c.ID || resource != nil && slices.Contains(claims.Audience, resource.Name)
 		if rerr == nil && !revoked && mine {
 			resp = introspection{

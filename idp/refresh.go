@@ -35,14 +35,13 @@ func usedRefreshKey(token string) string    { return "rtused/" + hashKey(token) 
 func graceRefreshKey(token string) string   { return "rtgrace/" + hashKey(token) }
 func revokedFamilyKey(family string) string { return "rtfamily/" + family }
 
-// startFamily issues the first refresh token of a login.
-func (p *Provider) startFamily(ctx context.Context, c *client, subject string, scopes []string, authTime int64, sid string) (token, family string, err error) {
-	family = p.randomString(16)
-	token, err = p.storeRefreshToken(ctx, c, refreshGrant{
+// startFamily issues the first refresh token of a login's family, whose
+// access tokens carry the family as grant_id.
+func (p *Provider) startFamily(ctx context.Context, c *client, family, subject string, scopes []string, authTime int64, sid string) (string, error) {
+	return p.storeRefreshToken(ctx, c, refreshGrant{
 		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
 		Family: family, End: p.now().Add(c.AbsoluteRefreshTokenLifetime).Unix(),
 	}, "")
-	return token, family, err
 }
 
 // storeRefreshToken stores g under token (a new one when token is empty),
@@ -180,7 +179,7 @@ func (p *Provider) refreshResponse(r *http.Request, c *client, g refreshGrant, s
 	if user == nil {
 		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists")
 	}
-	resp, _, err := p.issueTokens(c, user, scopes, "", g.AuthTime, g.SID)
+	resp, _, err := p.issueTokens(c, user, scopes, "", g.AuthTime, g.SID, g.Family)
 	if err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
 	}

@@ -256,13 +256,18 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists")
 	}
 
-	resp, jti, err := p.issueTokens(c, user, g.Scopes, g.Nonce, g.AuthTime, g.SID)
+	var family string
+	if slices.Contains(g.Scopes, scopeOfflineAccess) {
+		family = p.randomString(16)
+	}
+	resp, jti, err := p.issueTokens(c, user, g.Scopes, g.Nonce, g.AuthTime, g.SID, family)
 	if err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
 	}
 	record := usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()}
 	if slices.Contains(g.Scopes, scopeOfflineAccess) {
-		resp.RefreshToken, record.Family, err = p.startFamily(ctx, c, user.Subject, g.Scopes, g.AuthTime, g.SID)
+		record.Family = family
+		resp.RefreshToken, err = p.startFamily(ctx, c, family, user.Subject, g.Scopes, g.AuthTime, g.SID)
 		if err != nil {
 			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be stored", Cause: err}
 		}
@@ -332,7 +337,9 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) {
 }
 
 // issueTokens signs an access token and, for openid requests, an ID token.
-func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string, authTime int64, sid string) (*tokenResponse, string, error) {
+// family, if any, is the refresh token family the access token belongs
+// to: revoking the family revokes it too (RFC 7009 §2.1).
+func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string, authTime int64, sid, family string) (*tokenResponse, string, error) {
 	now := p.now()
 	scope := strings.Join(scopes, " ")
 	jti := p.randomString(16)
@@ -347,6 +354,7 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 		ID:       jti,
 		AuthTime: authTime,
 		SID:      sid,
+		GrantID:  family,
 	}
 	access, err := sign(p.atSigner, at)
 	if err != nil {

@@ -95,6 +95,7 @@ type accessClaims struct {
 	ID       string   `json:"jti"`
 	AuthTime int64    `json:"auth_time,omitempty"`
 	SID      string   `json:"sid,omitempty"`
+	GrantID  string   `json:"grant_id,omitempty"` // refresh token family
 }
 
 // verifyAccessToken checks an access token of ours: signature by one of our

@@ -32,7 +32,7 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		p.bearerError(w, r, http.StatusUnauthorized, &Error{Code: ErrInvalidToken, Description: "the access token is invalid or expired", Cause: err})
 		return
 	}
-	if revoked, err := p.isRevoked(r, claims.ID); err != nil {
+	if revoked, err := p.isRevoked(r, claims); err != nil {
 		p.log.ErrorContext(r.Context(), "checking revocation", "error", err)
 		writeError(w, http.StatusServiceUnavailable, oauthErr(ErrServerError, "revocation could not be checked"))
 		return
@@ -53,16 +53,23 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p.userClaims(u, scopes))
 }
 
-func (p *Provider) isRevoked(r *http.Request, jti string) (bool, error) {
-	_, err := p.store.Get(r.Context(), revokedKey(jti))
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, ErrNotFound):
-		return false, nil
-	default:
-		return false, err
+// isRevoked reports whether an access token was revoked, itself (by jti)
+// or with its refresh token family.
+func (p *Provider) isRevoked(r *http.Request, c *accessClaims) (bool, error) {
+	keys := []string{revokedKey(c.ID)}
+	if c.GrantID != "" {
+		keys = append(keys, revokedFamilyKey(c.GrantID))
 	}
+	for _, k := range keys {
+		_, err := p.store.Get(r.Context(), k)
+		switch {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, ErrNotFound):
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 // bearerToken returns the access token from the Authorization header or,
