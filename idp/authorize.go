@@ -175,20 +175,8 @@ func (p *Provider) checkScopes(c *client, raw string) ([]string, error) {
 }
 
 func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
-	var q url.Values
-	switch r.Method {
-	case http.MethodGet:
-		q = r.URL.Query()
-	case http.MethodPost:
-		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-		if err := r.ParseForm(); err != nil {
-			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "The request body could not be read."})
-			return
-		}
-		q = r.PostForm
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
+	q := p.readFrontChannel(w, r)
+	if q == nil {
 		return
 	}
 	req, c, err := p.parseAuthorizeRequest(q)
@@ -216,6 +204,27 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.afterLogin(w, r, req, c, sess)
+}
+
+// readFrontChannel returns the parameters of a browser request that may
+// come as a GET query or a POST form (OpenID Connect Core §3.1.2.1,
+// RP-Initiated Logout §2). On failure it has answered and returns nil.
+func (p *Provider) readFrontChannel(w http.ResponseWriter, r *http.Request) url.Values {
+	switch r.Method {
+	case http.MethodGet:
+		return r.URL.Query()
+	case http.MethodPost:
+		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		if err := r.ParseForm(); err != nil {
+			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "The request body could not be read."})
+			return nil
+		}
+		return r.PostForm
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
+		return nil
+	}
 }
 
 // finishAuthorize issues a code for a logged-in user and sends the browser
@@ -263,11 +272,15 @@ func (p *Provider) redirectWithError(w http.ResponseWriter, r *http.Request, req
 
 // redirectTo sends a 302 to base with v added to its query.
 func redirectTo(w http.ResponseWriter, base string, v url.Values) {
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
+	loc := base
+	if len(v) > 0 {
+		sep := "?"
+		if strings.Contains(base, "?") {
+			sep = "&"
+		}
+		loc += sep + v.Encode()
 	}
-	w.Header().Set("Location", base+sep+v.Encode())
+	w.Header().Set("Location", loc)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusFound)
 }

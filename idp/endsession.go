@@ -14,20 +14,8 @@ import (
 // the client's post_logout_redirect_uri when that is registered for the
 // client exactly, or shows a signed-out page.
 func (p *Provider) serveEndSession(w http.ResponseWriter, r *http.Request) {
-	var q url.Values
-	switch r.Method {
-	case http.MethodGet:
-		q = r.URL.Query()
-	case http.MethodPost:
-		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-		if err := r.ParseForm(); err != nil {
-			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "The request body could not be read."})
-			return
-		}
-		q = r.PostForm
-	default:
-		w.Header().Set("Allow", "GET, POST")
-		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
+	q := p.readFrontChannel(w, r)
+	if q == nil {
 		return
 	}
 	clientID := q.Get("client_id")
@@ -57,11 +45,6 @@ func (p *Provider) serveEndSession(w http.ResponseWriter, r *http.Request) {
 		v := url.Values{}
 		if st := q.Get("state"); st != "" {
 			v.Set("state", st)
-		}
-		if len(v) == 0 {
-			w.Header().Set("Cache-Control", "no-store")
-			http.Redirect(w, r, target, http.StatusFound)
-			return
 		}
 		redirectTo(w, target, v)
 		return

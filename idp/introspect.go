@@ -27,15 +27,8 @@ type introspection struct {
 // clients, which may inspect their own tokens, and API resources with a
 // secret, which may inspect access tokens meant for them.
 func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "the introspection endpoint accepts only POST"))
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	t, oe := parseTokenRequest(r)
-	if oe != nil {
-		p.tokenError(w, r, oe)
+	t := p.readBackChannel(w, r)
+	if t == nil {
 		return
 	}
 	id, secret, oe := t.credentials()

@@ -11,15 +11,8 @@ import (
 // access tokens (by jti, until they expire). Unknown or foreign tokens get
 // 200 too, as §2.2 requires, so the answer tells nothing.
 func (p *Provider) serveRevocation(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", "POST")
-		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "the revocation endpoint accepts only POST"))
-		return
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	t, oe := parseTokenRequest(r)
-	if oe != nil {
-		p.tokenError(w, r, oe)
+	t := p.readBackChannel(w, r)
+	if t == nil {
 		return
 	}
 	c, oe := p.authenticateClient(t)

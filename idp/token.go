@@ -96,17 +96,28 @@ func parseBasic(cred string) (id, secret string, err error) {
 	return id, secret, nil
 }
 
-func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
+// readBackChannel reads a request to the token, revocation or
+// introspection endpoint: POST only (RFC 6749 §3.2, RFC 7009 §2.1, RFC
+// 7662 §2.1), a bounded form body. On failure it has answered and returns
+// nil.
+func (p *Provider) readBackChannel(w http.ResponseWriter, r *http.Request) *tokenRequest {
 	if r.Method != http.MethodPost {
-		// RFC 6749 §3.2: the token endpoint is POST only.
 		w.Header().Set("Allow", "POST")
-		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "the token endpoint accepts only POST"))
-		return
+		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "this endpoint accepts only POST"))
+		return nil
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
-	treq, oe := parseTokenRequest(r)
+	t, oe := parseTokenRequest(r)
 	if oe != nil {
 		p.tokenError(w, r, oe)
+		return nil
+	}
+	return t
+}
+
+func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
+	treq := p.readBackChannel(w, r)
+	if treq == nil {
 		return
 	}
 	c, oe := p.authenticateClient(treq)
