@@ -58,7 +58,7 @@ func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo st
 	value, err := g.codec.encode(g.flowPrefix, f)
 	if err != nil {
 		g.logger.Error("encoding flow cookie", zap.Error(err))
-		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The sign-in could not be started.", "")
+		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The sign-in could not be started.", "", "")
 		return
 	}
 	g.dropOldFlows(w, r)
@@ -114,7 +114,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" {
-		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response has no state.", g.SignInPath)
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response has no state.", g.SignInPath, "Try again")
 		return nil
 	}
 	name := g.flowName(state)
@@ -124,7 +124,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 		err = g.codec.decode(g.flowPrefix, ck.Value, &f)
 	}
 	if err != nil || subtle.ConstantTimeCompare([]byte(f.State), []byte(state)) != 1 || time.Since(time.Unix(f.Created, 0)) > flowLifetime {
-		writePage(w, http.StatusBadRequest, "Sign-in failed", "This sign-in has expired or was started elsewhere. Please try again.", g.SignInPath)
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "This sign-in has expired or was started elsewhere. Please try again.", g.SignInPath, "Try again")
 		return nil
 	}
 	http.SetCookie(w, g.cookie(r, name, "", -1)) // one use
@@ -135,7 +135,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 		if desc := q.Get("error_description"); desc != "" {
 			msg += " " + desc
 		}
-		writePage(w, http.StatusForbidden, "Sign-in refused", msg, retry)
+		writePage(w, http.StatusForbidden, "Sign-in refused", msg, retry, "Try again")
 		return nil
 	}
 	d, err := g.oidc.get()
@@ -145,30 +145,30 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 	}
 	if iss := q.Get("iss"); iss != "" && iss != g.Issuer || iss == "" && d.issParam {
 		// RFC 9207 §2.4: a response from another issuer is a mix-up attack.
-		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response came from another issuer.", retry)
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response came from another issuer.", retry, "Try again")
 		return nil
 	}
 	code := q.Get("code")
 	if code == "" {
-		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response has no code.", retry)
+		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response has no code.", retry, "Try again")
 		return nil
 	}
 	conf := g.oauth2Config(r, d)
 	tok, err := conf.Exchange(g.oidc.ctx, code, oauth2.VerifierOption(f.Verifier))
 	if err != nil {
 		g.logger.Warn("exchanging authorization code", zap.String("issuer", g.Issuer), zap.Error(redactOAuthError(err)))
-		writePage(w, http.StatusBadGateway, "Sign-in failed", "The identity provider did not accept the sign-in. Please try again.", retry)
+		writePage(w, http.StatusBadGateway, "Sign-in failed", "The identity provider did not accept the sign-in. Please try again.", retry, "Try again")
 		return nil
 	}
 	s, err := g.sessionFromToken(d, tok, nil, f.Nonce)
 	if err != nil {
 		g.logger.Warn("checking ID token", zap.String("issuer", g.Issuer), zap.Error(err))
-		writePage(w, http.StatusBadGateway, "Sign-in failed", "The identity provider's answer could not be verified.", retry)
+		writePage(w, http.StatusBadGateway, "Sign-in failed", "The identity provider's answer could not be verified.", retry, "Try again")
 		return nil
 	}
 	if err := g.writeSession(w, r, s); err != nil {
 		g.logger.Error("writing session", zap.String("sub", s.Subject), zap.Error(err))
-		writePage(w, http.StatusBadGateway, "Sign-in failed", "Your identity from the provider is too large to keep in a session cookie. Ask the administrator to release fewer claims.", "")
+		writePage(w, http.StatusBadGateway, "Sign-in failed", "Your identity from the provider is too large to keep in a session cookie. Ask the administrator to release fewer claims.", "", "")
 		return nil
 	}
 	if ce := g.logger.Check(zap.InfoLevel, "login"); ce != nil {
@@ -348,7 +348,7 @@ func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, id *identity
 	if g.acceptCookie {
 		link = g.SignOutPath
 	}
-	writePage(w, http.StatusForbidden, "Access denied", "You are signed in as "+who+", who may not access this page.", link)
+	writePage(w, http.StatusForbidden, "Access denied", "You are signed in as "+who+", who may not access this page.", link, "Sign out")
 }
 
 // providerDown answers when the provider cannot be reached.
@@ -357,7 +357,7 @@ func (g *Gateway) providerDown(w http.ResponseWriter, r *http.Request, err error
 		ce.Write(zap.String("issuer", g.Issuer), zap.Error(err))
 	}
 	if isNavigation(r) {
-		writePage(w, http.StatusBadGateway, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", "")
+		writePage(w, http.StatusBadGateway, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", "", "")
 		return
 	}
 	writeJSON(w, http.StatusBadGateway, map[string]string{"error": "provider_unavailable", "error_description": "the identity provider cannot be reached"})
@@ -370,12 +370,9 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 </head><body><main><h1>{{.Title}}</h1><p id="message">{{.Message}}</p>{{if .Link}}<p><a id="action" href="{{.Link}}">{{.LinkText}}</a></p>{{end}}</main></body></html>
 `))
 
-// writePage writes a small HTML page; link, if set, is offered as the way on.
-func writePage(w http.ResponseWriter, status int, title, msg, link string) {
-	text := "Try again"
-	if strings.HasSuffix(link, defaultSignOutPath) || strings.Contains(link, "sign_out") {
-		text = "Sign out"
-	}
+// writePage writes a small HTML page; link, if set, is offered as the way
+// on, labelled text.
+func writePage(w http.ResponseWriter, status int, title, msg, link, text string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
