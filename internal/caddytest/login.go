@@ -1,0 +1,111 @@
+package caddytest
+
+import (
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// NewBrowser returns a client that keeps cookies and, so that each step
+// can be checked, does not follow redirects.
+func NewBrowser(t testing.TB) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{
+		Jar:     jar,
+		Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// Login logs username in on the provider's login page at loginURL, where
+// an authorization request has sent browser, and submits the form as a
+// browser would: its hidden csrf_token and request with the credentials,
+// to its action. It returns where the provider then redirects, without
+// following it.
+func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, password string) *url.URL {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, loginURL.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := ReadBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("login page: status %d:\n%s", resp.StatusCode, page)
+	}
+	rawAction, ok := attr(page, `<form[^>]*\baction="([^"]*)"`)
+	if !ok {
+		t.Fatalf("login page has no form action:\n%s", page)
+	}
+	action, err := loginURL.Parse(rawAction)
+	if err != nil {
+		t.Fatalf("login page: form action %q: %v", rawAction, err)
+	}
+	form := url.Values{
+		"csrf_token": {hiddenInput(t, page, "csrf_token")},
+		"request":    {hiddenInput(t, page, "request")},
+		"username":   {username},
+		"password":   {password},
+	}
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodPost, action.String(), strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err = browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page = ReadBody(t, resp)
+	next, err := resp.Location()
+	if err != nil {
+		t.Fatalf("login: status %d, no redirect:\n%s", resp.StatusCode, page)
+	}
+	return next
+}
+
+// hiddenInput returns the value of the form input named name in page.
+func hiddenInput(t testing.TB, page, name string) string {
+	t.Helper()
+	v, ok := attr(page, `<input[^>]*\bname="`+regexp.QuoteMeta(name)+`"[^>]*\bvalue="([^"]*)"`)
+	if !ok {
+		t.Fatalf("login page has no input %q:\n%s", name, page)
+	}
+	return v
+}
+
+// attr returns the attribute value that the group of pattern matches in
+// page, unescaped.
+func attr(page, pattern string) (string, bool) {
+	m := regexp.MustCompile(pattern).FindStringSubmatch(page)
+	if m == nil {
+		return "", false
+	}
+	return html.UnescapeString(m[1]), true
+}
+
+// ReadBody reads resp's body and closes it.
+func ReadBody(t testing.TB, resp *http.Response) string {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
