@@ -3,18 +3,15 @@ package e2e_test
 import (
 	"context"
 	"errors"
-	"html"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
-	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
 // TestCodeFlow logs alice in to demo-app with the authorization code flow
@@ -22,11 +19,11 @@ import (
 func TestCodeFlow(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, "")
-	s.start(t)
+	s.Start(t)
 	ctx := testContext(t)
 	rp := newRP(t, ctx, s.issuer)
 
-	tok, idt := rp.signIn(t, ctx, newBrowser(t))
+	tok, idt := rp.signIn(t, ctx, caddytest.NewBrowser(t))
 	var idClaims struct {
 		Sid      string `json:"sid"`
 		AuthTime int64  `json:"auth_time"`
@@ -70,7 +67,7 @@ func TestCodeFlow(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, "")
-	s.start(t)
+	s.Start(t)
 	ctx := testContext(t)
 	rp := newRP(t, ctx, s.issuer)
 
@@ -91,7 +88,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			verifier := oauth2.GenerateVerifier()
-			code := rp.authorize(t, newBrowser(t), verifier, "nonce-"+tt.name)
+			code := rp.authorize(t, caddytest.NewBrowser(t), verifier, "nonce-"+tt.name)
 			conf := rp.conf
 			if tt.secret != "" {
 				conf.ClientSecret = tt.secret
@@ -137,11 +134,11 @@ func TestBadInput(t *testing.T) {
 		conf := rp.conf
 		conf.RedirectURL = "http://evil.test/oauth2/callback"
 		authURL := conf.AuthCodeURL("state", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))
-		resp, err := newBrowser(t).Get(authURL)
+		resp, err := caddytest.NewBrowser(t).Get(authURL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		body := readBody(t, resp)
+		body := caddytest.ReadBody(t, resp)
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("status %d, want 400", resp.StatusCode)
 		}
@@ -242,7 +239,7 @@ func (rp *relyingParty) authorize(t testing.TB, browser *http.Client, verifier, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	readBody(t, resp)
+	caddytest.ReadBody(t, resp)
 	loginURL, err := resp.Location()
 	if err != nil {
 		t.Fatalf("authorize: status %d, no redirect to the login page", resp.StatusCode)
@@ -251,29 +248,7 @@ func (rp *relyingParty) authorize(t testing.TB, browser *http.Client, verifier, 
 		t.Fatalf("authorize redirected to %s, want the login page", loginURL)
 	}
 
-	resp, err = browser.Get(loginURL.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := readBody(t, resp)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("login page: status %d:\n%s", resp.StatusCode, page)
-	}
-	form := url.Values{
-		"csrf_token": {hiddenInput(t, page, "csrf_token")},
-		"request":    {hiddenInput(t, page, "request")},
-		"username":   {"alice"},
-		"password":   {password},
-	}
-	resp, err = browser.PostForm(rp.issuer+"/account/login", form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page = readBody(t, resp)
-	cb, err := resp.Location()
-	if err != nil {
-		t.Fatalf("login: status %d, no redirect:\n%s", resp.StatusCode, page)
-	}
+	cb := caddytest.Login(t, browser, loginURL, "alice", password)
 	if got := cb.Scheme + "://" + cb.Host + cb.Path; got != redirectURI {
 		t.Fatalf("login redirected to %s, want %s", got, redirectURI)
 	}
@@ -297,46 +272,8 @@ func (rp *relyingParty) userinfo(t testing.TB, ctx context.Context, accessToken 
 	if err != nil {
 		t.Fatal(err)
 	}
-	readBody(t, resp)
+	caddytest.ReadBody(t, resp)
 	return resp
-}
-
-// newBrowser returns a client that keeps cookies and, so that each step can
-// be checked, does not follow redirects.
-func newBrowser(t testing.TB) *http.Client {
-	t.Helper()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &http.Client{
-		Jar:     jar,
-		Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-}
-
-// hiddenInput returns the value of the form input named name in page.
-func hiddenInput(t testing.TB, page, name string) string {
-	t.Helper()
-	re := regexp.MustCompile(`<input[^>]*\bname="` + regexp.QuoteMeta(name) + `"[^>]*\bvalue="([^"]*)"`)
-	m := re.FindStringSubmatch(page)
-	if m == nil {
-		t.Fatalf("login page has no input %q:\n%s", name, page)
-	}
-	return html.UnescapeString(m[1])
-}
-
-func readBody(t testing.TB, resp *http.Response) string {
-	t.Helper()
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 // testContext returns a context that ends with the test or after a

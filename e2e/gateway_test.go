@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
 // These tests drive oidc_gateway as its users meet it: a real Chromium
@@ -113,29 +114,12 @@ var gatewayTemplate = template.Must(template.New("Caddyfile").Delims("[[", "]]")
 `))
 
 // newGatewaySite picks free ports and a directory for a test's Caddy and
-// writes its Caddyfile; start runs it.
+// writes its Caddyfile; Start runs it.
 func newGatewaySite(t testing.TB, cfg gatewayConfig) *gatewaySite {
 	t.Helper()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
-	dir := t.TempDir()
-	s := &site{
-		dir:       dir,
-		adminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		issuer:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		config:    filepath.Join(dir, "Caddyfile"),
-		logPath:   filepath.Join(dir, "caddy.log"),
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.dumpLog(t)
-		}
-	})
-	t.Cleanup(func() { s.stop(t) })
 	g := &gatewaySite{
-		site:     s,
-		gateway:  fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		site:     newEmptySite(t),
+		gateway:  fmt.Sprintf("http://127.0.0.1:%d", caddytest.FreePort(t)),
 		upstream: newUpstream(t),
 		cfg:      cfg,
 	}
@@ -146,10 +130,9 @@ func newGatewaySite(t testing.TB, cfg gatewayConfig) *gatewaySite {
 // writeGatewayConfig writes the Caddyfile of g.cfg.
 func (g *gatewaySite) writeGatewayConfig(t testing.TB) {
 	t.Helper()
-	var b bytes.Buffer
-	err := gatewayTemplate.Execute(&b, map[string]any{
-		"Admin":     g.adminAddr,
-		"Storage":   filepath.Join(g.dir, "storage"),
+	g.WriteConfig(t, gatewayTemplate, map[string]any{
+		"Admin":     g.AdminAddr,
+		"Storage":   g.Storage,
 		"Issuer":    g.issuer,
 		"Gateway":   g.gateway,
 		"Upstream":  g.upstream,
@@ -157,12 +140,6 @@ func (g *gatewaySite) writeGatewayConfig(t testing.TB) {
 		"Hash":      passwordHash,
 		"Cfg":       g.cfg,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(g.config, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // reload writes the Caddyfile of cfg and has the running Caddy load it
@@ -171,17 +148,14 @@ func (g *gatewaySite) reload(t testing.TB, cfg gatewayConfig) {
 	t.Helper()
 	g.cfg = cfg
 	g.writeGatewayConfig(t)
-	cmd := g.command("reload", "--config", g.config, "--adapter", "caddyfile", "--address", g.adminAddr)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("caddy reload: %v\n%s", err, out)
-	}
+	g.Reload(t)
 }
 
 // tokensIssued counts the provider's "token issued" log lines for a grant
 // type, from Caddy's JSON log.
 func (g *gatewaySite) tokensIssued(t testing.TB, grantType string) int {
 	t.Helper()
-	b, err := os.ReadFile(g.logPath)
+	b, err := os.ReadFile(g.LogPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +313,7 @@ func apiGet(t testing.TB, url, cookie string, header http.Header) (*http.Respons
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, readBody(t, resp)
+	return resp, caddytest.ReadBody(t, resp)
 }
 
 var noRedirectClient = &http.Client{
@@ -356,7 +330,7 @@ func TestGatewayLogin(t *testing.T) {
 	t.Parallel()
 	g := newGatewaySite(t, gatewayConfig{})
 	c := newChrome(t)
-	g.start(t)
+	g.Start(t)
 
 	// An app cookie goes through; the gateway's do not.
 	c.setCookie(g.gateway+"/", "app_pref", "dark", false)
@@ -476,7 +450,7 @@ func TestGatewaySessionEnd(t *testing.T) {
 	t.Parallel()
 	g := newGatewaySite(t, gatewayConfig{})
 	c := newChrome(t)
-	g.start(t)
+	g.Start(t)
 	signIn(t, c, g, "/headers")
 
 	if !t.Run("tampered cookie", func(t *testing.T) {
@@ -603,7 +577,7 @@ func TestGatewayRefresh(t *testing.T) {
 	const lifetime = 5 * time.Second
 	g := newGatewaySite(t, gatewayConfig{AccessTokenLifetime: "5s", Gateway: []string{"refresh_before 1s"}})
 	c := newChrome(t)
-	g.start(t)
+	g.Start(t)
 	signIn(t, c, g, "/headers")
 	// The token was issued before signIn returned: it has expired by then.
 	expired := time.Now().Add(lifetime)
@@ -686,9 +660,9 @@ func TestGatewayReloadAndRestart(t *testing.T) {
 	t.Parallel()
 	g := newGatewaySite(t, gatewayConfig{})
 	c := newChrome(t)
-	g.start(t)
+	g.Start(t)
 	signIn(t, c, g, "/headers")
-	if _, err := os.Stat(filepath.Join(g.dir, "storage", "authgate", "gateway", "session_key")); err != nil {
+	if _, err := os.Stat(filepath.Join(g.Storage, "authgate", "gateway", "session_key")); err != nil {
 		t.Errorf("the session key is not in Caddy's storage: %v", err)
 	}
 
@@ -703,8 +677,8 @@ func TestGatewayReloadAndRestart(t *testing.T) {
 	}
 
 	t.Run("restart", func(t *testing.T) {
-		g.stop(t)
-		g.start(t)
+		g.Stop(t)
+		g.Start(t)
 		c.navigate(g.gateway + "/headers?after=restart")
 		checkIdentity(t, pageEcho(t, c, g.gateway+"/headers?after=restart"), aliceHeaders())
 	})
@@ -735,7 +709,7 @@ func TestGatewayChunkedSession(t *testing.T) {
 				Gateway: []string{"header X-Nickname nickname"},
 			})
 			c := newChrome(t)
-			g.start(t)
+			g.Start(t)
 			c.navigate(g.gateway + "/headers")
 			expectLoginPage(t, c, g.issuer)
 			resp := c.logIn("alice", password)
@@ -800,7 +774,7 @@ func TestGatewaySessionKeyRotation(t *testing.T) {
 	}
 	g := newGatewaySite(t, cfg(keyA))
 	c := newChrome(t)
-	g.start(t)
+	g.Start(t)
 	signIn(t, c, g, "/headers")
 	expired := time.Now().Add(lifetime)
 	cookieA := c.cookieHeader(g.gateway + "/")

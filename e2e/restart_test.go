@@ -12,6 +12,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
 // TestRestartAndReload checks that tokens outlive a restart of Caddy on the
@@ -21,9 +23,9 @@ import (
 func TestRestartAndReload(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, "")
-	s.start(t)
+	s.Start(t)
 	ctx := testContext(t)
-	tok, idt := newRP(t, ctx, s.issuer).signIn(t, ctx, newBrowser(t))
+	tok, idt := newRP(t, ctx, s.issuer).signIn(t, ctx, caddytest.NewBrowser(t))
 	kid := jwtKeyID(t, tok.Extra("id_token").(string))
 
 	stillValid := func(t *testing.T) {
@@ -43,8 +45,8 @@ func TestRestartAndReload(t *testing.T) {
 	}
 
 	if !t.Run("restart", func(t *testing.T) {
-		s.stop(t)
-		s.start(t)
+		s.Stop(t)
+		s.Start(t)
 		stillValid(t)
 	}) {
 		return
@@ -56,18 +58,15 @@ func TestRestartAndReload(t *testing.T) {
 			secret second-app-secret
 			redirect_uri http://second.test/callback
 		}`)
-		cmd := s.command("reload", "--config", s.config, "--adapter", "caddyfile", "--address", s.adminAddr)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("caddy reload: %v\n%s", err, out)
-		}
+		s.Reload(t)
 		// The new client is known: the reload took effect.
 		rp := newRP(t, ctx, s.issuer)
 		conf := oauth2.Config{ClientID: "second-app", Endpoint: rp.op.Endpoint(), RedirectURL: "http://second.test/callback", Scopes: []string{oidc.ScopeOpenID}}
-		resp, err := newBrowser(t).Get(conf.AuthCodeURL("state", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		resp, err := caddytest.NewBrowser(t).Get(conf.AuthCodeURL("state", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
 		if err != nil {
 			t.Fatal(err)
 		}
-		readBody(t, resp)
+		caddytest.ReadBody(t, resp)
 		if loc, err := url.Parse(resp.Header.Get("Location")); resp.StatusCode != http.StatusFound || err != nil || loc.Path != "/account/login" {
 			t.Errorf("authorize for the new client: status %d, Location %q; want a redirect to the login page",
 				resp.StatusCode, resp.Header.Get("Location"))
@@ -98,7 +97,7 @@ func jwksKeyIDs(t testing.TB, ctx context.Context, op *oidc.Provider) []string {
 			KeyID string `json:"kid"`
 		} `json:"keys"`
 	}
-	if err := json.Unmarshal([]byte(readBody(t, resp)), &jwks); err != nil {
+	if err := json.Unmarshal([]byte(caddytest.ReadBody(t, resp)), &jwks); err != nil {
 		t.Fatalf("decoding the JWKS: %v", err)
 	}
 	var kids []string

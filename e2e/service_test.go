@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
 // TestService builds examples/service and runs it against the test's
@@ -31,7 +33,7 @@ func TestService(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building examples/service: %v\n%s", err, out)
 	}
-	sp.start(t)
+	sp.Start(t)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -57,7 +59,7 @@ func TestService(t *testing.T) {
 func TestSPAClientRules(t *testing.T) {
 	t.Parallel()
 	sp := newSPASite(t)
-	sp.start(t)
+	sp.Start(t)
 	tokenURL := sp.issuer + "/connect/token"
 	// basic is client_secret_basic (RFC 6749 §2.3.1): both parts
 	// form-encoded, then base64.
@@ -183,7 +185,7 @@ func TestSPAClientRules(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				readBody(t, resp)
+				caddytest.ReadBody(t, resp)
 				got := resp.Header.Get("Access-Control-Allow-Origin")
 				if tt.allow && got != tt.origin {
 					t.Errorf("Access-Control-Allow-Origin %q, want %q", got, tt.origin)

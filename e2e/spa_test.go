@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
 // These tests run the SPA of examples/spa (oidc-client-ts, public client
@@ -154,13 +154,11 @@ http://:[[.UpstreamPort]] {
 `))
 
 // newSPASite picks free ports and a directory for a test's Caddy, and
-// writes its Caddyfile and the SPA's config.js; start runs it. It fails
+// writes its Caddyfile and the SPA's config.js; Start runs it. It fails
 // the test if the SPA's npm packages are not installed.
 func newSPASite(t testing.TB) *spaSite {
 	t.Helper()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
+	s := newEmptySite(t)
 	spaRoot, err := filepath.Abs(filepath.Join("..", "examples", "spa"))
 	if err != nil {
 		t.Fatal(err)
@@ -169,35 +167,19 @@ func newSPASite(t testing.TB) *spaSite {
 	if _, err := os.Stat(lib); err != nil {
 		t.Fatalf("the SPA's oidc-client-ts is not installed (%v): run: (cd examples/spa && npm ci)", err)
 	}
-	dir := t.TempDir()
-	s := &site{
-		dir:       dir,
-		adminAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		issuer:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		config:    filepath.Join(dir, "Caddyfile"),
-		logPath:   filepath.Join(dir, "caddy.log"),
-	}
-	// Cleanups run last first: stop Caddy, then show its log.
-	t.Cleanup(func() {
-		if t.Failed() {
-			s.dumpLog(t)
-		}
-	})
-	t.Cleanup(func() { s.stop(t) })
 	sp := &spaSite{
 		site:      s,
-		spa:       fmt.Sprintf("http://localhost:%d", freePort(t)),
-		elsewhere: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		spa:       fmt.Sprintf("http://localhost:%d", caddytest.FreePort(t)),
+		elsewhere: fmt.Sprintf("http://127.0.0.1:%d", caddytest.FreePort(t)),
 		spaRoot:   spaRoot,
-		configDir: filepath.Join(dir, "spa-config"),
+		configDir: filepath.Join(s.Dir, "spa-config"),
 	}
 	// The app's site matches any host, as the demo's: reverse_proxy
 	// passes the SPA's Host on.
-	upstreamPort := freePort(t)
-	var b bytes.Buffer
-	err = spaTemplate.Execute(&b, map[string]any{
-		"Admin":         s.adminAddr,
-		"Storage":       filepath.Join(dir, "storage"),
+	upstreamPort := caddytest.FreePort(t)
+	s.WriteConfig(t, spaTemplate, map[string]any{
+		"Admin":         s.AdminAddr,
+		"Storage":       s.Storage,
 		"Issuer":        s.issuer,
 		"SPA":           sp.spa,
 		"Elsewhere":     sp.elsewhere,
@@ -210,12 +192,6 @@ func newSPASite(t testing.TB) *spaSite {
 		"SPARoot":       spaRoot,
 		"ConfigDir":     sp.configDir,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(s.config, b.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	sp.writeSPAConfig(t)
 	return sp
 }
@@ -390,7 +366,7 @@ func postForm(t testing.TB, url string, form url.Values, header http.Header) (*h
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, readBody(t, resp)
+	return resp, caddytest.ReadBody(t, resp)
 }
 
 // oauthError decodes the error of a JSON OAuth error answer.
@@ -434,7 +410,7 @@ func TestSPA(t *testing.T) {
 	t.Parallel()
 	sp := newSPASite(t)
 	c := newChrome(t)
-	sp.start(t)
+	sp.Start(t)
 	aliceSub := idp.DeriveSubject("alice")
 	tokenURL := sp.issuer + "/connect/token"
 
