@@ -319,7 +319,7 @@ func (c *loadCase) profile(s *server, dir string, d time.Duration) (string, erro
 	// profile sees load all along.
 	done := make(chan runResult, 1)
 	go func() { done <- c.run(s, *loadWorkers, time.Duration(secs+1)*time.Second) }()
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.adminAddr, secs))
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.AdminAddr, secs))
 	var body bytes.Buffer
 	if err == nil {
 		_, err = body.ReadFrom(resp.Body)

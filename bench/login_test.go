@@ -2,17 +2,15 @@ package bench_test
 
 import (
 	"encoding/json"
-	"html"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
 // sessionCookie logs alice in at the gateway site as a browser does and
@@ -20,7 +18,7 @@ import (
 // and its chunks, without the provider's or the flow's cookies.
 func sessionCookie(b *testing.B, s *server) string {
 	b.Helper()
-	browser := newBrowser(b)
+	browser := caddytest.NewBrowser(b)
 	req, err := http.NewRequest(http.MethodGet, s.gateway+"/", nil)
 	if err != nil {
 		b.Fatal(err)
@@ -35,7 +33,7 @@ func sessionCookie(b *testing.B, s *server) string {
 		b.Fatalf("gateway redirected to %s, want the provider at %s", authURL, s.issuer)
 	}
 
-	cb := authorize(b, s, browser, authURL.String())
+	cb := authorize(b, browser, authURL.String())
 	if got := cb.Scheme + "://" + cb.Host + cb.Path; got != s.gateway+"/oauth2/callback" {
 		b.Fatalf("provider redirected to %s, want the gateway's callback", got)
 	}
@@ -100,7 +98,7 @@ func accessToken(b *testing.B, s *server) string {
 	const state = "state-bench"
 	verifier := oauth2.GenerateVerifier()
 	authURL := conf.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("nonce", "nonce-bench"))
-	cb := authorize(b, s, newBrowser(b), authURL)
+	cb := authorize(b, caddytest.NewBrowser(b), authURL)
 	q := cb.Query()
 	if q.Get("state") != state || q.Get("code") == "" {
 		b.Fatalf("redirect query %q: want state %q and a code", cb.RawQuery, state)
@@ -118,7 +116,7 @@ func accessToken(b *testing.B, s *server) string {
 // authorize follows an authorization request through the login page,
 // logging alice in, and returns the redirect back to the client without
 // following it.
-func authorize(b *testing.B, s *server, browser *http.Client, authURL string) *url.URL {
+func authorize(b *testing.B, browser *http.Client, authURL string) *url.URL {
 	b.Helper()
 	resp := get(b, browser, authURL)
 	next, err := resp.Location()
@@ -128,56 +126,7 @@ func authorize(b *testing.B, s *server, browser *http.Client, authURL string) *u
 	if next.Path != "/account/login" {
 		return next // already logged in: straight back with a code
 	}
-	resp = get(b, browser, next.String())
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("login page: status %d:\n%s", resp.StatusCode, resp.body)
-	}
-	page := string(resp.body)
-	form := url.Values{
-		"csrf_token": {hiddenInput(b, page, "csrf_token")},
-		"request":    {hiddenInput(b, page, "request")},
-		"username":   {"alice"},
-		"password":   {password},
-	}
-	req, err := http.NewRequest(http.MethodPost, s.issuer+"/account/login", strings.NewReader(form.Encode()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp = do(b, browser, req)
-	cb, err := resp.Location()
-	if err != nil {
-		b.Fatalf("login: status %d, no redirect:\n%s", resp.StatusCode, resp.body)
-	}
-	return cb
-}
-
-// newBrowser returns a client that keeps cookies and, so that each step
-// can be checked, does not follow redirects.
-func newBrowser(b *testing.B) *http.Client {
-	b.Helper()
-	jar, err := cookiejar.New(nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return &http.Client{
-		Jar:     jar,
-		Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-}
-
-// hiddenInput returns the value of the form input named name in page.
-func hiddenInput(b *testing.B, page, name string) string {
-	b.Helper()
-	re := regexp.MustCompile(`<input[^>]*\bname="` + regexp.QuoteMeta(name) + `"[^>]*\bvalue="([^"]*)"`)
-	m := re.FindStringSubmatch(page)
-	if m == nil {
-		b.Fatalf("login page has no input %q:\n%s", name, page)
-	}
-	return html.UnescapeString(m[1])
+	return caddytest.Login(b, browser, next, "alice", password)
 }
 
 // response is an http.Response whose body has been read.
