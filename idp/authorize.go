@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -49,6 +50,7 @@ type codeGrant struct {
 // request. A *pageError means the client or redirect URI cannot be trusted:
 // show it, never redirect. Any other error is an *Error for the redirect URI.
 func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, error) {
+	q = params(q)
 	for _, name := range []string{"client_id", "redirect_uri"} {
 		if len(q[name]) > 1 {
 			return nil, nil, &pageError{status: http.StatusBadRequest, msg: fmt.Sprintf("The parameter %s was given more than once.", name)}
@@ -67,7 +69,7 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 		// OpenID Connect Core §3.1.2.1: redirect_uri is required.
 		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The request has no redirect_uri."}
 	}
-	if !c.redirects[redirect] {
+	if !c.redirects[redirect] && !c.loopbackRedirect(redirect) {
 		// RFC 9700 §4.1.3: exact string match, no patterns, no prefixes.
 		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The redirect_uri is not registered for this client."}
 	}
@@ -76,10 +78,9 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 	if len(q["state"]) == 1 {
 		req.State = q.Get("state")
 	}
-	for name, vals := range q {
-		if len(vals) > 1 {
-			return req, c, oauthErr(ErrInvalidRequest, fmt.Sprintf("parameter %s is given more than once", name))
-		}
+	if name := repeated(q, "state", "response_type", "response_mode", "scope", "nonce", "code_challenge",
+		"code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "request", "request_uri"); name != "" {
+		return req, c, oauthErr(ErrInvalidRequest, "parameter "+name+" is given more than once")
 	}
 	if q.Has("request") {
 		return req, c, oauthErr(ErrRequestNotSupported, "request objects are not supported")
@@ -147,13 +148,35 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 		}
 	}
 	if ma := q.Get("max_age"); ma != "" {
-		n, err := strconv.Atoi(ma)
-		if err != nil || n < 0 {
+		n, err := strconv.ParseUint(ma, 10, 64)
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return req, c, oauthErr(ErrInvalidRequest, "max_age must be a non-negative integer")
 		}
-		req.MaxAge = n
+		req.MaxAge = int(min(n, maxMaxAge)) // beyond a century, it is "no limit"
 	}
 	return req, c, nil
+}
+
+// loopbackRedirect reports whether redirect is a registered loopback
+// redirect URI with another port: native apps listen on whatever port is
+// free (RFC 8252 §7.3), so only for http://127.0.0.1 and http://[::1]
+// may the port vary; all else matches exactly.
+func (c *client) loopbackRedirect(redirect string) bool {
+	key, ok := loopbackKey(redirect)
+	return ok && c.loopback[key]
+}
+
+// loopbackKey is a loopback IP redirect URI without its port.
+func loopbackKey(raw string) (string, bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.User != nil {
+		return "", false
+	}
+	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
+		return "", false
+	}
+	u.Host = u.Hostname()
+	return u.String(), true
 }
 
 // checkScopes parses a scope parameter (RFC 6749 §3.3) and checks each
@@ -192,6 +215,16 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 
 	sess := p.readSession(r)
 	needLogin := sess == nil || slices.Contains(req.Prompt, "login") || slices.Contains(req.Prompt, "select_account")
+	if hint := q.Get("id_token_hint"); hint != "" {
+		_, sub, ok := p.idTokenHint(hint)
+		if !ok {
+			p.redirectWithError(w, r, req, oauthErr(ErrInvalidRequest, "id_token_hint is not an ID token of this provider"))
+			return
+		}
+		// OpenID Connect Core §3.1.2.1: the hint names who should be
+		// logged in; someone else's session does not do.
+		needLogin = needLogin || sess.Subject != sub
+	}
 	if sess != nil && req.MaxAge >= 0 && p.now().Sub(time.Unix(sess.AuthTime, 0)) > time.Duration(req.MaxAge)*time.Second {
 		needLogin = true
 	}
@@ -262,7 +295,7 @@ func (p *Provider) redirectWithError(w http.ResponseWriter, r *http.Request, req
 	}
 	v := url.Values{"error": {e.Code}, "iss": {p.issuer}}
 	if e.Description != "" {
-		v.Set("error_description", e.Description)
+		v.Set("error_description", cleanDescription(e.Description))
 	}
 	if req.State != "" {
 		v.Set("state", req.State)
@@ -325,3 +358,6 @@ func splitScope(s string) []string {
 }
 
 const maxFormBytes = 64 << 10
+
+// maxMaxAge caps max_age so that it converts to a time.Duration.
+const maxMaxAge = 100 * 365 * 24 * 3600

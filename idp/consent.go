@@ -44,7 +44,8 @@ func consentKey(subject, clientID string) string {
 // afterLogin issues the code, or first asks for consent when the client
 // requires it and the user has not already given it for these scopes.
 func (p *Provider) afterLogin(w http.ResponseWriter, r *http.Request, req *authRequest, c *client, sess *session) {
-	if c.RequireConsent && (slices.Contains(req.Prompt, "consent") || !p.hasConsent(r.Context(), sess.Subject, c.ID, req.Scopes)) {
+	// prompt=consent asks any client's user (OpenID Connect Core §3.1.2.1).
+	if slices.Contains(req.Prompt, "consent") || c.RequireConsent && !p.hasConsent(r.Context(), sess.Subject, c.ID, req.Scopes) {
 		if slices.Contains(req.Prompt, "none") {
 			p.redirectWithError(w, r, req, oauthErr(ErrConsentRequired, "the user has not consented"))
 			return

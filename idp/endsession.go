@@ -3,7 +3,6 @@ package idp
 import (
 	"net/http"
 	"net/url"
-	"slices"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -20,7 +19,7 @@ func (p *Provider) serveEndSession(w http.ResponseWriter, r *http.Request) {
 	}
 	clientID := q.Get("client_id")
 	if hint := q.Get("id_token_hint"); hint != "" {
-		aud, ok := p.idTokenAudience(hint)
+		aud, _, ok := p.idTokenHint(hint)
 		if !ok {
 			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "The id_token_hint was not issued by this provider."})
 			return
@@ -52,27 +51,27 @@ func (p *Provider) serveEndSession(w http.ResponseWriter, r *http.Request) {
 	p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
 }
 
-// idTokenAudience returns the client an ID token of ours was issued to. The
-// hint may have expired (RP-Initiated Logout §2): only the signature and
-// issuer are checked.
-func (p *Provider) idTokenAudience(raw string) (string, bool) {
+// idTokenHint returns the client and subject of an ID token of ours. The
+// hint may have expired (OpenID Connect Core §3.1.2.1, RP-Initiated Logout
+// §2): only the signature, issuer and kind are checked.
+func (p *Provider) idTokenHint(raw string) (aud, sub string, ok bool) {
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
 	if err != nil || len(tok.Headers) != 1 {
-		return "", false
+		return "", "", false
 	}
 	keys := p.verifyKey.Key(tok.Headers[0].KeyID)
 	if len(keys) == 0 || keys[0].Algorithm != tok.Headers[0].Algorithm {
-		return "", false
+		return "", "", false
 	}
 	var c jwt.Claims
-	if err := tok.Claims(keys[0].Key, &c); err != nil || c.Issuer != p.issuer || len(c.Audience) != 1 {
-		return "", false
+	if err := tok.Claims(keys[0].Key, &c); err != nil || c.Issuer != p.issuer || len(c.Audience) != 1 || c.Subject == "" {
+		return "", "", false
 	}
 	if typ, _ := tok.Headers[0].ExtraHeaders[jose.HeaderType].(string); typ == accessTokenType {
-		return "", false
+		return "", "", false
 	}
-	if !slices.ContainsFunc(c.Audience, func(a string) bool { return p.clients[a] != nil }) {
-		return "", false
+	if p.clients[c.Audience[0]] == nil {
+		return "", "", false
 	}
-	return c.Audience[0], true
+	return c.Audience[0], c.Subject, true
 }

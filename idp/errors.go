@@ -3,6 +3,7 @@ package idp
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 )
 
 // OAuth 2.0 and OpenID Connect error codes (RFC 6749 §4.1.2.1 and §5.2,
@@ -48,9 +49,52 @@ func (e *Error) Unwrap() error { return e.Cause }
 
 func oauthErr(code, description string) *Error { return &Error{Code: code, Description: description} }
 
+// cleanDescription keeps an error_description within the characters RFC
+// 6749 §5.2 allows (%x20-21 / %x23-5B / %x5D-7E): others, such as quotes
+// or non-ASCII echoed from a request, become '?'.
+func cleanDescription(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
+}
+
+// params returns the request's parameters with those sent without a value
+// removed: RFC 6749 §3.1 treats them as omitted.
+func params(q url.Values) url.Values {
+	out := make(url.Values, len(q))
+	for name, vals := range q {
+		var kept []string
+		for _, v := range vals {
+			if v != "" {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) > 0 {
+			out[name] = kept
+		}
+	}
+	return out
+}
+
+// repeated returns the first of names given more than once in q, or "".
+// Only the parameters a request defines are checked: unknown ones are
+// ignored (RFC 6749 §3.1), and some extensions may repeat.
+func repeated(q url.Values, names ...string) string {
+	for _, n := range names {
+		if len(q[n]) > 1 {
+			return n
+		}
+	}
+	return ""
+}
+
 // writeError writes e as the JSON error response of RFC 6749 §5.2.
 func writeError(w http.ResponseWriter, status int, e *Error) {
-	writeJSON(w, status, e)
+	writeJSON(w, status, &Error{Code: e.Code, Description: cleanDescription(e.Description)})
 }
 
 // writeJSON writes v with the headers every token-bearing response needs

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"html"
 	"io"
 	"net/http"
@@ -282,3 +283,5 @@ func resolve(base, loc string) string {
 	l, _ := url.Parse(loc)
 	return b.ResolveReference(l).String()
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

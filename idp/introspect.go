@@ -43,6 +43,12 @@ func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 			p.tokenError(w, r, oe)
 			return
 		}
+		if c.Public {
+			// RFC 7662 §2.1: the caller must be authenticated; a public
+			// client has nothing to authenticate with.
+			p.tokenError(w, r, &Error{Code: ErrInvalidClient, Description: "a public client may not introspect"})
+			return
+		}
 	}
 	token := t.get("token")
 	if token == "" {

@@ -102,6 +102,7 @@ type Provider struct {
 type client struct {
 	Client
 	redirects    map[string]bool
+	loopback     map[string]bool // loopback IP redirect URIs without their port
 	postLogout   map[string]bool
 	claimsPrefix string
 	scopes       map[string]bool
@@ -258,6 +259,9 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		return nil, errors.New("a public client must use PKCE with S256")
 	case c.Public && c.AllowClientCredentials:
 		return nil, errors.New("a public client cannot use client_credentials")
+	case c.Public && c.RefreshTokenUsage == RefreshReuse:
+		// RFC 9700 §4.14.2: a public client's refresh tokens must rotate.
+		return nil, errors.New("a public client's refresh tokens must be one_time")
 	case !c.Public && c.Secret == "" && c.SecretHash == "":
 		return nil, errors.New("a secret or secret hash is required")
 	case c.Secret != "" && c.SecretHash != "":
@@ -265,12 +269,15 @@ func (p *Provider) newClient(c Client) (*client, error) {
 	case len(c.RedirectURIs) == 0 && !c.AllowClientCredentials && !c.AllowPasswordGrant:
 		return nil, errors.New("at least one redirect URI is required")
 	}
-	cl := &client{Client: c, redirects: make(map[string]bool), postLogout: make(map[string]bool), scopes: make(map[string]bool)}
+	cl := &client{Client: c, redirects: make(map[string]bool), loopback: make(map[string]bool), postLogout: make(map[string]bool), scopes: make(map[string]bool)}
 	for _, u := range c.RedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
 			return nil, fmt.Errorf("redirect URI %q %w", u, err)
 		}
 		cl.redirects[u] = true
+		if key, ok := loopbackKey(u); ok {
+			cl.loopback[key] = true
+		}
 	}
 	for _, u := range c.PostLogoutRedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
@@ -386,6 +393,10 @@ func (p *Provider) setCookieKeys(pairs [][2][]byte) error {
 		}
 		sc := securecookie.New(pair[0], pair[1])
 		sc.MaxAge(int(p.sessionTTL / time.Second))
+		// A sealed authorization request carries the client's state and
+		// nonce, which RFC 6749 does not bound: no length cap here, the
+		// request size limits bound it instead.
+		sc.MaxLength(0)
 		sc.SetSerializer(securecookie.JSONEncoder{})
 		p.cookieSet = append(p.cookieSet, sc)
 	}

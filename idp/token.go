@@ -56,11 +56,10 @@ func parseTokenRequest(r *http.Request) (*tokenRequest, *Error) {
 	if err := r.ParseForm(); err != nil {
 		return nil, oauthErr(ErrInvalidRequest, "the body could not be parsed")
 	}
-	t := &tokenRequest{form: r.PostForm}
-	for name, vals := range t.form {
-		if len(vals) > 1 {
-			return nil, oauthErr(ErrInvalidRequest, fmt.Sprintf("parameter %s is given more than once", name))
-		}
+	t := &tokenRequest{form: params(r.PostForm)}
+	if name := repeated(t.form, "grant_type", "code", "redirect_uri", "code_verifier", "client_id", "client_secret",
+		"refresh_token", "scope", "username", "password", "token", "token_type_hint"); name != "" {
+		return nil, oauthErr(ErrInvalidRequest, "parameter "+name+" is given more than once")
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, cred, _ := strings.Cut(h, " ")

@@ -20,7 +20,7 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		p.bearerError(w, r, http.StatusBadRequest, e)
 		return
 	}
-	if raw == "" {
+	if raw == "" || raw == notBearer {
 		// RFC 6750 §3.1: no error code when the request carried no token.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+p.issuer+`"`)
 		w.Header().Set("Cache-Control", "no-store")
@@ -72,6 +72,9 @@ func (p *Provider) isRevoked(r *http.Request, c *accessClaims) (bool, error) {
 	return false, nil
 }
 
+// notBearer marks an Authorization header of another scheme.
+const notBearer = "\x00not bearer"
+
 // bearerToken returns the access token from the Authorization header or,
 // for a form POST, the access_token body parameter (RFC 6750 §2.1, §2.2);
 // a request may use only one of them.
@@ -79,8 +82,13 @@ func bearerToken(w http.ResponseWriter, r *http.Request) (string, *Error) {
 	var token string
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, cred, _ := strings.Cut(h, " ")
-		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(cred) == "" {
-			return "", oauthErr(ErrInvalidRequest, "the Authorization header must use the Bearer scheme")
+		if !strings.EqualFold(scheme, "Bearer") {
+			// RFC 6750 §3.1: another scheme is no token of ours; the
+			// answer is the bare challenge.
+			return notBearer, nil
+		}
+		if strings.TrimSpace(cred) == "" {
+			return "", oauthErr(ErrInvalidRequest, "the Bearer credentials are empty")
 		}
 		token = strings.TrimSpace(cred)
 	}
@@ -106,6 +114,6 @@ func (p *Provider) bearerError(w http.ResponseWriter, r *http.Request, status in
 	if e.Cause != nil {
 		p.log.InfoContext(r.Context(), "bearer token refused", "error_code", e.Code, "error", e.Cause)
 	}
-	w.Header().Set("WWW-Authenticate", `Bearer realm="`+p.issuer+`", error="`+e.Code+`", error_description="`+e.Description+`"`)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="`+p.issuer+`", error="`+e.Code+`", error_description="`+cleanDescription(e.Description)+`"`)
 	writeError(w, status, e)
 }

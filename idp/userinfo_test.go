@@ -111,7 +111,7 @@ func TestUserinfo(t *testing.T) {
 			r, _ := http.NewRequest(http.MethodGet, ts.URL+"/connect/userinfo", nil)
 			r.SetBasicAuth("a", "b")
 			return r
-		}, wantStatus: 400, wantAuth: `error="invalid_request"`},
+		}, wantStatus: 401, wantAuth: `Bearer realm=`},
 		{name: "DELETE", req: func() *http.Request { return bearer(ts, http.MethodDelete, access) }, wantStatus: 405},
 	}
 	for _, tt := range tests {
@@ -123,6 +123,11 @@ func TestUserinfo(t *testing.T) {
 			body := readBody(t, resp)
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.wantStatus, body)
+			}
+			if tt.name == "basic scheme" || tt.name == "no token" {
+				if h := resp.Header.Get("WWW-Authenticate"); strings.Contains(h, "error=") {
+					t.Errorf("WWW-Authenticate = %q: no error code for a request without a Bearer token (RFC 6750 §3.1)", h)
+				}
 			}
 			if !strings.Contains(resp.Header.Get("WWW-Authenticate"), tt.wantAuth) {
 				t.Errorf("WWW-Authenticate = %q, want it to contain %q", resp.Header.Get("WWW-Authenticate"), tt.wantAuth)
