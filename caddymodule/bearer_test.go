@@ -66,8 +66,13 @@ func issuedToken(t *testing.T, gw *gwServer, op *opServer, scope string) string 
 // or confused issuer would), to test each check separately.
 func forge(t *testing.T, claims map[string]any) string {
 	t.Helper()
+	return forgeTyped(t, "at+jwt", claims)
+}
+
+func forgeTyped(t *testing.T, typ string, claims map[string]any) string {
+	t.Helper()
 	k := gwKeys[0]
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: k.Key, KeyID: k.ID}}, (&jose.SignerOptions{}).WithType("at+jwt"))
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: k.Key, KeyID: k.ID}}, (&jose.SignerOptions{}).WithType(jose.ContentType(typ)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,5 +239,71 @@ func TestGatewayIntrospect(t *testing.T) {
 	}
 	if st := call(local); st != 200 {
 		t.Fatalf("local-only gateway: %d; it checks JWTs locally, so a revoked token passes until it expires", st)
+	}
+}
+
+// TestGatewayBearerLetter: an ID token is no access token; a preflight
+// passes without identity; another scheme gets the bare challenge.
+func TestGatewayBearerLetter(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-app"} })
+	now := time.Now()
+	idToken := forgeTyped(t, "JWT", map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-app", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "nonce": "n", "at_hash": "x"})
+	do := func(method string, h map[string]string) (*http.Response, map[string]any) {
+		req, _ := http.NewRequest(method, gw.URL+"/api", nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var echo map[string]any
+		json.NewDecoder(resp.Body).Decode(&echo)
+		return resp, echo
+	}
+	if resp, _ := do(http.MethodGet, map[string]string{"Authorization": "Bearer " + idToken}); resp.StatusCode != 401 {
+		t.Errorf("an ID token as bearer token: %d, want 401", resp.StatusCode)
+	}
+	plainJWT := forgeTyped(t, "JWT", map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-app", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()})
+	if resp, _ := do(http.MethodGet, map[string]string{"Authorization": "Bearer " + plainJWT}); resp.StatusCode != 200 {
+		t.Errorf("an access token typed JWT, as many providers make them: %d, want 200", resp.StatusCode)
+	}
+	resp, _ := do(http.MethodGet, map[string]string{"Authorization": "Basic Zm9vOmJhcg=="})
+	if h := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || strings.Contains(h, "error=") || !strings.HasPrefix(h, "Bearer") {
+		t.Errorf("Basic credentials: %d %q, want 401 with a bare Bearer challenge", resp.StatusCode, h)
+	}
+	resp, echo := do(http.MethodOptions, map[string]string{"Origin": "http://spa.test", "Access-Control-Request-Method": "GET", "X-Auth-Request-User": "attacker"})
+	if resp.StatusCode != 200 || echoHeader(echo, "X-Auth-Request-User") != "" {
+		t.Errorf("preflight: %d, upstream saw %v; want it passed on without identity", resp.StatusCode, echo["headers"])
+	}
+}
+
+func TestGatewaySignOutRevokes(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.Scopes = []string{"openid", "profile", "email", "offline_access"} })
+	u := newUser(t, gw, op)
+	u.signIn("/")
+	raw := ""
+	gwURL, _ := url.Parse("http://gw.test/")
+	for _, c := range u.jar.Cookies(gwURL) {
+		if c.Name == "authgate" {
+			raw = c.Value
+		}
+	}
+	var s session
+	if err := gw.gw.codec.decode("authgate", raw, &s); err != nil || s.RefreshToken == "" {
+		t.Fatalf("session: %v, refresh token %q", err, s.RefreshToken)
+	}
+	u.get("http://gw.test/oauth2/sign_out", nil)
+	resp, err := http.PostForm(op.URL+"/connect/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.RefreshToken},
+		"client_id": {"demo-app"}, "client_secret": {"demo-app-secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("refresh with the signed-out session's token: %d, want 400 (revoked at sign-out)", resp.StatusCode)
 	}
 }

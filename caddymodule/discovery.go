@@ -41,6 +41,7 @@ type discovered struct {
 	endpoint      oauth2.Endpoint
 	endSession    string
 	introspection string
+	revocation    string
 	issParam      bool // authorization_response_iss_parameter_supported
 	verifierCache sync.Map
 }
@@ -93,12 +94,13 @@ func (c *oidcClient) fetch() (*discovered, error) {
 	var extra struct {
 		EndSession    string `json:"end_session_endpoint"`
 		Introspection string `json:"introspection_endpoint"`
+		Revocation    string `json:"revocation_endpoint"`
 		IssParam      bool   `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("reading discovery of %s: %w", c.issuer, err)
 	}
-	return &discovered{provider: p, endpoint: p.Endpoint(), endSession: extra.EndSession, introspection: extra.Introspection, issParam: extra.IssParam}, nil
+	return &discovered{provider: p, endpoint: p.Endpoint(), endSession: extra.EndSession, introspection: extra.Introspection, revocation: extra.Revocation, issParam: extra.IssParam}, nil
 }
 
 // verifier returns an ID token or JWT verifier for audience: signature by

@@ -130,22 +130,23 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 	http.SetCookie(w, g.cookie(r, name, "", -1)) // one use
 	retry := g.SignInPath + "?rd=" + url.QueryEscape(f.Return)
 
-	if e := q.Get("error"); e != "" {
-		msg := "The identity provider refused the sign-in (" + e + ")."
-		if desc := q.Get("error_description"); desc != "" {
-			msg += " " + desc
-		}
-		writePage(w, http.StatusForbidden, "Sign-in refused", msg, retry, "Try again")
-		return nil
-	}
 	d, err := g.oidc.get()
 	if err != nil {
 		g.providerDown(w, r, err)
 		return nil
 	}
 	if iss := q.Get("iss"); iss != "" && iss != g.Issuer || iss == "" && d.issParam {
-		// RFC 9207 §2.4: a response from another issuer is a mix-up attack.
+		// RFC 9207 §2.4: a response, error responses included, from
+		// another issuer is a mix-up attack.
 		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response came from another issuer.", retry, "Try again")
+		return nil
+	}
+	if e := q.Get("error"); e != "" {
+		msg := "The identity provider refused the sign-in (" + e + ")."
+		if desc := q.Get("error_description"); desc != "" {
+			msg += " " + desc
+		}
+		writePage(w, http.StatusForbidden, "Sign-in refused", msg, retry, "Try again")
 		return nil
 	}
 	code := q.Get("code")
@@ -157,7 +158,11 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 	tok, err := conf.Exchange(g.oidc.ctx, code, oauth2.VerifierOption(f.Verifier))
 	if err != nil {
 		g.logger.Warn("exchanging authorization code", zap.String("issuer", g.Issuer), zap.Error(redactOAuthError(err)))
-		writePage(w, http.StatusBadGateway, "Sign-in failed", "The identity provider did not accept the sign-in. Please try again.", retry, "Try again")
+		status := http.StatusBadGateway // the provider failed
+		if isOAuthRefusal(err) {
+			status = http.StatusBadRequest // the provider refused the code the browser brought
+		}
+		writePage(w, status, "Sign-in failed", "The identity provider did not accept the sign-in. Please try again.", retry, "Try again")
 		return nil
 	}
 	s, err := g.sessionFromToken(d, tok, nil, f.Nonce)
@@ -230,22 +235,31 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 // serveSignOut clears the session and signs out at the provider when it
 // offers an end_session_endpoint.
 func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
-	var idToken string
+	var idToken, refreshToken string
 	if raw := readSessionCookie(r, g.cookieName); raw != "" {
 		var s session
 		if g.codec.decode(g.cookieName, raw, &s) == nil {
-			idToken = s.IDToken
+			idToken, refreshToken = s.IDToken, s.RefreshToken
 		}
 		g.cache.remove(raw)
 	}
 	g.clearSessionCookies(w, r)
+	d, derr := g.oidc.get()
+	if derr == nil && refreshToken != "" && d.revocation != "" {
+		// A copy of the cookie must not go on refreshing: revoke its
+		// refresh token (RFC 7009), which with the bundled provider also
+		// ends the access tokens of that login.
+		if err := g.revoke(d, refreshToken); err != nil {
+			g.logger.Warn("revoking the refresh token at sign-out", zap.Error(err))
+		}
+	}
 
 	after := g.PostLogoutRedirect
 	if strings.HasPrefix(after, "/") {
 		after = requestOrigin(r) + after
 	}
 	target := after
-	if d, err := g.oidc.get(); err == nil && d.endSession != "" {
+	if derr == nil && d.endSession != "" {
 		v := url.Values{"post_logout_redirect_uri": {after}, "client_id": {g.ClientID}}
 		if idToken != "" {
 			v.Set("id_token_hint", idToken)

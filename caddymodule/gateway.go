@@ -353,6 +353,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" && r.Header.Get("Origin") != "" {
+		// A CORS preflight carries no credentials, by the Fetch standard:
+		// it goes on for the upstream (or a later handler) to answer, but
+		// never with identity headers.
+		g.strip.strip(r.Header)
+		g.stripOwnCookies(r)
+		return next.ServeHTTP(w, r)
+	}
+
 	var id *identity
 	if g.acceptBearer {
 		var ok bool

@@ -577,25 +577,38 @@ func TestGatewayCallbackErrors(t *testing.T) {
 	op := newOP(t, nil)
 	gw := newGateway(t, op, nil)
 	u := newUser(t, gw, op)
-	resp, _ := u.get("http://gw.test/private", nil)
-	authURL, _ := url.Parse(resp.Header.Get("Location"))
-	state := authURL.Query().Get("state")
+	// newState starts a login and returns its state.
+	newState := func() string {
+		resp, _ := u.get("http://gw.test/private", nil)
+		authURL, _ := url.Parse(resp.Header.Get("Location"))
+		return authURL.Query().Get("state")
+	}
+	iss := "&iss=" + url.QueryEscape(op.URL)
 	tests := []struct {
-		name, query string
-		want        int
+		name  string
+		query func() string
+		want  int
+		text  string
 	}{
-		{"no state", "code=x", http.StatusBadRequest},
-		{"unknown state", "code=x&state=nope", http.StatusBadRequest},
-		{"provider error", "error=access_denied&state=" + state, http.StatusForbidden},
+		{"no state", func() string { return "code=x" }, http.StatusBadRequest, "no state"},
+		{"unknown state", func() string { return "code=x&state=nope" + iss }, http.StatusBadRequest, "expired"},
+		{"error from another issuer", func() string {
+			return "error=access_denied&iss=https%3A%2F%2Fevil.example&state=" + newState()
+		}, http.StatusBadRequest, "another issuer"},
+		{"error without iss", func() string { return "error=access_denied&state=" + newState() }, http.StatusBadRequest, "another issuer"},
+		{"provider error", func() string { return "error=access_denied" + iss + "&state=" + newState() }, http.StatusForbidden, "access_denied"},
+		{"forged code", func() string { return "code=forged" + iss + "&state=" + newState() }, http.StatusBadRequest, "did not accept"},
 	}
 	for _, tt := range tests {
-		resp, body := u.get("http://gw.test/oauth2/callback?"+tt.query, nil)
-		if resp.StatusCode != tt.want || resp.Header.Get("Location") != "" || !strings.Contains(body, "<h1>") {
-			t.Errorf("%s: status %d, want %d page: %s", tt.name, resp.StatusCode, tt.want, body)
+		resp, body := u.get("http://gw.test/oauth2/callback?"+tt.query(), nil)
+		if resp.StatusCode != tt.want || resp.Header.Get("Location") != "" || !strings.Contains(body, tt.text) {
+			t.Errorf("%s: status %d, want %d page saying %q: %s", tt.name, resp.StatusCode, tt.want, tt.text, body)
 		}
 	}
-	// The state was used up by the error: replaying it fails.
-	if resp, _ := u.get("http://gw.test/oauth2/callback?code=x&state="+state, nil); resp.StatusCode != http.StatusBadRequest {
+	// A state is used once: replaying it fails.
+	state := newState()
+	u.get("http://gw.test/oauth2/callback?error=access_denied"+iss+"&state="+state, nil)
+	if resp, body := u.get("http://gw.test/oauth2/callback?code=x"+iss+"&state="+state, nil); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "expired") {
 		t.Errorf("replayed state: %d", resp.StatusCode)
 	}
 }

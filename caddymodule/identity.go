@@ -3,6 +3,8 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -148,7 +150,8 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		if g.acceptCookie {
 			return nil, true // not ours: maybe the upstream's own scheme
 		}
-		g.unauthenticated(w, r, "invalid_request")
+		// RFC 6750 §3.1: no bearer token at all gets the bare challenge.
+		g.unauthenticated(w, r, "")
 		return nil, false
 	}
 	now := time.Now()
@@ -163,6 +166,9 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	idt, err := d.verifier("").Verify(g.oidc.ctx, token)
 	if err == nil && !slices.ContainsFunc(idt.Audience, func(a string) bool { return slices.Contains(g.Audience, a) }) {
 		err = errWrongAudience
+	}
+	if err == nil && !isAccessToken(token) {
+		err = errNotAccessToken
 	}
 	if err != nil {
 		if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
@@ -198,6 +204,36 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	}
 	g.bearerCache.put(id)
 	return id, true
+}
+
+var errNotAccessToken = errors.New("token is an ID token, not an access token")
+
+// isAccessToken tells an access token from an ID token (RFC 8725 §3.11):
+// typ at+jwt (RFC 9068 §2.1) is an access token; any other typ is one
+// unless it has claims only ID tokens carry. Providers that do not follow
+// RFC 9068 mark access tokens typ JWT too, so typ alone cannot decide.
+func isAccessToken(token string) bool {
+	head, rest, _ := strings.Cut(token, ".")
+	payload, _, _ := strings.Cut(rest, ".")
+	var h struct {
+		Typ string `json:"typ"`
+	}
+	if b, err := base64.RawURLEncoding.DecodeString(head); err == nil && json.Unmarshal(b, &h) == nil {
+		if typ := strings.ToLower(h.Typ); typ == "at+jwt" || typ == "application/at+jwt" {
+			return true
+		}
+	}
+	var c map[string]json.RawMessage
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil || json.Unmarshal(b, &c) != nil {
+		return false
+	}
+	for _, idOnly := range []string{"nonce", "at_hash", "c_hash"} {
+		if _, ok := c[idOnly]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 // isNavigation tells a browser navigation, which may be redirected to log

@@ -15,15 +15,7 @@ func (g *Gateway) introspect(d *discovered, token string) (bool, error) {
 	if d.introspection == "" {
 		return false, errors.New("the provider advertises no introspection_endpoint")
 	}
-	req, err := http.NewRequestWithContext(g.oidc.ctx, http.MethodPost, d.introspection,
-		strings.NewReader(url.Values{"token": {token}, "token_type_hint": {"access_token"}}.Encode()))
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	req.SetBasicAuth(url.QueryEscape(g.ClientID), url.QueryEscape(g.ClientSecret))
-	resp, err := g.oidc.http.Do(req)
+	resp, err := g.postForm(d.introspection, url.Values{"token": {token}, "token_type_hint": {"access_token"}})
 	if err != nil {
 		return false, fmt.Errorf("introspecting token: %w", err)
 	}
@@ -38,4 +30,31 @@ func (g *Gateway) introspect(d *discovered, token string) (bool, error) {
 		return false, fmt.Errorf("reading introspection answer: %w", err)
 	}
 	return out.Active, nil
+}
+
+// revoke revokes a refresh token at the provider (RFC 7009 §2).
+func (g *Gateway) revoke(d *discovered, token string) error {
+	resp, err := g.postForm(d.revocation, url.Values{"token": {token}, "token_type_hint": {"refresh_token"}})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("revocation endpoint answered %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// postForm sends a back-channel form to the provider, authenticated as
+// this gateway's client (client_secret_basic).
+func (g *Gateway) postForm(endpoint string, form url.Values) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(g.oidc.ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	req.SetBasicAuth(url.QueryEscape(g.ClientID), url.QueryEscape(g.ClientSecret))
+	return g.oidc.http.Do(req)
 }
