@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -305,5 +306,44 @@ func TestGatewaySignOutRevokes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("refresh with the signed-out session's token: %d, want 400 (revoked at sign-out)", resp.StatusCode)
+	}
+}
+
+// TestGatewayJWKSRefetchBounded: tokens with ever new unknown kids cost at
+// most one key fetch per jwksRefetchGap, not one per request.
+func TestGatewayJWKSRefetchBounded(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
+	good := issuedToken(t, newGateway(t, op, nil), op, "openid api")
+	call := func(tok string) int {
+		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := call(good); st != 200 {
+		t.Fatalf("good token: %d", st)
+	}
+	before := op.jwksFetches.Load()
+	other, err := idp.GenerateKey(idp.RS256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		s, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: other.Key, KeyID: fmt.Sprintf("kid-%d", i)}}, (&jose.SignerOptions{}).WithType("at+jwt"))
+		tok, _ := jwt.Signed(s).Claims(map[string]any{"iss": op.URL, "sub": "x", "aud": "demo-api", "exp": time.Now().Add(time.Hour).Unix()}).Serialize()
+		if st := call(tok); st != 401 {
+			t.Fatalf("forged kid %d: %d", i, st)
+		}
+	}
+	if n := op.jwksFetches.Load() - before; n > 1 {
+		t.Fatalf("20 unknown kids caused %d key fetches, want at most 1", n)
+	}
+	if st := call(good); st != 200 {
+		t.Fatalf("good token after the forged ones: %d", st)
 	}
 }

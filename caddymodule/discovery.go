@@ -43,6 +43,8 @@ type discovered struct {
 	introspection string
 	revocation    string
 	issParam      bool // authorization_response_iss_parameter_supported
+	keys          *keySet
+	issuer        string // as configured; go-oidc checked discovery says the same
 	verifierCache sync.Map
 }
 
@@ -92,6 +94,7 @@ func (c *oidcClient) fetch() (*discovered, error) {
 		return nil, fmt.Errorf("discovering %s: %w", c.issuer, err)
 	}
 	var extra struct {
+		JWKS          string `json:"jwks_uri"`
 		EndSession    string `json:"end_session_endpoint"`
 		Introspection string `json:"introspection_endpoint"`
 		Revocation    string `json:"revocation_endpoint"`
@@ -100,7 +103,13 @@ func (c *oidcClient) fetch() (*discovered, error) {
 	if err := p.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("reading discovery of %s: %w", c.issuer, err)
 	}
-	return &discovered{provider: p, endpoint: p.Endpoint(), endSession: extra.EndSession, introspection: extra.Introspection, revocation: extra.Revocation, issParam: extra.IssParam}, nil
+	if extra.JWKS == "" {
+		return nil, fmt.Errorf("discovery of %s has no jwks_uri", c.issuer)
+	}
+	return &discovered{
+		provider: p, endpoint: p.Endpoint(), endSession: extra.EndSession, introspection: extra.Introspection,
+		revocation: extra.Revocation, issParam: extra.IssParam, keys: &keySet{url: extra.JWKS, http: c.http}, issuer: c.issuer,
+	}, nil
 }
 
 // verifier returns an ID token or JWT verifier for audience: signature by
@@ -110,7 +119,7 @@ func (d *discovered) verifier(audience string) *oidc.IDTokenVerifier {
 	if v, ok := d.verifierCache.Load(audience); ok {
 		return v.(*oidc.IDTokenVerifier)
 	}
-	v := d.provider.Verifier(&oidc.Config{
+	v := oidc.NewVerifier(d.issuer, d.keys, &oidc.Config{
 		ClientID:             audience,
 		SkipClientIDCheck:    audience == "",
 		SupportedSigningAlgs: []string{oidc.RS256, oidc.ES256},

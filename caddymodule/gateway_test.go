@@ -37,7 +37,8 @@ var (
 // requests by grant type.
 type opServer struct {
 	*httptest.Server
-	refreshes atomic.Int32
+	refreshes   atomic.Int32
+	jwksFetches atomic.Int32
 }
 
 func newOP(t testing.TB, edit func(*idp.Config)) *opServer {
@@ -56,6 +57,9 @@ func newOP(t testing.TB, edit func(*idp.Config)) *opServer {
 	op := &opServer{}
 	var h http.Handler
 	op.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration/jwks" {
+			op.jwksFetches.Add(1)
+		}
 		if r.URL.Path == "/connect/token" {
 			r.ParseForm()
 			if r.PostForm.Get("grant_type") == "refresh_token" {
