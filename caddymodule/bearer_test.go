@@ -63,6 +63,20 @@ func issuedToken(t *testing.T, gw *gwServer, op *opServer, scope string) string 
 	return out.AccessToken
 }
 
+// bearerStatus sends GET /api to gw with a bearer token and returns the
+// status.
+func bearerStatus(t *testing.T, gw *gwServer, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // forge signs claims with the provider's own RS256 key (as a compromised
 // or confused issuer would), to test each check separately.
 func forge(t *testing.T, claims map[string]any) string {
@@ -151,16 +165,7 @@ func TestGatewayBearer(t *testing.T) {
 	}
 	// A cached token stops working when it expires.
 	short := with("exp", time.Now().Add(1500*time.Millisecond).Unix())
-	call := func() int {
-		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
-		req.Header.Set("Authorization", "Bearer "+short)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	call := func() int { return bearerStatus(t, gw, short) }
 	if st := call(); st != 200 {
 		t.Fatalf("short-lived token: %d", st)
 	}
@@ -213,16 +218,7 @@ func TestGatewayIntrospect(t *testing.T) {
 		g.IntrospectCache = caddy.Duration(300 * time.Millisecond)
 	})
 	tok := issuedToken(t, newGateway(t, op, nil), op, "openid api")
-	call := func(gw *gwServer) int {
-		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	call := func(gw *gwServer) int { return bearerStatus(t, gw, tok) }
 	if a, b := call(local), call(checked); a != 200 || b != 200 {
 		t.Fatalf("before revocation: local %d, introspecting %d", a, b)
 	}
@@ -315,16 +311,7 @@ func TestGatewayJWKSRefetchBounded(t *testing.T) {
 	op := newOP(t, nil)
 	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
 	good := issuedToken(t, newGateway(t, op, nil), op, "openid api")
-	call := func(tok string) int {
-		req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	call := func(tok string) int { return bearerStatus(t, gw, tok) }
 	if st := call(good); st != 200 {
 		t.Fatalf("good token: %d", st)
 	}
