@@ -55,7 +55,7 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 // It is good until the access token enters its refresh window.
 func (g *Gateway) sessionIdentity(raw string, s *session) *identity {
 	id := g.newIdentity(s.Subject, s.userClaims())
-	id.sess, id.raw, id.token = s, raw, s.AccessToken
+	id.raw, id.token = raw, s.AccessToken
 	id.expires = time.Unix(s.Created, 0).Add(g.lifetime)
 	if s.Expiry != 0 {
 		if refreshAt := time.Unix(s.Expiry, 0).Add(-g.refreshBefore); refreshAt.Before(id.expires) {
@@ -206,7 +206,10 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	return id, true
 }
 
-var errNotAccessToken = errors.New("token is an ID token, not an access token")
+var (
+	errNotAccessToken = errors.New("token is an ID token, not an access token")
+	errWrongAudience  = errors.New("token audience is not one of the configured audiences")
+)
 
 // isAccessToken tells an access token from an ID token (RFC 8725 §3.11):
 // typ at+jwt (RFC 9068 §2.1) is an access token; any other typ is one

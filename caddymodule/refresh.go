@@ -14,8 +14,6 @@ import (
 // never sees the old one twice.
 const refreshGrace = 30 * time.Second
 
-var errWrongAudience = errors.New("token audience is not one of the configured audiences")
-
 // refreshResult is the outcome of one refresh: a new session and its
 // encoded cookie value, or an error; refused means the provider said no
 // (the session is over), as opposed to the provider being unreachable.

@@ -318,8 +318,7 @@ func isLoopbackHost(hostport string) bool {
 // user, with everything the hot path needs computed once: header values
 // and claim strings for placeholders.
 type identity struct {
-	sess    *session // nil for bearer tokens
-	token   string   // the access token, for pass_access_token
+	token   string // the access token, for pass_access_token
 	subject string
 	email   string
 	claims  map[string]any

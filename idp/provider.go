@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -441,8 +440,4 @@ func (p *Provider) randomString(n int) string {
 		panic("idp: reading randomness: " + err.Error())
 	}
 	return base64RawURL(b)
-}
-
-func containsAll(have map[string]bool, want []string) bool {
-	return !slices.ContainsFunc(want, func(s string) bool { return !have[s] })
 }
