@@ -135,7 +135,19 @@ func (p *Provider) checkPassword(username, password string) *User {
 }
 
 func (p *Provider) serveLogout(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		// A link, or a cross-site page, must not sign anyone out: GET only
+		// asks, and the session cookie (SameSite=Lax) comes with the
+		// same-site POST of the answer alone.
+		if s := p.readSession(r); s != nil {
+			p.renderMessage(w, r, http.StatusOK, "Sign out?", fmt.Sprintf("You are signed in as %s.", p.subjects[s.Subject].Username), true)
+			return
+		}
+		p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
+		return
+	case http.MethodPost:
+	default:
 		w.Header().Set("Allow", "GET, POST")
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
 		return

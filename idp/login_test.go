@@ -168,6 +168,18 @@ func TestLoginPage(t *testing.T) {
 				stolen = ck
 			}
 		}
+		// GET only asks; the session survives it.
+		resp, _ = c.Get(ts.URL + "/account/logout")
+		if body := readBody(t, resp); !strings.Contains(body, "Sign out?") || !strings.Contains(body, `method="post"`) {
+			t.Fatalf("GET /account/logout: %s", body)
+		}
+		_, ch0 := pkce("v")
+		q0 := authorizeParams(ch0)
+		q0.Set("prompt", "none")
+		resp, _ = c.Get(ts.URL + "/connect/authorize?" + q0.Encode())
+		if readBody(t, resp); !strings.Contains(resp.Header.Get("Location"), "code=") {
+			t.Fatalf("a GET of the logout page ended the session: %s", resp.Header.Get("Location"))
+		}
 		resp, _ = c.Post(ts.URL+"/account/logout", "", nil)
 		readBody(t, resp)
 		_, ch := pkce("v")
