@@ -244,7 +244,7 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 // RP-Initiated Logout §2). On failure it has answered and returns nil.
 func (p *Provider) readFrontChannel(w http.ResponseWriter, r *http.Request) url.Values {
 	switch r.Method {
-	case http.MethodGet:
+	case http.MethodGet, http.MethodHead:
 		return r.URL.Query()
 	case http.MethodPost:
 		r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
@@ -254,7 +254,7 @@ func (p *Provider) readFrontChannel(w http.ResponseWriter, r *http.Request) url.
 		}
 		return r.PostForm
 	default:
-		w.Header().Set("Allow", "GET, POST")
+		w.Header().Set("Allow", "GET, HEAD, POST")
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
 		return nil
 	}

@@ -176,3 +176,20 @@ func tokensOf(t *testing.T, body string) tokens {
 	}
 	return tk
 }
+
+func TestHeadWhereGetWorks(t *testing.T) {
+	ts := newServer(t, nil)
+	access, _ := tokensFor(t, ts, "openid")
+	for _, path := range []string{"/.well-known/openid-configuration", "/connect/userinfo", "/connect/endsession", "/account/login"} {
+		req, _ := http.NewRequest(http.MethodHead, ts.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+access)
+		resp, err := browser(t).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, resp)
+		if resp.StatusCode == http.StatusMethodNotAllowed {
+			t.Errorf("HEAD %s: 405", path)
+		}
+	}
+}

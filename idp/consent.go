@@ -90,7 +90,7 @@ func (p *Provider) serveConsent(w http.ResponseWriter, r *http.Request) {
 		}
 		raw = r.PostForm.Get("request")
 	default:
-		w.Header().Set("Allow", "GET, POST")
+		w.Header().Set("Allow", "GET, HEAD, POST")
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
 		return
 	}

@@ -39,7 +39,7 @@ func (p *Provider) serveLogin(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPost:
 		p.postLogin(w, r)
 	default:
-		w.Header().Set("Allow", "GET, POST")
+		w.Header().Set("Allow", "GET, HEAD, POST")
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
 	}
 }
@@ -148,7 +148,7 @@ func (p *Provider) serveLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	case http.MethodPost:
 	default:
-		w.Header().Set("Allow", "GET, POST")
+		w.Header().Set("Allow", "GET, HEAD, POST")
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
 		return
 	}

@@ -10,8 +10,8 @@ import (
 // serveUserinfo answers with the claims of the access token's user, as its
 // scopes release them (OpenID Connect Core §5.3).
 func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
-		w.Header().Set("Allow", "GET, POST")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, HEAD, POST")
 		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "use GET or POST"))
 		return
 	}
