@@ -1,7 +1,7 @@
 # authgate: the README's commands.
 #
 #   make run    build bin/caddy and serve the demo Caddyfile
-#   make test   install what the tests need, vet, test, fuzz every target briefly
+#   make test   install what the tests need, vet and staticcheck, test, fuzz every target briefly
 #   make bench  run the benchmarks: micro-benchmarks, then the load
 #               benchmark of the gateway against plain reverse_proxy
 #
@@ -60,8 +60,12 @@ deps:
 		(cd "$$d" && npm ci --no-audit --no-fund) || exit 1; \
 	done
 
+# staticcheck, pinned, run through the module proxy like any dependency.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 vet:
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 unit:
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
