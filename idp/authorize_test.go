@@ -153,8 +153,7 @@ func TestAuthorizeOptions(t *testing.T) {
 		q := authorizeParams(ch)
 		q.Set("login_hint", "alice@hint")
 		c := browser(t)
-		resp, _ := c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-		readBody(t, resp)
+		resp := authorize(t, ts, c, q)
 		resp, _ = c.Get(resolve(ts.URL, resp.Header.Get("Location")))
 		if b := readBody(t, resp); !strings.Contains(b, `value="alice@hint"`) {
 			t.Errorf("login page does not prefill the hint: %s", b)

@@ -28,8 +28,7 @@ func TestSpecLetter(t *testing.T) {
 		q.Set("request", "")
 		q.Set("request_uri", "")
 		q.Add("state", "")
-		resp, _ := browser(t).Get(ts.URL + "/connect/authorize?" + q.Encode())
-		readBody(t, resp)
+		resp := authorize(t, ts, browser(t), q)
 		loc := resp.Header.Get("Location")
 		if !strings.Contains(loc, "/account/login") {
 			t.Fatalf("redirected to %s; empty request, request_uri and a second empty state should be ignored", loc)
@@ -46,8 +45,7 @@ func TestSpecLetter(t *testing.T) {
 		_, ch := pkce("v")
 		q := authorizeParams(ch)
 		q["resource"] = []string{"https://a.example", "https://b.example"}
-		resp, _ := browser(t).Get(ts.URL + "/connect/authorize?" + q.Encode())
-		readBody(t, resp)
+		resp := authorize(t, ts, browser(t), q)
 		if loc := resp.Header.Get("Location"); !strings.Contains(loc, "/account/login") {
 			t.Fatalf("redirected to %s", loc)
 		}
@@ -57,8 +55,7 @@ func TestSpecLetter(t *testing.T) {
 		_, ch := pkce("v")
 		q := authorizeParams(ch)
 		q.Set("scope", `openid é"x\`)
-		resp, _ := browser(t).Get(ts.URL + "/connect/authorize?" + q.Encode())
-		readBody(t, resp)
+		resp := authorize(t, ts, browser(t), q)
 		u, _ := url.Parse(resp.Header.Get("Location"))
 		desc := u.Query().Get("error_description")
 		if u.Query().Get("error") != "invalid_scope" || strings.ContainsAny(desc, "\"\\é") {
@@ -78,8 +75,7 @@ func TestSpecLetter(t *testing.T) {
 		q := authorizeParams(ch)
 		q.Set("prompt", "none")
 		q.Set("max_age", "99999999999999999999")
-		resp, _ := c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-		readBody(t, resp)
+		resp := authorize(t, ts, c, q)
 		if loc := resp.Header.Get("Location"); !strings.Contains(loc, "code=") {
 			t.Fatalf("redirected to %s, want a code", loc)
 		}
@@ -108,8 +104,7 @@ func TestSpecLetter(t *testing.T) {
 			q := authorizeParams(ch)
 			q.Set("prompt", "none")
 			q.Set("id_token_hint", tc.hint)
-			resp, _ := tc.c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-			readBody(t, resp)
+			resp := authorize(t, ts, tc.c, q)
 			if loc := resp.Header.Get("Location"); !strings.Contains(loc, tc.want) {
 				t.Errorf("%s: redirected to %s, want %s", tc.name, loc, tc.want)
 			}
@@ -131,8 +126,7 @@ func TestSpecLetter(t *testing.T) {
 		for _, tc := range cases {
 			q := authorizeParams(ch)
 			q.Set("redirect_uri", tc.uri)
-			resp, _ := browser(t).Get(ts.URL + "/connect/authorize?" + q.Encode())
-			readBody(t, resp)
+			resp := authorize(t, ts, browser(t), q)
 			if got := resp.StatusCode == http.StatusBadRequest; got != tc.page {
 				t.Errorf("%s: status %d, error page %v, want %v", tc.uri, resp.StatusCode, got, tc.page)
 			}
@@ -145,8 +139,7 @@ func TestSpecLetter(t *testing.T) {
 		login(t, ts, c, authorizeParams(ch), "alice", testPassword)
 		q := authorizeParams(ch)
 		q.Set("prompt", "consent")
-		resp, _ := c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-		readBody(t, resp)
+		resp := authorize(t, ts, c, q)
 		if loc := resp.Header.Get("Location"); !strings.Contains(loc, "/account/consent") {
 			t.Fatalf("redirected to %s, want the consent page", loc)
 		}

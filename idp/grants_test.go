@@ -383,8 +383,7 @@ func TestConsent(t *testing.T) {
 	}
 	q := authorizeParams(ch)
 	q.Set("prompt", "none")
-	resp, _ = c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-	readBody(t, resp)
+	resp = authorize(t, ts, c, q)
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=consent_required") {
 		t.Fatalf("prompt=none without consent: %s", loc)
 	}
@@ -400,8 +399,7 @@ func TestConsent(t *testing.T) {
 	// Remembered: the next request for the same (or fewer) scopes skips the page.
 	q = authorizeParams(ch)
 	q.Set("scope", "openid email")
-	resp, _ = c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-	readBody(t, resp)
+	resp = authorize(t, ts, c, q)
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "code=") {
 		t.Fatalf("remembered consent: %s", loc)
 	}

@@ -285,3 +285,15 @@ func resolve(base, loc string) string {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+// authorize sends the authorization request q with c and returns the
+// response, its body read: the redirect to check is in its Location.
+func authorize(t testing.TB, ts *testServer, c *http.Client, q url.Values) *http.Response {
+	t.Helper()
+	resp, err := c.Get(ts.URL + "/connect/authorize?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	return resp
+}

@@ -185,8 +185,7 @@ func TestLoginPage(t *testing.T) {
 		_, ch := pkce("v")
 		q := authorizeParams(ch)
 		q.Set("prompt", "none")
-		resp, _ = c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-		readBody(t, resp)
+		resp = authorize(t, ts, c, q)
 		if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=login_required") {
 			t.Fatalf("after logout: redirected to %s, want login_required", loc)
 		}

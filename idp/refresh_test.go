@@ -118,8 +118,7 @@ func TestNoRefreshTokenWithoutOfflineAccess(t *testing.T) {
 	_, ch := pkce("v")
 	q := authorizeParams(ch)
 	q.Set("scope", "openid offline_access")
-	resp, _ := browser(t).Get(ts.URL + "/connect/authorize?" + q.Encode())
-	readBody(t, resp)
+	resp := authorize(t, ts, browser(t), q)
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=invalid_scope") {
 		t.Fatalf("offline_access for a client without it: redirected to %s, want invalid_scope", loc)
 	}
@@ -163,8 +162,7 @@ func TestEndSession(t *testing.T) {
 	}
 	q = authorizeParams(ch)
 	q.Set("prompt", "none")
-	resp, _ = c.Get(ts.URL + "/connect/authorize?" + q.Encode())
-	readBody(t, resp)
+	resp = authorize(t, ts, c, q)
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=login_required") {
 		t.Fatalf("after end session: %s, want login_required", loc)
 	}
