@@ -278,13 +278,22 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 // oauth2Config is the client configuration for one request: the redirect
 // URL is this site's, as the browser reached it.
 func (g *Gateway) oauth2Config(r *http.Request, d *discovered) *oauth2.Config {
-	return &oauth2.Config{
-		ClientID:     g.ClientID,
-		ClientSecret: g.ClientSecret,
-		Endpoint:     d.endpoint,
-		RedirectURL:  requestOrigin(r) + g.RedirectPath,
-		Scopes:       g.scopes,
+	conf := g.tokenConfig(d)
+	conf.RedirectURL = requestOrigin(r) + g.RedirectPath
+	return conf
+}
+
+// tokenConfig is the client configuration for the token endpoint. A
+// public client sends its client_id in the form and no secret (token
+// endpoint auth method "none", RFC 6749 §2.3): x/oauth2 would otherwise
+// try HTTP Basic with an empty password first, which some providers
+// refuse.
+func (g *Gateway) tokenConfig(d *discovered) *oauth2.Config {
+	endpoint := d.endpoint
+	if g.PublicClient {
+		endpoint.AuthStyle = oauth2.AuthStyleInParams
 	}
+	return &oauth2.Config{ClientID: g.ClientID, ClientSecret: g.ClientSecret, Endpoint: endpoint, Scopes: g.scopes}
 }
 
 func requestOrigin(r *http.Request) string {

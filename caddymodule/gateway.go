@@ -52,8 +52,18 @@ type Gateway struct {
 	ClientID string `json:"client_id,omitempty"`
 
 	// ClientSecret is the client secret; placeholders such as
-	// {env.CLIENT_SECRET} are resolved at start.
+	// {env.CLIENT_SECRET} are resolved at start. Required, unless
+	// PublicClient is set or Mode is bearer without Introspect: an empty
+	// secret (no option, or an unset environment variable) fails at start
+	// rather than at the first login.
 	ClientSecret string `json:"client_secret,omitempty"`
+
+	// PublicClient makes the gateway a public client that authenticates
+	// with PKCE alone: it sends its client_id and no secret to the token
+	// and revocation endpoints (token endpoint auth method "none", RFC
+	// 6749 §2.3), for a client registered as public at the provider.
+	// Default: off, a confidential client with ClientSecret.
+	PublicClient bool `json:"public_client,omitempty"`
 
 	// Scopes to request. Default: openid profile email. Add
 	// offline_access to get refresh tokens.
@@ -147,6 +157,7 @@ type Gateway struct {
 
 	introspectCache time.Duration
 	keptClaims      map[string]bool // what a session too large for its cookies keeps
+	secretGiven     bool            // client_secret was configured, before its placeholders were resolved
 }
 
 // GatewayCookie configures the gateway's cookies.
@@ -203,6 +214,7 @@ func (Gateway) CaddyModule() caddy.ModuleInfo {
 func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
 	repl := caddy.NewReplacer()
+	g.secretGiven = g.ClientSecret != ""
 	g.ClientSecret = repl.ReplaceAll(g.ClientSecret, "")
 
 	if g.RedirectPath == "" {
@@ -308,6 +320,9 @@ func (g *Gateway) Validate() error {
 	if g.Introspect && (!g.acceptBearer || g.ClientID == "" || g.ClientSecret == "") {
 		return errors.New("oidc_gateway: introspect needs mode api or bearer, client_id and client_secret")
 	}
+	if err := g.validateSecret(); err != nil {
+		return err
+	}
 	if g.acceptBearer && len(g.Audience) == 0 {
 		return fmt.Errorf("oidc_gateway: mode %s needs an audience that bearer tokens must carry", g.Mode)
 	}
@@ -338,6 +353,25 @@ func (g *Gateway) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validateSecret checks that a gateway that runs the code flow can
+// authenticate at the token endpoint: a confidential client needs a
+// secret, and an empty one would only fail at the first login, as "Sign-in
+// failed". Errors never quote the secret.
+func (g *Gateway) validateSecret() error {
+	switch {
+	case g.PublicClient && g.ClientSecret != "":
+		return errors.New("oidc_gateway: public_client sends no client_secret; remove one of them")
+	case g.PublicClient, !g.acceptCookie, g.ClientSecret != "":
+		// A public client has no secret; a bearer-only gateway has no
+		// token endpoint to call (introspect is checked above).
+		return nil
+	case g.secretGiven:
+		return errors.New("oidc_gateway: client_secret is required (empty after resolving placeholders; is the environment variable set?)")
+	default:
+		return errors.New("oidc_gateway: client_secret is required (or public_client, for a client registered at the provider as public, which authenticates with PKCE alone)")
+	}
 }
 
 // ServeHTTP handles the gateway's own paths and checks every other request.

@@ -26,6 +26,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		issuer <url>
 //		client_id <id>
 //		client_secret <secret>
+//		public_client
 //		scopes <scope...>
 //		redirect_path <path>
 //		sign_in_path <path>
@@ -142,6 +143,11 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.PassAccessToken = true
+		case "public_client":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.PublicClient = true
 		case "allow":
 			args := d.RemainingArgs()
 			var rule GatewayRule

@@ -39,6 +39,17 @@ type opServer struct {
 	*httptest.Server
 	refreshes   atomic.Int32
 	jwksFetches atomic.Int32
+
+	mu         sync.Mutex
+	clientAuth []string // per token or revocation request: "<path> <method> <client_id>"
+}
+
+// clientAuthLog returns how the token and revocation requests so far
+// authenticated their client.
+func (op *opServer) clientAuthLog() []string {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	return append([]string(nil), op.clientAuth...)
 }
 
 func newOP(t testing.TB, edit func(*idp.Config)) *opServer {
@@ -60,11 +71,20 @@ func newOP(t testing.TB, edit func(*idp.Config)) *opServer {
 		if r.URL.Path == "/.well-known/openid-configuration/jwks" {
 			op.jwksFetches.Add(1)
 		}
-		if r.URL.Path == "/connect/token" {
+		if r.URL.Path == "/connect/token" || r.URL.Path == "/connect/revocation" {
 			r.ParseForm()
 			if r.PostForm.Get("grant_type") == "refresh_token" {
 				op.refreshes.Add(1)
 			}
+			id, method := r.PostForm.Get("client_id"), "none"
+			if user, _, ok := r.BasicAuth(); ok {
+				id, method = user, "basic"
+			} else if r.PostForm.Has("client_secret") {
+				method = "post"
+			}
+			op.mu.Lock()
+			op.clientAuth = append(op.clientAuth, r.URL.Path+" "+method+" "+id)
+			op.mu.Unlock()
 		}
 		h.ServeHTTP(w, r)
 	}))

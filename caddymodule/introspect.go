@@ -47,14 +47,20 @@ func (g *Gateway) revoke(d *discovered, token string) error {
 }
 
 // postForm sends a back-channel form to the provider, authenticated as
-// this gateway's client (client_secret_basic).
+// this gateway's client: client_secret_basic, or for a public client its
+// client_id in the form (RFC 7009 §2.1).
 func (g *Gateway) postForm(endpoint string, form url.Values) (*http.Response, error) {
+	if g.PublicClient {
+		form.Set("client_id", g.ClientID)
+	}
 	req, err := http.NewRequestWithContext(g.oidc.ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	req.SetBasicAuth(url.QueryEscape(g.ClientID), url.QueryEscape(g.ClientSecret))
+	if !g.PublicClient {
+		req.SetBasicAuth(url.QueryEscape(g.ClientID), url.QueryEscape(g.ClientSecret))
+	}
 	return g.oidc.http.Do(req)
 }

@@ -73,7 +73,7 @@ func (rf *refresher) do(key string, fn func() refreshResult) refreshResult {
 
 // refreshTokens runs the refresh_token grant (RFC 6749 §6).
 func (g *Gateway) refreshTokens(d *discovered, refreshToken string) (*oauth2.Token, error) {
-	conf := &oauth2.Config{ClientID: g.ClientID, ClientSecret: g.ClientSecret, Endpoint: d.endpoint, Scopes: g.scopes}
+	conf := g.tokenConfig(d)
 	// An expired token with a refresh token makes the source refresh now.
 	src := conf.TokenSource(g.oidc.ctx, &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
 	return src.Token()

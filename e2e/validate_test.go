@@ -122,3 +122,112 @@ http://127.0.0.1:9 {
 		})
 	}
 }
+
+// TestValidateGatewaySecret: `caddy validate` refuses an oidc_gateway that
+// runs the code flow without a client secret, whether the option is missing
+// or its environment variable is unset, naming the directive and the
+// option; a public client on purpose validates.
+func TestValidateGatewaySecret(t *testing.T) {
+	t.Parallel()
+	if caddyBin == "" {
+		t.Skip("end-to-end tests do not run under -short")
+	}
+	const secretVar = "AUTHGATE_E2E_GATEWAY_SECRET"
+	tests := []struct {
+		name    string
+		gateway string // lines of the oidc_gateway block after issuer and client_id
+		wantErr bool
+		want    []string
+	}{
+		{name: "secret", gateway: "client_secret {env." + secretVar + "}"},
+		{name: "no client_secret", wantErr: true, want: []string{"oidc_gateway", "client_secret is required", "public_client"}},
+		{
+			name:    "unset environment variable",
+			gateway: "client_secret {env.AUTHGATE_E2E_UNSET_VAR}",
+			wantErr: true,
+			want:    []string{"oidc_gateway", "client_secret is required", "empty after resolving placeholders"},
+		},
+		{name: "public client", gateway: "public_client"},
+		{name: "bearer mode", gateway: "mode bearer\n\t\taudience api"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			text := fmt.Sprintf(`{
+	admin off
+	storage file_system %s
+	persist_config off
+}
+
+http://127.0.0.1:9 {
+	oidc_gateway {
+		issuer http://127.0.0.1:8
+		client_id app
+		%s
+	}
+	respond ok
+}
+`, filepath.Join(dir, "storage"), tt.gateway)
+			out, err := caddyValidate(t, dir, text, secretVar+"=gateway-secret-do-not-print")
+			switch {
+			case tt.wantErr && err == nil:
+				t.Errorf("caddy validate succeeded, want an error:\n%s", out)
+			case !tt.wantErr && err != nil:
+				t.Errorf("caddy validate: %v:\n%s", err, out)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("caddy validate's output does not name %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "gateway-secret-do-not-print") {
+				t.Errorf("caddy validate's output shows the client secret:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestValidateDemo: the demo Caddyfile validates with the environment that
+// `make run` gives it.
+func TestValidateDemo(t *testing.T) {
+	t.Parallel()
+	if caddyBin == "" {
+		t.Skip("end-to-end tests do not run under -short")
+	}
+	demo, err := os.ReadFile(filepath.Join("..", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// The demo's sites and admin endpoint as they are; storage in the test's folder.
+	text := strings.Replace(string(demo), "{\n", "{\n\tstorage file_system "+filepath.Join(dir, "storage")+"\n", 1)
+	env := []string{"DEMO_APP_SECRET=demo-app-secret", "DEMO_SERVICE_SECRET=demo-service-secret", "DEMO_API_SECRET=demo-api-secret"}
+	if out, err := caddyValidate(t, dir, text, env...); err != nil {
+		t.Errorf("caddy validate of the demo: %v:\n%s", err, out)
+	}
+}
+
+// caddyValidate runs `caddy validate` on text as the Caddyfile in dir, with
+// env added to the environment, and returns its output; err is nil when
+// it succeeded, an *exec.ExitError when it failed.
+func caddyValidate(t testing.TB, dir, text string, env ...string) (string, error) {
+	t.Helper()
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBin, "validate", "--config", config, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "xdg-config"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "xdg-data"),
+	)
+	cmd.Env = append(cmd.Env, env...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("running caddy validate: %v", err)
+	}
+	return string(out), err
+}
