@@ -113,6 +113,12 @@ type Gateway struct {
 	// rules: any logged-in user.
 	Allow []GatewayRule `json:"allow,omitempty"`
 
+	// AllowUnverifiedEmail lets email rules admit an address whatever its
+	// email_verified claim says, for providers that never send the claim
+	// (Microsoft Entra ID). Default: off, an email rule admits only an
+	// address whose email_verified is true.
+	AllowUnverifiedEmail bool `json:"allow_unverified_email,omitempty"`
+
 	// Mode is "browser" (default: navigations without a session are sent to
 	// log in, other requests get 401), "api" (never a redirect: 401; also
 	// accepts bearer tokens) or "bearer" (only Authorization: Bearer
@@ -180,7 +186,9 @@ type GatewayCookie struct {
 
 // GatewayRule is one allow rule: exactly one of Email, Group or Claim.
 type GatewayRule struct {
-	// Email is an exact address or *@domain.
+	// Email is an exact address or *@domain, compared without case. It
+	// admits only an address whose email_verified claim is true, unless
+	// the gateway's AllowUnverifiedEmail is set.
 	Email string `json:"email,omitempty"`
 	// Group must be in the groups claim.
 	Group string `json:"group,omitempty"`

@@ -47,6 +47,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		allow email <address or *@domain>
 //		allow group <group>
 //		allow claim <name> <value>
+//		allow_unverified_email
 //		mode browser|api|bearer
 //		audience <aud...>
 //		refresh_before <duration>
@@ -143,6 +144,11 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.PassAccessToken = true
+		case "allow_unverified_email":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.AllowUnverifiedEmail = true
 		case "public_client":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -292,10 +292,10 @@ func (g *Gateway) allowed(id *identity) bool {
 	for _, rule := range g.Allow {
 		switch {
 		case rule.Email != "":
-			email := strings.ToLower(id.email)
-			if verified, ok := id.claims["email_verified"].(bool); ok && !verified {
+			if !g.AllowUnverifiedEmail && !emailVerified(id.claims["email_verified"]) {
 				continue // an unverified address proves nothing
 			}
+			email := strings.ToLower(id.email)
 			want := strings.ToLower(rule.Email)
 			if domain, ok := strings.CutPrefix(want, "*@"); ok {
 				if strings.HasSuffix(email, "@"+domain) {
@@ -319,6 +319,21 @@ func (g *Gateway) allowed(id *identity) bool {
 		}
 	}
 	return false
+}
+
+// emailVerified reads an email_verified claim, failing closed: only a
+// boolean true (OpenID Connect Core §5.1) or the string "true" in any case,
+// as AWS Cognito sends it, is verified; false, a missing claim or anything
+// else is not.
+func emailVerified(v any) bool {
+	switch v := v.(type) {
+	case bool:
+		return v
+	case string:
+		return strings.EqualFold(v, "true")
+	default:
+		return false
+	}
 }
 
 // claimHas: the claim equals want, or is a list containing it.
