@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -85,7 +86,9 @@ func (g *Gateway) dropOldFlows(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		var f flowState
-		if err := g.codec.decode(g.flowPrefix, c.Value, &f); err != nil {
+		if err := g.codec.decode(g.flowPrefix, c.Value, &f); errors.Is(err, errForeignCookie) {
+			continue // another gateway's login: its own, expiring in flowLifetime
+		} else if err != nil {
 			http.SetCookie(w, g.cookie(r, c.Name, "", -1)) // undecodable: drop
 			continue
 		}
@@ -236,14 +239,19 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 // offers an end_session_endpoint.
 func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 	var idToken, refreshToken string
+	foreign := false
 	if raw := readSessionCookie(r, g.cookieName); raw != "" {
-		var s session
-		if g.codec.decode(g.cookieName, raw, &s) == nil {
+		s, err := g.openSession(raw)
+		if err == nil {
 			idToken, refreshToken = s.IDToken, s.RefreshToken
 		}
+		// Another gateway's session is not this sign-out's to end.
+		foreign = errors.Is(err, errForeignCookie)
 		g.cache.remove(raw)
 	}
-	g.clearSessionCookies(w, r)
+	if !foreign {
+		g.clearSessionCookies(w, r)
+	}
 	d, derr := g.oidc.get()
 	if derr == nil && refreshToken != "" && d.revocation != "" {
 		// A copy of the cookie must not go on refreshing: revoke its

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -99,7 +100,9 @@ type Gateway struct {
 	// decode, so a new key can be put first while old sessions stay valid.
 	// Placeholders are resolved at start. Default: one key generated on
 	// first start and kept in Caddy's storage, shared by every gateway of
-	// this Caddy (and every instance sharing the storage).
+	// this Caddy (and every instance sharing the storage). Either way the
+	// cookie keys are derived from it with the Issuer and ClientID, so
+	// only gateways of the same issuer and client_id share a login.
 	SessionKeys []string `json:"session_keys,omitempty"`
 
 	// Headers maps upstream header names to ID token claims, in addition
@@ -163,13 +166,18 @@ type Gateway struct {
 
 	introspectCache time.Duration
 	keptClaims      map[string]bool // what a session too large for its cookies keeps
+	binding         string          // sessionBinding of Issuer and ClientID
+	foreignCookie   *sync.Once      // warns once that another gateway's cookie came here
 	secretGiven     bool            // client_secret was configured, before its placeholders were resolved
 }
 
 // GatewayCookie configures the gateway's cookies.
 type GatewayCookie struct {
 	// Name of the session cookie; chunks are <name>_1, <name>_2, ... and
-	// login flow cookies <name>_flow_<id>. Default: authgate.
+	// login flow cookies <name>_flow_<id>. Default: authgate. Gateways of
+	// different issuers or client_ids on one host need names of their
+	// own: they ignore each other's cookies but leave them alone, so with
+	// one name each login replaces the other's.
 	Name string `json:"name,omitempty"`
 	// Domain of the cookies. Default: none (this host only).
 	Domain string `json:"domain,omitempty"`
@@ -297,8 +305,13 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		}
 		secrets = append(secrets, string(data))
 	}
+	// Keys and sessions are bound to the issuer and client_id: a login is
+	// shared by the gateways of one client at one provider, never by the
+	// others, whatever session keys they have.
+	g.binding = sessionBinding(g.Issuer, g.ClientID)
+	g.foreignCookie = new(sync.Once)
 	var err error
-	if g.codec, err = newSessionCodec(secrets, g.lifetime); err != nil {
+	if g.codec, err = newSessionCodec(secrets, g.Issuer, g.ClientID, g.lifetime); err != nil {
 		return err
 	}
 	g.strip = newHeaderStripper(g.identityHeaderNames())
@@ -431,11 +444,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(w, r)
 }
 
-// deriveKey makes a purpose-bound key from a session key secret
-// (HKDF-SHA256, RFC 5869), once, in Provision.
-func deriveKey(secret, purpose string, n int) ([]byte, error) {
+// deriveKey makes a key from a session key secret for one purpose of the
+// gateways of one issuer and client_id (HKDF-SHA256, RFC 5869: the context
+// goes in info, §3.2), once, in Provision. So a session key shared by
+// several gateways, the default one in Caddy's storage or a configured
+// one, gives each client its own keys.
+func deriveKey(secret, purpose, issuer, clientID string, n int) ([]byte, error) {
+	info := "authgate " + purpose + "\x00" + issuer + "\x00" + clientID
 	key := make([]byte, n)
-	if _, err := io.ReadFull(hkdf.New(sha256.New, []byte(secret), nil, []byte("authgate "+purpose)), key); err != nil {
+	if _, err := io.ReadFull(hkdf.New(sha256.New, []byte(secret), nil, []byte(info)), key); err != nil {
 		return nil, err
 	}
 	return key, nil

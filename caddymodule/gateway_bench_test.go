@@ -29,7 +29,7 @@ func benchGateway(b *testing.B) (*Gateway, string) {
 		ID: randomToken(), Subject: "fe4e5196-a8d0-a711-a5f0-373d373cec91",
 		Claims:      map[string]any{"name": "Alice Smith", "given_name": "Alice", "family_name": "Smith", "email": "alice@example.com", "email_verified": true, "preferred_username": "alice", "website": "http://alice.com"},
 		AccessToken: strings.Repeat("a", 800), RefreshToken: strings.Repeat("r", 43), IDToken: strings.Repeat("i", 900),
-		Expiry: time.Now().Add(time.Hour).Unix(), Created: time.Now().Unix(),
+		Expiry: time.Now().Add(time.Hour).Unix(), Created: time.Now().Unix(), Binding: g.binding,
 	}
 	value, err := g.codec.encode(g.cookieName, s)
 	if err != nil {

@@ -24,7 +24,7 @@ func FuzzSessionCookie(f *testing.F) {
 		f.Fatal(err)
 	}
 	g.logger = zap.NewNop()
-	valid, err := g.codec.encode(g.cookieName, &session{ID: "i", Subject: "s", Created: 1})
+	valid, err := g.codec.encode(g.cookieName, &session{ID: "i", Subject: "s", Created: 1, Binding: g.binding})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -18,7 +18,8 @@ import (
 
 // cookieIdentity returns the identity of the request's session cookie.
 // ok false means the request was answered (a login was started, or 401).
-// A tampered, expired or undecodable cookie is the same as none.
+// A tampered, expired or undecodable cookie is the same as none, and so
+// is another gateway's: one of another issuer or client_id.
 func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *identity, ok bool) {
 	raw := readSessionCookie(r, g.cookieName)
 	if raw == "" {
@@ -29,12 +30,11 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 	if id := g.cache.get(raw, now); id != nil {
 		return id, true
 	}
-	var s session
-	if err := g.codec.decode(g.cookieName, raw, &s); err != nil || s.Subject == "" {
-		if ce := g.logger.Check(zap.DebugLevel, "session cookie refused"); ce != nil {
-			ce.Write(zap.Error(err))
+	s, err := g.openSession(raw)
+	if err != nil {
+		if !errors.Is(err, errForeignCookie) {
+			g.clearSessionCookies(w, r)
 		}
-		g.clearSessionCookies(w, r)
 		g.unauthenticated(w, r, "")
 		return nil, false
 	}
@@ -44,11 +44,44 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 		return nil, false
 	}
 	if s.Expiry != 0 && now.Add(g.refreshBefore).After(time.Unix(s.Expiry, 0)) {
-		return g.refreshIdentity(w, r, raw, &s)
+		return g.refreshIdentity(w, r, raw, s)
 	}
-	id = g.sessionIdentity(raw, &s)
+	id = g.sessionIdentity(raw, s)
 	g.cache.put(id)
 	return id, true
+}
+
+// openSession decodes a session cookie's value and checks that it is this
+// gateway's: sealed for its issuer and client_id. errForeignCookie means
+// it is another gateway's, which the caller leaves alone: a gateway only
+// ever clears its own cookies, so that two gateways sharing a cookie name
+// on one host do not also log each other out.
+func (g *Gateway) openSession(raw string) (*session, error) {
+	var s session
+	err := g.codec.decode(g.cookieName, raw, &s)
+	switch {
+	case err == nil && s.Binding != g.binding:
+		err = errForeignCookie
+	case err == nil && s.Subject == "":
+		err = errors.New("the session has no subject")
+	}
+	switch {
+	case errors.Is(err, errForeignCookie):
+		g.foreignCookie.Do(func() {
+			g.logger.Warn("a session cookie of another gateway (another issuer or client_id) came to this one: if such gateways serve one host, give each its own cookie name, or each login replaces the other's",
+				zap.String("cookie", g.cookieName), zap.String("issuer", g.Issuer), zap.String("client_id", g.ClientID))
+		})
+		if ce := g.logger.Check(zap.DebugLevel, "session cookie of another gateway ignored"); ce != nil {
+			ce.Write(zap.String("cookie", g.cookieName))
+		}
+		return nil, err
+	case err != nil:
+		if ce := g.logger.Check(zap.DebugLevel, "session cookie refused"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+		return nil, err
+	}
+	return &s, nil
 }
 
 // sessionIdentity computes and caches the identity of a decoded session.

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -38,6 +39,7 @@ type session struct {
 	IDToken      string         `json:"t,omitempty"`
 	Expiry       int64          `json:"e,omitempty"` // access token expiry, unix seconds; 0: unknown
 	Created      int64          `json:"n"`
+	Binding      string         `json:"b"` // the gateways that may open it: sessionBinding of issuer and client_id
 
 	claims map[string]any // the user's claims read from IDToken, when Claims is empty
 }
@@ -91,25 +93,49 @@ const sessionBudget = chunkSize * maxChunks
 
 var errSessionTooLarge = errors.New("the session does not fit in its cookies even without the ID token")
 
+// sessionBinding names the gateways that may open a session: those of one
+// issuer and client_id, which share a login (the per-route policy pattern)
+// while any other gateway, whatever its keys, treats the session as none.
+// 72 bits of SHA-256 tell a Caddy's few gateways apart in 12 characters of
+// cookie.
+func sessionBinding(issuer, clientID string) string {
+	// An issuer is a URL, which holds no NUL: the pair is unambiguous.
+	sum := sha256.Sum256([]byte(issuer + "\x00" + clientID))
+	return base64.RawURLEncoding.EncodeToString(sum[:9])
+}
+
+// errForeignCookie is a cookie another gateway made: one of another issuer
+// or client_id, under the same cookie name on the same host. It is no
+// session here, but it is not ours to clear either.
+var errForeignCookie = errors.New("the cookie belongs to another gateway (another issuer or client_id)")
+
 // sessionCodec encrypts (AES-256-CTR) and authenticates (HMAC-SHA256)
 // sessions and flow state with gorilla/securecookie: the first key pair
-// encodes, every pair decodes.
+// encodes, every pair decodes. The keys are derived for one issuer and
+// client_id, so no other gateway can open what it seals, even with the
+// same session key.
+//
+// A value is "<tag>.<sealed>", the tag being the sessionBinding in the
+// clear: it only tells another gateway's cookie (left alone) from a
+// tampered or outdated one of ours (cleared). What is accepted rests on
+// the keys and the binding sealed in the session, never on the tag.
 type sessionCodec struct {
+	tag    string
 	codecs []securecookie.Codec
 	first  *securecookie.SecureCookie
 }
 
-func newSessionCodec(secrets []string, maxAge time.Duration) (*sessionCodec, error) {
-	c := &sessionCodec{}
+func newSessionCodec(secrets []string, issuer, clientID string, maxAge time.Duration) (*sessionCodec, error) {
+	c := &sessionCodec{tag: sessionBinding(issuer, clientID)}
 	for i, s := range secrets {
 		if len(s) < 16 {
 			return nil, fmt.Errorf("oidc_gateway: session key %d is shorter than 16 characters", i+1)
 		}
-		hashKey, err := deriveKey(s, "session hash", 32)
+		hashKey, err := deriveKey(s, "session hash", issuer, clientID, 32)
 		if err != nil {
 			return nil, err
 		}
-		blockKey, err := deriveKey(s, "session block", 32)
+		blockKey, err := deriveKey(s, "session block", issuer, clientID, 32)
 		if err != nil {
 			return nil, err
 		}
@@ -128,11 +154,25 @@ func newSessionCodec(secrets []string, maxAge time.Duration) (*sessionCodec, err
 }
 
 func (c *sessionCodec) encode(name string, v any) (string, error) {
-	return c.first.Encode(name, v)
+	sealed, err := c.first.Encode(name, v)
+	if err != nil {
+		return "", err
+	}
+	return c.tag + "." + sealed, nil
 }
 
+// decode opens a value that encode made; errForeignCookie if another
+// gateway made it.
 func (c *sessionCodec) decode(name, value string, dst any) error {
-	return securecookie.DecodeMulti(name, value, dst, c.codecs...)
+	// securecookie's output is base64url, without '.'.
+	tag, sealed, ok := strings.Cut(value, ".")
+	switch {
+	case !ok:
+		return errors.New("the cookie has no gateway tag")
+	case tag != c.tag:
+		return errForeignCookie
+	}
+	return securecookie.DecodeMulti(name, sealed, dst, c.codecs...)
 }
 
 // readSessionCookie returns the session cookie's value, its chunks joined,
@@ -219,6 +259,7 @@ func (g *Gateway) clearSessionCookies(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) encodeSession(s *session) (string, *session, error) {
 	lean := *s
 	lean.Claims = s.userClaims()
+	lean.Binding = g.binding
 	if !g.PassAccessToken {
 		// Only pass_access_token needs the access token itself: its expiry
 		// times refreshes, and the refresh token renews it.
