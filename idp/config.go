@@ -83,6 +83,10 @@ type Config struct {
 	// [ThrottleConfig].
 	Throttle ThrottleConfig
 
+	// ThrottleStore keeps the throttle's counts. Default: the memory of
+	// this process.
+	ThrottleStore ThrottleStore
+
 	// ClientIP returns the address failed logins are throttled by. Default:
 	// the host of the request's RemoteAddr.
 	ClientIP func(*http.Request) string

@@ -81,13 +81,14 @@ type Provider struct {
 	cookies   *securecookie.SecureCookie
 	cookieSet []securecookie.Codec
 
-	codeTTL    time.Duration
-	sessionTTL time.Duration
-	comparer   PasswordComparer
-	fakeHash   []byte
-	throttle   *throttle
-	templates  *template.Template
-	discovery  []byte
+	codeTTL       time.Duration
+	sessionTTL    time.Duration
+	comparer      PasswordComparer
+	fakeHash      []byte
+	throttle      ThrottleStore
+	throttleLimit ThrottleLimit
+	templates     *template.Template
+	discovery     []byte
 
 	clientIPFunc func(*http.Request) string
 
@@ -162,7 +163,20 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.random == nil {
 		p.random = rand.Reader
 	}
-	p.throttle = newThrottle(cfg.Throttle, p.now)
+	p.throttle = cfg.ThrottleStore
+	if p.throttle == nil {
+		p.throttle = newMemoryThrottle()
+	}
+	p.throttleLimit = ThrottleLimit{Free: cfg.Throttle.Free, Base: cfg.Throttle.Base, Max: cfg.Throttle.Max}
+	if p.throttleLimit.Free <= 0 {
+		p.throttleLimit.Free = 3
+	}
+	if p.throttleLimit.Base <= 0 {
+		p.throttleLimit.Base = time.Second
+	}
+	if p.throttleLimit.Max <= 0 {
+		p.throttleLimit.Max = 15 * time.Minute
+	}
 
 	for _, s := range cfg.APIScopes {
 		if _, ok := identityScopes[s]; ok || s == "offline_access" {
