@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/authgate/authgate/idp"
 	"github.com/authgate/authgate/internal/caddytest"
 )
 
@@ -79,9 +81,18 @@ type loginAs struct {
 	csrf   string
 }
 
+// openLogin opens the login page in a new browser from client IP ip.
 func openLogin(t *testing.T, issuer, ip string) *loginAs {
 	t.Helper()
-	l := &loginAs{client: caddytest.NewBrowser(t), issuer: issuer, ip: ip}
+	l := &loginAs{client: caddytest.NewBrowser(t), issuer: issuer}
+	l.open(t, ip)
+	return l
+}
+
+// open opens the login page again, from client IP ip.
+func (l *loginAs) open(t *testing.T, ip string) {
+	t.Helper()
+	l.ip = ip
 	resp, err := l.do(http.MethodGet, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +103,6 @@ func openLogin(t *testing.T, issuer, ip string) *loginAs {
 		t.Fatalf("login page: status %d:\n%s", resp.StatusCode, page)
 	}
 	l.csrf = m[1]
-	return l
 }
 
 func (l *loginAs) do(method string, form url.Values) (*http.Response, error) {
@@ -155,5 +165,65 @@ func TestLoginThrottleParallel(t *testing.T) {
 	}
 	if count[http.StatusOK] != allowed || count[http.StatusTooManyRequests] != n-allowed {
 		t.Errorf("%d parallel wrong passwords got %v; want %d × 200 (checked) and %d × 429", n, count, allowed, n-allowed)
+	}
+}
+
+// endSession drops l's provider session cookie, as the session's end
+// would, so that it sees the login form again; other cookies stay.
+func (l *loginAs) endSession(t *testing.T) {
+	t.Helper()
+	u, err := url.Parse(l.issuer + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.client.Jar.SetCookies(u, []*http.Cookie{{Name: idp.SessionCookie, Path: "/", MaxAge: -1}})
+}
+
+// TestLoginThrottleNoLockout plays an attacker against alice with the
+// default throttle: wrong passwords from one client IP do not keep her
+// out from another, and once she has logged in in a browser, a flood
+// from many addresses does not keep her out of that browser.
+func TestLoginThrottleNoLockout(t *testing.T) {
+	t.Parallel()
+	s := newThrottleSite(t, "")
+
+	attacker := openLogin(t, s.issuer, "198.51.100.66")
+	for i := range 6 { // the 5 free failures, then one that starts a wait
+		if code, page, err := attacker.post("alice", "wrong"); err != nil || code != http.StatusOK {
+			t.Fatalf("wrong password %d: status %d, %v:\n%s", i+1, code, err, page)
+		}
+	}
+	if code, _, err := attacker.post("alice", password); err != nil || code != http.StatusTooManyRequests {
+		t.Fatalf("attacker's address after 6 failures: status %d, %v; want 429", code, err)
+	}
+
+	alice := openLogin(t, s.issuer, "192.0.2.10")
+	if code, page, err := alice.post("alice", password); err != nil || code != http.StatusOK || !strings.Contains(page, "signed in as alice") {
+		t.Fatalf("alice from her own address: status %d, %v:\n%s", code, err, page)
+	}
+	alice.endSession(t)
+
+	// A flood from many addresses, one guess each: past the per-username
+	// limit (20 free by default), browsers alice never used are held back.
+	var last int
+	for i := range 30 {
+		code, _, err := openLogin(t, s.issuer, fmt.Sprintf("203.0.113.%d", i+1)).post("alice", "wrong")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = code
+	}
+	if last != http.StatusTooManyRequests {
+		t.Fatalf("30 wrong passwords from 30 addresses: last status %d, want 429", last)
+	}
+	if code, _, _ := openLogin(t, s.issuer, "192.0.2.11").post("alice", password); code != http.StatusTooManyRequests {
+		t.Errorf("a new browser during the flood: status %d, want 429", code)
+	}
+
+	// Her browser has the device cookie of her login: it gets in, from
+	// any address.
+	alice.open(t, "192.0.2.12")
+	if code, page, err := alice.post("alice", password); err != nil || code != http.StatusOK || !strings.Contains(page, "signed in as alice") {
+		t.Fatalf("alice's browser during the flood: status %d, %v:\n%s", code, err, page)
 	}
 }

@@ -244,17 +244,49 @@ type PasswordComparer interface {
 	Compare(hashed, plaintext []byte) (bool, error)
 }
 
-// ThrottleConfig limits failed login attempts per username and per client IP:
-// after Free failures in a row, each further failure doubles the wait,
-// starting at Base and capped at Max.
+// ThrottleConfig limits failed logins, at the login page and in the
+// password grant. An attempt counts against its username from its client
+// IP (UserIP), its client IP (IP), and its username from anywhere (User);
+// a browser that has logged in as the username before, and shows the
+// device cookie it got then, counts against that cookie (Device) instead
+// of User, so that guesses from elsewhere cannot lock its user out. Zero
+// fields take their defaults.
 type ThrottleConfig struct {
-	// Free failures before any wait. Default 3.
-	Free int
-	// Base is the first wait. Default 1s.
-	Base time.Duration
-	// Max caps the wait. Default 15m.
-	Max time.Duration
+	// UserIP limits failures per username and client IP. Default:
+	// [DefaultThrottleUserIP].
+	UserIP ThrottleLimit
+
+	// User limits failures per username from every client IP together.
+	// Default: [DefaultThrottleUser].
+	User ThrottleLimit
+
+	// IP limits failures per client IP, whatever the username. Default:
+	// [DefaultThrottleIP].
+	IP ThrottleLimit
+
+	// Device limits failures per device cookie, so that a stolen one is no
+	// free pass. Default: [DefaultThrottleDevice].
+	Device ThrottleLimit
+
+	// DeviceCookieLifetime is how long a browser keeps its device cookie
+	// after each successful login. Default: [DefaultDeviceCookieLifetime].
+	DeviceCookieLifetime time.Duration
 }
+
+// Defaults of [ThrottleConfig]. Each Max without a failure forgives one,
+// so that, past the first burst, a key gets one guess per Max: 4 an hour
+// per username and client IP, 12 an hour per username from every address,
+// 60 an hour per client IP.
+var (
+	DefaultThrottleUserIP = ThrottleLimit{Free: 5, Base: time.Second, Max: 15 * time.Minute}
+	DefaultThrottleUser   = ThrottleLimit{Free: 20, Base: time.Second, Max: 5 * time.Minute}
+	DefaultThrottleIP     = ThrottleLimit{Free: 30, Base: time.Second, Max: time.Minute}
+	DefaultThrottleDevice = ThrottleLimit{Free: 5, Base: time.Second, Max: 15 * time.Minute}
+)
+
+// DefaultDeviceCookieLifetime is the default of
+// [ThrottleConfig.DeviceCookieLifetime].
+const DefaultDeviceCookieLifetime = 30 * 24 * time.Hour
 
 // DeriveSubject returns the stable subject of a user who has none
 // configured: a UUID-shaped digest of the username, the same on every start

@@ -82,7 +82,8 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 	}
 	ctx := r.Context()
 	ip := p.clientIP(r)
-	attempt, wait, terr := p.reserveLogin(ctx, username, ip)
+	// No device cookie here: the client, not the user's browser, calls.
+	attempt, wait, terr := p.reserveLogin(ctx, username, ip, "")
 	if terr != nil {
 		return nil, &Error{Code: ErrServerError, Description: "the login could not be checked", Cause: terr}
 	}

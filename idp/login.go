@@ -87,7 +87,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ip := p.clientIP(r)
-	attempt, wait, err := p.reserveLogin(r.Context(), page.Username, ip)
+	attempt, wait, err := p.reserveLogin(r.Context(), page.Username, ip, p.deviceFor(r, page.Username))
 	if err != nil {
 		p.log.ErrorContext(r.Context(), "login throttle", "error", err)
 		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again later."})
@@ -113,6 +113,9 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.log.ErrorContext(r.Context(), "writing session cookie", "error", err)
 		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})
 		return
+	}
+	if err := p.writeDevice(w, user.Username); err != nil {
+		p.log.ErrorContext(r.Context(), "writing device cookie", "error", err)
 	}
 	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", page.ClientID)
 	if req == nil {

@@ -80,15 +80,16 @@ type Provider struct {
 
 	cookies   *securecookie.SecureCookie
 	cookieSet []securecookie.Codec
+	deviceSet []securecookie.Codec // cookieSet with the device cookie's lifetime
 
-	codeTTL       time.Duration
-	sessionTTL    time.Duration
-	comparer      PasswordComparer
-	fakeHash      []byte
-	throttle      ThrottleStore
-	throttleLimit ThrottleLimit
-	templates     *template.Template
-	discovery     []byte
+	codeTTL     time.Duration
+	sessionTTL  time.Duration
+	comparer    PasswordComparer
+	fakeHash    []byte
+	throttle    ThrottleStore
+	throttleCfg ThrottleConfig
+	templates   *template.Template
+	discovery   []byte
 
 	clientIPFunc func(*http.Request) string
 
@@ -167,15 +168,16 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.throttle == nil {
 		p.throttle = newMemoryThrottle()
 	}
-	p.throttleLimit = ThrottleLimit{Free: cfg.Throttle.Free, Base: cfg.Throttle.Base, Max: cfg.Throttle.Max}
-	if p.throttleLimit.Free <= 0 {
-		p.throttleLimit.Free = 3
+	if t := cfg.Throttle; t.UserIP.Base < 0 || t.UserIP.Max < 0 || t.User.Base < 0 || t.User.Max < 0 || t.IP.Base < 0 || t.IP.Max < 0 ||
+		t.Device.Base < 0 || t.Device.Max < 0 || t.DeviceCookieLifetime < 0 {
+		return nil, errors.New("idp: negative throttle duration")
 	}
-	if p.throttleLimit.Base <= 0 {
-		p.throttleLimit.Base = time.Second
-	}
-	if p.throttleLimit.Max <= 0 {
-		p.throttleLimit.Max = 15 * time.Minute
+	p.throttleCfg = ThrottleConfig{
+		UserIP:               cfg.Throttle.UserIP.orDefault(DefaultThrottleUserIP),
+		User:                 cfg.Throttle.User.orDefault(DefaultThrottleUser),
+		IP:                   cfg.Throttle.IP.orDefault(DefaultThrottleIP),
+		Device:               cfg.Throttle.Device.orDefault(DefaultThrottleDevice),
+		DeviceCookieLifetime: cmp(cfg.Throttle.DeviceCookieLifetime, DefaultDeviceCookieLifetime),
 	}
 
 	for _, s := range cfg.APIScopes {
@@ -412,6 +414,10 @@ func (p *Provider) setCookieKeys(pairs [][2][]byte) error {
 		sc.MaxLength(0)
 		sc.SetSerializer(securecookie.JSONEncoder{})
 		p.cookieSet = append(p.cookieSet, sc)
+		dc := securecookie.New(pair[0], pair[1])
+		dc.MaxAge(int(p.throttleCfg.DeviceCookieLifetime / time.Second))
+		dc.SetSerializer(securecookie.JSONEncoder{})
+		p.deviceSet = append(p.deviceSet, dc)
 	}
 	p.cookies = p.cookieSet[0].(*securecookie.SecureCookie)
 	// securecookie reports a bad key only when it first encodes: find out now.

@@ -9,7 +9,9 @@ import (
 
 // ThrottleLimit is how failed logins are throttled for one kind of key:
 // after Free failures, each further failure doubles the wait before the
-// next attempt, starting at Base and capped at Max.
+// next attempt, starting at Base and capped at Max; and each Max that
+// passes without a failure forgives one. A guesser who keeps going thus
+// gets one guess per Max, and one who pauses gains nothing by it.
 type ThrottleLimit struct {
 	Free int
 	Base time.Duration
@@ -26,6 +28,20 @@ func (l ThrottleLimit) Wait(failures int) time.Duration {
 		return l.Max
 	}
 	return min(l.Base<<(n-1), l.Max)
+}
+
+// orDefault fills the zero fields of l from def.
+func (l ThrottleLimit) orDefault(def ThrottleLimit) ThrottleLimit {
+	if l.Free <= 0 {
+		l.Free = def.Free
+	}
+	if l.Base <= 0 {
+		l.Base = def.Base
+	}
+	if l.Max <= 0 {
+		l.Max = def.Max
+	}
+	return l
 }
 
 // ThrottleKey is one thing that failed logins are counted against (a
@@ -100,9 +116,7 @@ func (t *memoryThrottle) Reserve(_ context.Context, now time.Time, keys []Thrott
 			e = &throttleEntry{}
 			t.entries[k.Key] = e
 		}
-		if now.Sub(e.last) > k.Limit.Max {
-			e.failures = 0 // a long quiet spell forgives
-		}
+		e.forgiveQuiet(now, k.Limit.Max)
 		e.failures++
 		e.last = now
 		e.forgive = k.Limit.Max
@@ -142,9 +156,24 @@ func (t *memoryThrottle) Forget(_ context.Context, keys []string) error {
 	return nil
 }
 
+// forgiveQuiet forgives one failure for each full per since the last.
+func (e *throttleEntry) forgiveQuiet(now time.Time, per time.Duration) {
+	if e.failures == 0 || per <= 0 {
+		return
+	}
+	if n := now.Sub(e.last) / per; n >= time.Duration(e.failures) {
+		e.failures = 0
+	} else if n > 0 {
+		e.failures -= int(n)
+		e.last = e.last.Add(n * per)
+	}
+}
+
+// prune drops the entries that delay no one and whose every failure is
+// forgiven.
 func (t *memoryThrottle) prune(now time.Time) {
 	for k, e := range t.entries {
-		if now.After(e.until) && now.Sub(e.last) > e.forgive {
+		if now.After(e.until) && now.Sub(e.last) >= time.Duration(e.failures)*e.forgive {
 			delete(t.entries, k)
 		}
 	}
@@ -157,22 +186,44 @@ type loginAttempt struct {
 }
 
 // reserveLogin counts an attempt to log in as username from the client IP
-// ip before its password is checked. It returns how long to wait instead
-// when the throttle holds the attempt back.
-func (p *Provider) reserveLogin(ctx context.Context, username, ip string) (*loginAttempt, time.Duration, error) {
-	user := ThrottleKey{Key: "user:" + strings.ToLower(username), Limit: p.throttleLimit}
-	addr := ThrottleKey{Key: "ip:" + ip, Limit: p.throttleLimit}
-	wait, err := p.throttle.Reserve(ctx, p.now(), []ThrottleKey{user, addr})
+// ip, with the device cookie device (its id, if the cookie is valid and
+// was set by a login as username), before its password is checked. It
+// returns how long to wait instead when the throttle holds the attempt
+// back.
+//
+// The keys follow OWASP's device cookies: failures count per username
+// and client IP (strict), per client IP (against spraying many names),
+// and per username from every address (much higher, against guessing
+// from many addresses) — except for a browser that has logged in as that
+// user before and shows its device cookie, which counts per device
+// instead, so that no flood from elsewhere locks it out.
+func (p *Provider) reserveLogin(ctx context.Context, username, ip, device string) (*loginAttempt, time.Duration, error) {
+	name := strings.ToLower(username)
+	pair := ThrottleKey{Key: "user-ip:" + ip + " " + name, Limit: p.throttleCfg.UserIP}
+	addr := ThrottleKey{Key: "ip:" + ip, Limit: p.throttleCfg.IP}
+	third := ThrottleKey{Key: "user:" + name, Limit: p.throttleCfg.User}
+	if device != "" {
+		third = ThrottleKey{Key: "device:" + device, Limit: p.throttleCfg.Device}
+	}
+	wait, err := p.throttle.Reserve(ctx, p.now(), []ThrottleKey{pair, addr, third})
 	if err != nil || wait > 0 {
 		return nil, wait, err
 	}
-	return &loginAttempt{forget: []string{user.Key}, release: []ThrottleKey{addr}}, 0, nil
+	a := &loginAttempt{forget: []string{pair.Key}, release: []ThrottleKey{addr}}
+	if device != "" {
+		a.forget = append(a.forget, third.Key)
+	} else {
+		a.release = append(a.release, third)
+	}
+	return a, 0, nil
 }
 
-// succeeded settles an attempt whose password was right: the user's
-// failures are forgotten, and the client IP's count is as if the attempt
-// had not been made, so that logging in to an account of one's own does
-// not wipe the failures from one's address.
+// succeeded settles an attempt whose password was right: the failures of
+// the username from this address and of the device are forgotten; the
+// client IP's and the username's counts are as if the attempt had not
+// been made, so that neither logging in to one's own account wipes the
+// failures from one's address, nor the victim's login the failures of a
+// guessing campaign against them.
 func (p *Provider) succeeded(ctx context.Context, a *loginAttempt) {
 	if err := p.throttle.Forget(ctx, a.forget); err != nil {
 		p.log.ErrorContext(ctx, "login throttle", "error", err)
