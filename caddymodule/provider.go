@@ -342,6 +342,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	cfg.Logger = ctx.Slogger()
 	cfg.ClientIP = clientIP
+	warnMixedCosts(p.logger, cfg.Users)
 
 	storage := ctx.Storage()
 	prefix := providerStoragePrefix(p.Issuer)
@@ -462,25 +463,14 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		cfg.Users = append(cfg.Users, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims})
 	}
 
-	likeHash := ""
-	if len(cfg.Users) > 0 {
-		likeHash = cfg.Users[0].PasswordHash
-	}
 	for _, c := range p.Clients {
 		ic, err := c.idpClient(repl)
 		if err != nil {
 			return idp.Config{}, err
 		}
-		if likeHash == "" {
-			likeHash = ic.SecretHash
-		}
 		cfg.Clients = append(cfg.Clients, ic)
 	}
-	comparer, err := newHashComparer(likeHash)
-	if err != nil {
-		return idp.Config{}, err
-	}
-	cfg.PasswordComparer = comparer
+	cfg.PasswordComparer = hashComparer{}
 
 	if p.Templates != "" {
 		info, err := os.Stat(p.Templates)

@@ -244,6 +244,23 @@ type PasswordComparer interface {
 	Compare(hashed, plaintext []byte) (bool, error)
 }
 
+// FakeHasher is implemented by a [PasswordComparer] that can tell what
+// checking a hash costs and make a hash of equal cost. The provider checks
+// the password of an unknown username against such a fake, one for each
+// cost among its users, chosen by the username with a keyed hash and
+// weighted by how many users have each cost: the answer then takes as
+// long as for some real user, and the same name always takes the same.
+// Without it, unknown usernames cost one bcrypt check of cost 10.
+type FakeHasher interface {
+	// HashCost names the algorithm and parameters of hashed: hashes of
+	// the same HashCost cost the same to check.
+	HashCost(hashed []byte) (string, error)
+
+	// FakeHash returns the hash of a password that nobody knows, of the
+	// same HashCost as hashed.
+	FakeHash(hashed []byte) ([]byte, error)
+}
+
 // ThrottleConfig limits failed logins, at the login page and in the
 // password grant. An attempt counts against its username from its client
 // IP (UserIP), its client IP (IP), and its username from anywhere (User);

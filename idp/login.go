@@ -129,7 +129,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 // username costs the same hash comparison as a known one.
 func (p *Provider) checkPassword(username, password string) *User {
 	u := p.users[username]
-	hash := p.fakeHash
+	hash := p.fakeHashFor(username)
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}

@@ -91,7 +91,9 @@ func TestLoginPage(t *testing.T) {
 		}
 	})
 	t.Run("throttled with backoff", func(t *testing.T) {
-		ts := newServer(t, func(c *idp.Config) { c.Throttle = idp.ThrottleConfig{UserIP: idp.ThrottleLimit{Free: 2, Base: 4 * time.Second, Max: time.Minute}} })
+		ts := newServer(t, func(c *idp.Config) {
+			c.Throttle = idp.ThrottleConfig{UserIP: idp.ThrottleLimit{Free: 2, Base: 4 * time.Second, Max: time.Minute}}
+		})
 		c := browser(t)
 		form := startLogin(t, ts, c)
 		form.Set("username", "alice")

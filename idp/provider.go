@@ -85,7 +85,8 @@ type Provider struct {
 	codeTTL     time.Duration
 	sessionTTL  time.Duration
 	comparer    PasswordComparer
-	fakeHash    []byte
+	fakes       []fakeHash // for unknown usernames, by cost
+	fakeKey     []byte     // picks a fake for a username
 	throttle    ThrottleStore
 	throttleCfg ThrottleConfig
 	templates   *template.Template
@@ -149,12 +150,6 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.comparer == nil {
 		p.comparer = bcryptComparer{}
 	}
-	// A password check against this hash when the user is unknown makes
-	// "no such user" take as long as "wrong password".
-	p.fakeHash = []byte("$2a$10$lbHSwDkxbJyj1RgAk.klleS8cAQRKImw6qDREvUOZC3qUtCdCqfLa")
-	if f, ok := p.comparer.(interface{ FakeHash() []byte }); ok {
-		p.fakeHash = f.FakeHash()
-	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -206,6 +201,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, err
 	}
 	if err := p.setCookieKeys(cfg.CookieKeys); err != nil {
+		return nil, err
+	}
+	if err := p.setFakeHashes(cfg.CookieKeys[0][0]); err != nil {
 		return nil, err
 	}
 	if p.templates, err = parseTemplates(cfg.Templates); err != nil {
@@ -444,6 +442,7 @@ func cmp(d, def time.Duration) time.Duration {
 	return d
 }
 
+// bcryptComparer is the default [PasswordComparer], and a [FakeHasher].
 type bcryptComparer struct{}
 
 func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
@@ -452,6 +451,24 @@ func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// HashCost implements [FakeHasher].
+func (bcryptComparer) HashCost(hashed []byte) (string, error) {
+	cost, err := bcrypt.Cost(hashed)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("bcrypt cost %d", cost), nil
+}
+
+// FakeHash implements [FakeHasher].
+func (bcryptComparer) FakeHash(hashed []byte) ([]byte, error) {
+	cost, err := bcrypt.Cost(hashed)
+	if err != nil {
+		return nil, err
+	}
+	return bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
 }
 
 func (p *Provider) randomString(n int) string {
