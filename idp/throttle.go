@@ -45,7 +45,9 @@ func (l ThrottleLimit) orDefault(def ThrottleLimit) ThrottleLimit {
 }
 
 // ThrottleKey is one thing that failed logins are counted against (a
-// username, a client IP, ...), and its limit.
+// username, a client IP, ...), and its limit. Key holds what a client
+// typed as its username, any bytes: a store that cannot keep those as they
+// are should hash them.
 type ThrottleKey struct {
 	Key   string
 	Limit ThrottleLimit
