@@ -3,13 +3,20 @@ package caddymodule
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
+	"go.uber.org/zap"
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+
+	"github.com/authgate/authgate/idp"
 )
 
 // Hash prefixes in Modular Crypt Format, as `caddy hash-password` writes
@@ -23,40 +30,18 @@ const (
 // password against a bcrypt or an argon2id hash, telling them apart by
 // prefix, with the comparers of Caddy's basic_auth, so that any hash from
 // `caddy hash-password` works and users can move from one algorithm to
-// the other one at a time.
-type hashComparer struct {
-	// fake is compared against when the username is unknown, so that an
-	// unknown user takes as long to reject as a wrong password: it is a
-	// hash of the same algorithm and, for bcrypt, of the same cost as the
-	// first user's.
-	fake []byte
-}
+// the other one at a time. It is an [idp.FakeHasher] too, so that an
+// unknown username costs what a real user's of some algorithm and cost
+// does, whatever the mix.
+type hashComparer struct{}
 
-// newHashComparer returns a comparer whose fake hash is made like the hash like
-// (bcrypt if like is empty or malformed).
-func newHashComparer(like string) (hashComparer, error) {
-	if like == "" || checkPasswordHash(like) != nil {
-		return hashComparer{fake: caddyauth.BcryptHash{}.FakeHash()}, nil
-	}
-	if strings.HasPrefix(like, argon2idPrefix) {
-		return hashComparer{fake: caddyauth.Argon2idHash{}.FakeHash()}, nil
-	}
-	fake := caddyauth.BcryptHash{}.FakeHash()
-	cost, err := bcrypt.Cost([]byte(like))
-	if err != nil {
-		return hashComparer{}, err
-	}
-	if fakeCost, _ := bcrypt.Cost(fake); cost != fakeCost {
-		fake, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
-		if err != nil {
-			return hashComparer{}, fmt.Errorf("making a bcrypt hash of cost %d: %w", cost, err)
-		}
-	}
-	return hashComparer{fake: fake}, nil
-}
+// fakeHashes keeps the fake hashes made, by cost, so that a config reload
+// does not spend a second per bcrypt cost on making them again. They are
+// hashes of random passwords, good for any provider.
+var fakeHashes sync.Map // string → []byte
 
 // Compare implements [idp.PasswordComparer].
-func (c hashComparer) Compare(hashed, plaintext []byte) (bool, error) {
+func (hashComparer) Compare(hashed, plaintext []byte) (bool, error) {
 	switch {
 	case bytes.HasPrefix(hashed, []byte(argon2idPrefix)):
 		return caddyauth.Argon2idHash{}.Compare(hashed, plaintext)
@@ -67,9 +52,75 @@ func (c hashComparer) Compare(hashed, plaintext []byte) (bool, error) {
 	}
 }
 
-// FakeHash returns the hash that idp compares passwords of unknown users
-// against.
-func (c hashComparer) FakeHash() []byte { return c.fake }
+// HashCost implements [idp.FakeHasher]: the algorithm and its parameters.
+func (hashComparer) HashCost(hashed []byte) (string, error) {
+	switch {
+	case bytes.HasPrefix(hashed, []byte(argon2idPrefix)):
+		a, err := parseArgon2id(hashed)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("argon2id m=%d,t=%d,p=%d,len=%d", a.memory, a.time, a.threads, a.keyLen), nil
+	case bytes.HasPrefix(hashed, []byte(bcryptPrefix)):
+		cost, err := bcrypt.Cost(hashed)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("bcrypt cost %d", cost), nil
+	default:
+		return "", errUnknownHash
+	}
+}
+
+// FakeHash implements [idp.FakeHasher].
+func (c hashComparer) FakeHash(hashed []byte) ([]byte, error) {
+	cost, err := c.HashCost(hashed)
+	if err != nil {
+		return nil, err
+	}
+	if fake, ok := fakeHashes.Load(cost); ok {
+		return fake.([]byte), nil
+	}
+	var fake []byte
+	if bytes.HasPrefix(hashed, []byte(argon2idPrefix)) {
+		a, _ := parseArgon2id(hashed)
+		salt := make([]byte, a.saltLen)
+		rand.Read(salt)
+		key := argon2.IDKey([]byte(rand.Text()), salt, a.time, a.memory, a.threads, a.keyLen)
+		fake = fmt.Appendf(nil, "%sv=%d$m=%d,t=%d,p=%d$%s$%s", argon2idPrefix, argon2.Version, a.memory, a.time, a.threads,
+			base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+	} else {
+		bcost, _ := bcrypt.Cost(hashed)
+		if fake, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), bcost); err != nil {
+			return nil, fmt.Errorf("making a bcrypt hash of cost %d: %w", bcost, err)
+		}
+	}
+	fakeHashes.Store(cost, fake)
+	return fake, nil
+}
+
+// argon2idHash holds what an argon2id hash's check costs.
+type argon2idHash struct {
+	memory, time    uint32
+	threads         uint8
+	keyLen, saltLen uint32
+}
+
+// parseArgon2id reads the parameters of an argon2id hash.
+func parseArgon2id(hash []byte) (argon2idHash, error) {
+	var a argon2idHash
+	_, key, err := caddyauth.DecodeHash(hash)
+	if err != nil {
+		return a, fmt.Errorf("malformed argon2id hash: %w", err)
+	}
+	parts := strings.Split(string(hash), "$") // DecodeHash found 6 parts
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &a.memory, &a.time, &a.threads); err != nil {
+		return a, fmt.Errorf("malformed argon2id hash: %w", err)
+	}
+	salt, _ := base64.RawStdEncoding.DecodeString(parts[4]) // DecodeHash decoded it
+	a.keyLen, a.saltLen = uint32(len(key)), uint32(len(salt))
+	return a, nil
+}
 
 // minArgon2idKeyLen is the shortest argon2id key accepted: 128 bits.
 const minArgon2idKeyLen = 16
@@ -83,21 +134,18 @@ var errUnknownHash = errors.New("not a bcrypt or argon2id hash (make one with ca
 func checkPasswordHash(hash string) error {
 	switch {
 	case strings.HasPrefix(hash, argon2idPrefix):
-		_, key, err := caddyauth.DecodeHash([]byte(hash))
+		a, err := parseArgon2id([]byte(hash))
 		if err != nil {
-			return fmt.Errorf("malformed argon2id hash: %w", err)
+			return err
 		}
 		// DecodeHash leaves the parameters to argon2, which panics on a
 		// time or parallelism of 0; and an empty key matches every
 		// password.
-		var memory, time uint32
-		var threads uint8
-		params := strings.Split(hash, "$")[3] // DecodeHash found 6 parts
-		if _, err := fmt.Sscanf(params, "m=%d,t=%d,p=%d", &memory, &time, &threads); err != nil || time < 1 || threads < 1 {
+		if a.time < 1 || a.threads < 1 {
 			return errors.New("malformed argon2id hash: time and parallelism must be at least 1")
 		}
-		if len(key) < minArgon2idKeyLen {
-			return fmt.Errorf("malformed argon2id hash: key of %d bytes, want at least %d", len(key), minArgon2idKeyLen)
+		if a.keyLen < minArgon2idKeyLen {
+			return fmt.Errorf("malformed argon2id hash: key of %d bytes, want at least %d", a.keyLen, minArgon2idKeyLen)
 		}
 	case strings.HasPrefix(hash, bcryptPrefix):
 		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
@@ -107,4 +155,27 @@ func checkPasswordHash(hash string) error {
 		return errUnknownHash
 	}
 	return nil
+}
+
+// warnMixedCosts warns when the users' password hashes differ in
+// algorithm or cost: an unknown username then costs what one of them
+// does, but how long a login takes tells which kind a user's hash is, and
+// the cheaper ones are the weaker.
+func warnMixedCosts(logger *zap.Logger, users []idp.User) {
+	count := make(map[string]int)
+	for _, u := range users {
+		if cost, err := (hashComparer{}).HashCost([]byte(u.PasswordHash)); err == nil {
+			count[cost]++
+		}
+	}
+	if len(count) < 2 {
+		return
+	}
+	costs := make([]string, 0, len(count))
+	for cost, n := range count {
+		costs = append(costs, fmt.Sprintf("%s: %d users", cost, n))
+	}
+	slices.Sort(costs)
+	logger.Warn("users' password hashes differ in algorithm or cost: login times tell them apart; hash every password alike with caddy hash-password",
+		zap.Strings("costs", costs))
 }

@@ -3,12 +3,17 @@ package caddymodule
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/caddyauth"
+
+	"github.com/authgate/authgate/idp"
 )
 
 // Hashes of "correct horse", made once per test binary: bcrypt at the
@@ -105,37 +110,86 @@ func TestCheckPasswordHash(t *testing.T) {
 // errUnknownHash.
 var errMalformed = errors.New("malformed")
 
-func TestNewHashComparerFakeHash(t *testing.T) {
+// TestHashComparerFakeHash: the fake hash made for a user's hash costs
+// what it does, algorithm and parameters alike, and matches no password.
+func TestHashComparerFakeHash(t *testing.T) {
+	custom := mustHash(bcrypt.GenerateFromPassword([]byte("correct horse"), 5))
 	tests := []struct {
-		name     string
-		like     string
-		wantFake []byte // nil: a fresh bcrypt hash of wantCost
-		wantCost int
+		name, like, wantCost string
 	}{
-		{name: "no users", like: "", wantFake: caddyauth.BcryptHash{}.FakeHash()},
-		{name: "bcrypt of caddy's cost", like: string(caddyauth.BcryptHash{}.FakeHash()), wantFake: caddyauth.BcryptHash{}.FakeHash()},
-		{name: "bcrypt of another cost", like: testBcryptHash, wantCost: bcrypt.MinCost},
-		{name: "argon2id", like: testArgon2idHash, wantFake: caddyauth.Argon2idHash{}.FakeHash()},
-		{name: "malformed", like: "hunter2", wantFake: caddyauth.BcryptHash{}.FakeHash()},
+		{name: "bcrypt of the lowest cost", like: testBcryptHash, wantCost: "bcrypt cost 4"},
+		{name: "bcrypt of cost 5", like: custom, wantCost: "bcrypt cost 5"},
+		{name: "argon2id of caddy hash-password", like: testArgon2idHash, wantCost: "argon2id m=47104,t=1,p=1,len=32"},
+		{name: "argon2id of other parameters", like: "$argon2id$v=19$m=1024,t=3,p=2$c2FsdHNhbHQ$" + strings.Repeat("A", 22), wantCost: "argon2id m=1024,t=3,p=2,len=16"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := newHashComparer(tt.like)
+			c := hashComparer{}
+			if cost, err := c.HashCost([]byte(tt.like)); err != nil || cost != tt.wantCost {
+				t.Fatalf("HashCost = %q, %v; want %q", cost, err, tt.wantCost)
+			}
+			fake, err := c.FakeHash([]byte(tt.like))
 			if err != nil {
 				t.Fatal(err)
 			}
-			fake := c.FakeHash()
-			if tt.wantFake != nil {
-				if !bytes.Equal(fake, tt.wantFake) {
-					t.Fatalf("fake hash = %s, want %s", fake, tt.wantFake)
-				}
-				return
+			if err := checkPasswordHash(string(fake)); err != nil {
+				t.Fatalf("fake hash %s: %v", fake, err)
 			}
-			if cost, err := bcrypt.Cost(fake); err != nil || cost != tt.wantCost {
-				t.Fatalf("fake hash cost = %d, %v; want %d", cost, err, tt.wantCost)
+			if cost, err := c.HashCost(fake); err != nil || cost != tt.wantCost {
+				t.Fatalf("fake hash %s costs %q, %v; want %q", fake, cost, err, tt.wantCost)
+			}
+			if bytes.Equal(fake, []byte(tt.like)) {
+				t.Fatal("the fake hash is the user's")
 			}
 			if ok, err := c.Compare(fake, []byte("correct horse")); err != nil || ok {
 				t.Fatalf("fake hash matches a password: %v, %v", ok, err)
+			}
+			if again, _ := c.FakeHash([]byte(tt.like)); !bytes.Equal(again, fake) {
+				t.Error("a second fake hash of the same cost was made")
+			}
+		})
+	}
+}
+
+// TestWarnMixedCosts: provisioning warns when users' hashes differ in
+// cost, naming the costs but no hash.
+func TestWarnMixedCosts(t *testing.T) {
+	cost5 := mustHash(bcrypt.GenerateFromPassword([]byte("correct horse"), 5))
+	tests := []struct {
+		name   string
+		hashes []string
+		want   []string // the costs field; nil: no warning
+	}{
+		{name: "one cost", hashes: []string{testBcryptHash, testBcryptHash}},
+		{name: "bcrypt costs", hashes: []string{testBcryptHash, cost5, cost5}, want: []string{"bcrypt cost 4: 1 users", "bcrypt cost 5: 2 users"}},
+		{name: "bcrypt and argon2id", hashes: []string{testArgon2idHash, testBcryptHash}, want: []string{"argon2id m=47104,t=1,p=1,len=32: 1 users", "bcrypt cost 4: 1 users"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			var users []idp.User
+			for i, h := range tt.hashes {
+				users = append(users, idp.User{Username: fmt.Sprint("u", i), PasswordHash: h})
+			}
+			warnMixedCosts(zap.New(core), users)
+			entries := logs.All()
+			if tt.want == nil {
+				if len(entries) != 0 {
+					t.Fatalf("warned: %v", entries)
+				}
+				return
+			}
+			if len(entries) != 1 {
+				t.Fatalf("%d log entries, want one warning", len(entries))
+			}
+			got, _ := entries[0].ContextMap()["costs"].([]any)
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Errorf("costs = %v, want %v", got, tt.want)
+			}
+			for _, h := range tt.hashes {
+				if strings.Contains(fmt.Sprint(entries[0]), h) {
+					t.Error("the warning quotes a hash")
+				}
 			}
 		})
 	}

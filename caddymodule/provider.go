@@ -107,9 +107,10 @@ type Provider struct {
 	// in Caddy's storage.
 	SigningKeys []string `json:"signing_keys,omitempty"`
 
-	// LoginThrottle slows down password guessing, per username and per
-	// client IP. Default: 3 free failures, then waits from 1s doubling up
-	// to 15m.
+	// LoginThrottle slows down password guessing: per username and client
+	// IP, per username from every address, and per client IP; a browser
+	// that has logged in as the user before (its device cookie) is spared
+	// the per-username limit. Default: see [ProviderLoginThrottle].
 	LoginThrottle *ProviderLoginThrottle `json:"login_throttle,omitempty"`
 
 	provider *idp.Provider
@@ -243,18 +244,82 @@ type ProviderAPIResource struct {
 	SecretHash string `json:"secret_hash,omitempty"`
 }
 
-// ProviderLoginThrottle limits failed logins: after Free failures in a row,
-// each further failure doubles the wait before the next attempt, from Base
-// up to Max.
+// ProviderLoginThrottle limits failed logins, at the login page and in the
+// password grant. Each attempt counts against three keys, and waits while
+// any of them must: the username from its client IP, the client IP, and
+// the username from every address — or, instead of the last, the
+// browser's device cookie, which a successful login as that username
+// sets (OWASP's device cookies), so that guesses from elsewhere cannot
+// lock a user out of the browsers they use. An attempt is counted before
+// its password is checked.
 type ProviderLoginThrottle struct {
-	// Free is the number of failures before any wait. Default: 3.
+	// UserIP limits failures per username and client IP. Default: 5 free,
+	// then 1s doubling up to 15m.
+	UserIP *ProviderThrottleLimit `json:"user_ip,omitempty"`
+
+	// User limits failures per username from every client IP together,
+	// for browsers without its device cookie. Default: 20 free, then 1s
+	// doubling up to 5m.
+	User *ProviderThrottleLimit `json:"user,omitempty"`
+
+	// IP limits failures per client IP, whatever the username. Default:
+	// 30 free, then 1s doubling up to 1m.
+	IP *ProviderThrottleLimit `json:"ip,omitempty"`
+
+	// Device limits failures per device cookie, so that a stolen one buys
+	// few guesses. Default: 5 free, then 1s doubling up to 15m.
+	Device *ProviderThrottleLimit `json:"device,omitempty"`
+
+	// DeviceCookieLifetime is how long a browser is remembered after a
+	// successful login. Default: 720h (30 days).
+	DeviceCookieLifetime caddy.Duration `json:"device_cookie_lifetime,omitempty"`
+}
+
+// ProviderThrottleLimit is one limit of a [ProviderLoginThrottle]: after
+// Free failures, each further failure doubles the wait before the next
+// attempt, from Base up to Max; each Max without a failure forgives one.
+type ProviderThrottleLimit struct {
+	// Free is the number of failures before any wait.
 	Free int `json:"free,omitempty"`
 
-	// Base is the first wait. Default: 1s.
+	// Base is the first wait.
 	Base caddy.Duration `json:"base,omitempty"`
 
-	// Max caps the wait. Default: 15m.
+	// Max caps the wait.
 	Max caddy.Duration `json:"max,omitempty"`
+}
+
+// idpThrottle checks t and returns its idp form; nil fields are zero, the
+// idp defaults.
+func (t *ProviderLoginThrottle) idpThrottle() (idp.ThrottleConfig, error) {
+	var cfg idp.ThrottleConfig
+	if t == nil {
+		return cfg, nil
+	}
+	for _, l := range []struct {
+		name string
+		src  *ProviderThrottleLimit
+		dst  *idp.ThrottleLimit
+	}{
+		{"user_ip", t.UserIP, &cfg.UserIP},
+		{"user", t.User, &cfg.User},
+		{"ip", t.IP, &cfg.IP},
+		{"device", t.Device, &cfg.Device},
+	} {
+		if l.src == nil {
+			continue
+		}
+		if l.src.Free < 0 || l.src.Base < 0 || l.src.Max < 0 || l.src.Max != 0 && l.src.Max < l.src.Base {
+			return cfg, fmt.Errorf("login_throttle %s {free: %d, base: %s, max: %s}: want non-negative values and max at least base",
+				l.name, l.src.Free, time.Duration(l.src.Base), time.Duration(l.src.Max))
+		}
+		*l.dst = idp.ThrottleLimit{Free: l.src.Free, Base: time.Duration(l.src.Base), Max: time.Duration(l.src.Max)}
+	}
+	if t.DeviceCookieLifetime < 0 {
+		return cfg, fmt.Errorf("login_throttle device_cookie_lifetime %s is negative", time.Duration(t.DeviceCookieLifetime))
+	}
+	cfg.DeviceCookieLifetime = time.Duration(t.DeviceCookieLifetime)
+	return cfg, nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -277,6 +342,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	cfg.Logger = ctx.Slogger()
 	cfg.ClientIP = clientIP
+	warnMixedCosts(p.logger, cfg.Users)
 
 	storage := ctx.Storage()
 	prefix := providerStoragePrefix(p.Issuer)
@@ -352,8 +418,9 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 			return idp.Config{}, fmt.Errorf("%s %s is negative", d.option, time.Duration(d.value))
 		}
 	}
-	if t := p.LoginThrottle; t != nil && (t.Free < 0 || t.Base < 0 || t.Max < 0) {
-		return idp.Config{}, fmt.Errorf("login_throttle {free: %d, base: %s, max: %s} has a negative value", t.Free, time.Duration(t.Base), time.Duration(t.Max))
+	throttle, err := p.LoginThrottle.idpThrottle()
+	if err != nil {
+		return idp.Config{}, err
 	}
 
 	cfg := idp.Config{
@@ -363,6 +430,7 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		AccessTokenAlg:  p.AccessTokenAlg,
 		CodeLifetime:    time.Duration(p.CodeLifetime),
 		SessionLifetime: time.Duration(p.SessionLifetime),
+		Throttle:        throttle,
 	}
 	repl := caddy.NewReplacer()
 	for _, r := range p.APIResources {
@@ -374,9 +442,6 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 			}
 		}
 		cfg.APIResources = append(cfg.APIResources, res)
-	}
-	if t := p.LoginThrottle; t != nil {
-		cfg.Throttle = idp.ThrottleConfig{Free: t.Free, Base: time.Duration(t.Base), Max: time.Duration(t.Max)}
 	}
 
 	users := p.Users
@@ -398,25 +463,14 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		cfg.Users = append(cfg.Users, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims})
 	}
 
-	likeHash := ""
-	if len(cfg.Users) > 0 {
-		likeHash = cfg.Users[0].PasswordHash
-	}
 	for _, c := range p.Clients {
 		ic, err := c.idpClient(repl)
 		if err != nil {
 			return idp.Config{}, err
 		}
-		if likeHash == "" {
-			likeHash = ic.SecretHash
-		}
 		cfg.Clients = append(cfg.Clients, ic)
 	}
-	comparer, err := newHashComparer(likeHash)
-	if err != nil {
-		return idp.Config{}, err
-	}
-	cfg.PasswordComparer = comparer
+	cfg.PasswordComparer = hashComparer{}
 
 	if p.Templates != "" {
 		info, err := os.Stat(p.Templates)

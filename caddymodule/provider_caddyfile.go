@@ -76,7 +76,13 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		session_lifetime <duration>
 //		templates <dir>
 //		signing_key <pem file>
-//		login_throttle <free> <base> <max>
+//		login_throttle [<free> <base> <max>] {
+//			user_ip <free> <base> <max>
+//			user <free> <base> <max>
+//			ip <free> <base> <max>
+//			device <free> <base> <max>
+//			device_cookie_lifetime <duration>
+//		}
 //	}
 //
 // The issuer is required, as the argument or in the block. client, user,
@@ -450,30 +456,82 @@ func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
 	return u, nil
 }
 
-// parseThrottle parses `login_throttle <free> <base> <max>`.
+// parseThrottle parses
+//
+//	login_throttle [<free> <base> <max>] {
+//		user_ip <free> <base> <max>
+//		user <free> <base> <max>
+//		ip <free> <base> <max>
+//		device <free> <base> <max>
+//		device_cookie_lifetime <duration>
+//	}
+//
+// where the arguments on the first line are the user_ip limit.
 func parseThrottle(d *caddyfile.Dispenser) (*ProviderLoginThrottle, error) {
+	t := new(ProviderLoginThrottle)
+	if d.CountRemainingArgs() > 0 {
+		l, err := parseThrottleLimit(d, "user_ip")
+		if err != nil {
+			return nil, err
+		}
+		t.UserIP = l
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var dst **ProviderThrottleLimit
+		switch option := d.Val(); option {
+		case "user_ip":
+			dst = &t.UserIP
+		case "user":
+			dst = &t.User
+		case "ip":
+			dst = &t.IP
+		case "device":
+			dst = &t.Device
+		case "device_cookie_lifetime":
+			if err := parseDuration(d, &t.DeviceCookieLifetime); err != nil {
+				return nil, err
+			}
+			continue
+		default:
+			return nil, d.Errf("unrecognized login_throttle option %q", option)
+		}
+		if *dst != nil {
+			return nil, d.Errf("login_throttle %s is declared twice", d.Val())
+		}
+		l, err := parseThrottleLimit(d, d.Val())
+		if err != nil {
+			return nil, err
+		}
+		*dst = l
+	}
+	return t, nil
+}
+
+// parseThrottleLimit parses the arguments `<free> <base> <max>` of the
+// login_throttle limit name.
+func parseThrottleLimit(d *caddyfile.Dispenser, name string) (*ProviderThrottleLimit, error) {
 	var free, base, maxWait string
 	if !d.Args(&free, &base, &maxWait) || d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	var t ProviderLoginThrottle
+	var l ProviderThrottleLimit
 	var err error
-	if t.Free, err = strconv.Atoi(free); err != nil || t.Free < 0 {
-		return nil, d.Errf("login_throttle free %q: want a number of failures", free)
+	if l.Free, err = strconv.Atoi(free); err != nil || l.Free < 0 {
+		return nil, d.Errf("login_throttle %s free %q: want a number of failures", name, free)
 	}
 	b, err := caddy.ParseDuration(base)
 	if err != nil || b <= 0 {
-		return nil, d.Errf("login_throttle base %q: want a positive duration", base)
+		return nil, d.Errf("login_throttle %s base %q: want a positive duration", name, base)
 	}
 	m, err := caddy.ParseDuration(maxWait)
 	if err != nil || m <= 0 {
-		return nil, d.Errf("login_throttle max %q: want a positive duration", maxWait)
+		return nil, d.Errf("login_throttle %s max %q: want a positive duration", name, maxWait)
 	}
 	if m < b {
-		return nil, d.Errf("login_throttle max %s is less than base %s", m, b)
+		return nil, d.Errf("login_throttle %s max %s is less than base %s", name, m, b)
 	}
-	t.Base, t.Max = caddy.Duration(b), caddy.Duration(m)
-	return &t, nil
+	l.Base, l.Max = caddy.Duration(b), caddy.Duration(m)
+	return &l, nil
 }
 
 // parseOnce reads the single argument of the option under the cursor into

@@ -241,7 +241,13 @@ func TestProvisionErrors(t *testing.T) {
 		{"signing key not PEM", func(p *Provider) { p.SigningKeys = []string{notPEM} }, `signing_key "` + notPEM + `": no PEM private key found`},
 		{"templates not a directory", func(p *Provider) { p.Templates = notPEM }, "is not a directory"},
 		{"negative code lifetime", func(p *Provider) { p.CodeLifetime = caddy.Duration(-time.Minute) }, "code_lifetime -1m0s is negative"},
-		{"negative throttle", func(p *Provider) { p.LoginThrottle = &ProviderLoginThrottle{Free: -1} }, "login_throttle"},
+		{"negative throttle", func(p *Provider) { p.LoginThrottle = &ProviderLoginThrottle{User: &ProviderThrottleLimit{Free: -1}} }, "login_throttle user"},
+		{"throttle max below base", func(p *Provider) {
+			p.LoginThrottle = &ProviderLoginThrottle{IP: &ProviderThrottleLimit{Base: caddy.Duration(time.Minute), Max: caddy.Duration(time.Second)}}
+		}, "login_throttle ip"},
+		{"negative device cookie lifetime", func(p *Provider) {
+			p.LoginThrottle = &ProviderLoginThrottle{DeviceCookieLifetime: caddy.Duration(-time.Hour)}
+		}, "device_cookie_lifetime"},
 		{"relative redirect URI", func(p *Provider) { p.Clients[0].RedirectURIs = []string{"/cb"} }, `"/cb"`},
 	}
 	for _, tt := range tests {
@@ -295,8 +301,12 @@ func TestIdpConfig(t *testing.T) {
 		APIResources:    []ProviderAPIResource{{Name: "api", Scopes: []string{"api.read"}}},
 		CodeLifetime:    caddy.Duration(30 * time.Second),
 		SessionLifetime: caddy.Duration(time.Hour),
-		LoginThrottle:   &ProviderLoginThrottle{Free: 5, Base: caddy.Duration(time.Second), Max: caddy.Duration(time.Minute)},
-		Templates:       dir,
+		LoginThrottle: &ProviderLoginThrottle{
+			UserIP:               &ProviderThrottleLimit{Free: 5, Base: caddy.Duration(time.Second), Max: caddy.Duration(time.Minute)},
+			Device:               &ProviderThrottleLimit{Free: 2, Base: caddy.Duration(time.Second), Max: caddy.Duration(time.Hour)},
+			DeviceCookieLifetime: caddy.Duration(48 * time.Hour),
+		},
+		Templates: dir,
 	}
 	cfg, err := p.idpConfig()
 	if err != nil {
@@ -321,9 +331,13 @@ func TestIdpConfig(t *testing.T) {
 		{"api resource", cfg.APIResources[0].Name, "api"},
 		{"code lifetime", cfg.CodeLifetime, 30 * time.Second},
 		{"session lifetime", cfg.SessionLifetime, time.Hour},
-		{"throttle", cfg.Throttle, idp.ThrottleConfig{Free: 5, Base: time.Second, Max: time.Minute}},
+		{"throttle", cfg.Throttle, idp.ThrottleConfig{
+			UserIP:               idp.ThrottleLimit{Free: 5, Base: time.Second, Max: time.Minute},
+			Device:               idp.ThrottleLimit{Free: 2, Base: time.Second, Max: time.Hour},
+			DeviceCookieLifetime: 48 * time.Hour,
+		}},
 		{"templates", cfg.Templates != nil, true},
-		{"fake hash like the first user's", string(cfg.PasswordComparer.(hashComparer).FakeHash()[:10]), testArgon2idHash[:10]},
+		{"comparer", cfg.PasswordComparer, idp.PasswordComparer(hashComparer{})},
 		{"module config untouched", p.Users[0].PasswordHash, "{file." + hashFile + "}"},
 		{"module users untouched", len(p.Users), 1},
 	}

@@ -83,6 +83,10 @@ type Config struct {
 	// [ThrottleConfig].
 	Throttle ThrottleConfig
 
+	// ThrottleStore keeps the throttle's counts. Default: the memory of
+	// this process.
+	ThrottleStore ThrottleStore
+
 	// ClientIP returns the address failed logins are throttled by. Default:
 	// the host of the request's RemoteAddr.
 	ClientIP func(*http.Request) string
@@ -240,17 +244,66 @@ type PasswordComparer interface {
 	Compare(hashed, plaintext []byte) (bool, error)
 }
 
-// ThrottleConfig limits failed login attempts per username and per client IP:
-// after Free failures in a row, each further failure doubles the wait,
-// starting at Base and capped at Max.
-type ThrottleConfig struct {
-	// Free failures before any wait. Default 3.
-	Free int
-	// Base is the first wait. Default 1s.
-	Base time.Duration
-	// Max caps the wait. Default 15m.
-	Max time.Duration
+// FakeHasher is implemented by a [PasswordComparer] that can tell what
+// checking a hash costs and make a hash of equal cost. The provider checks
+// the password of an unknown username against such a fake, one for each
+// cost among its users, chosen by the username with a keyed hash and
+// weighted by how many users have each cost: the answer then takes as
+// long as for some real user, and the same name always takes the same.
+// Without it, unknown usernames cost one bcrypt check of cost 10.
+type FakeHasher interface {
+	// HashCost names the algorithm and parameters of hashed: hashes of
+	// the same HashCost cost the same to check.
+	HashCost(hashed []byte) (string, error)
+
+	// FakeHash returns the hash of a password that nobody knows, of the
+	// same HashCost as hashed.
+	FakeHash(hashed []byte) ([]byte, error)
 }
+
+// ThrottleConfig limits failed logins, at the login page and in the
+// password grant. An attempt counts against its username from its client
+// IP (UserIP), its client IP (IP), and its username from anywhere (User);
+// a browser that has logged in as the username before, and shows the
+// device cookie it got then, counts against that cookie (Device) instead
+// of User, so that guesses from elsewhere cannot lock its user out. Zero
+// fields take their defaults.
+type ThrottleConfig struct {
+	// UserIP limits failures per username and client IP. Default:
+	// [DefaultThrottleUserIP].
+	UserIP ThrottleLimit
+
+	// User limits failures per username from every client IP together.
+	// Default: [DefaultThrottleUser].
+	User ThrottleLimit
+
+	// IP limits failures per client IP, whatever the username. Default:
+	// [DefaultThrottleIP].
+	IP ThrottleLimit
+
+	// Device limits failures per device cookie, so that a stolen one is no
+	// free pass. Default: [DefaultThrottleDevice].
+	Device ThrottleLimit
+
+	// DeviceCookieLifetime is how long a browser keeps its device cookie
+	// after each successful login. Default: [DefaultDeviceCookieLifetime].
+	DeviceCookieLifetime time.Duration
+}
+
+// Defaults of [ThrottleConfig]. Each Max without a failure forgives one,
+// so that, past the first burst, a key gets one guess per Max: 4 an hour
+// per username and client IP, 12 an hour per username from every address,
+// 60 an hour per client IP.
+var (
+	DefaultThrottleUserIP = ThrottleLimit{Free: 5, Base: time.Second, Max: 15 * time.Minute}
+	DefaultThrottleUser   = ThrottleLimit{Free: 20, Base: time.Second, Max: 5 * time.Minute}
+	DefaultThrottleIP     = ThrottleLimit{Free: 30, Base: time.Second, Max: time.Minute}
+	DefaultThrottleDevice = ThrottleLimit{Free: 5, Base: time.Second, Max: 15 * time.Minute}
+)
+
+// DefaultDeviceCookieLifetime is the default of
+// [ThrottleConfig.DeviceCookieLifetime].
+const DefaultDeviceCookieLifetime = 30 * 24 * time.Hour
 
 // DeriveSubject returns the stable subject of a user who has none
 // configured: a UUID-shaped digest of the username, the same on every start

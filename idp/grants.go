@@ -82,18 +82,21 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 	}
 	ctx := r.Context()
 	ip := p.clientIP(r)
-	keys := []string{"user:" + strings.ToLower(username), "ip:" + ip}
-	if wait := p.throttle.wait(keys...); wait > 0 {
+	// No device cookie here: the client, not the user's browser, calls.
+	attempt, wait, terr := p.reserveLogin(ctx, username, ip, "")
+	if terr != nil {
+		return nil, &Error{Code: ErrServerError, Description: "the login could not be checked", Cause: terr}
+	}
+	if wait > 0 {
 		p.log.WarnContext(ctx, "login throttled", "username", username, "client_ip", ip, "client_id", c.ID)
-		return nil, oauthErr(ErrInvalidGrant, fmt.Sprintf("too many failed attempts; try again in %d s", int((wait+time.Second-1)/time.Second)))
+		return nil, oauthErr(ErrInvalidGrant, fmt.Sprintf("too many failed attempts; try again in %d s", retryAfter(wait)))
 	}
 	user := p.checkPassword(username, password)
 	if user == nil {
-		p.throttle.fail(keys...)
 		p.log.InfoContext(ctx, "login failed", "username", username, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
 		return nil, oauthErr(ErrInvalidGrant, "invalid username or password")
 	}
-	p.throttle.succeed(keys[0])
+	p.succeeded(ctx, attempt)
 	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
 	authTime := p.now().Unix()
 	var family string

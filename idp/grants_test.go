@@ -107,7 +107,9 @@ func TestClientCredentials(t *testing.T) {
 }
 
 func TestPasswordGrant(t *testing.T) {
-	ts := lifecycleServer(t, func(c *idp.Config) { c.Throttle = idp.ThrottleConfig{Free: 1, Base: time.Minute, Max: time.Hour} })
+	ts := lifecycleServer(t, func(c *idp.Config) {
+		c.Throttle = idp.ThrottleConfig{UserIP: idp.ThrottleLimit{Free: 1, Base: time.Minute, Max: time.Hour}}
+	})
 	form := func(user, pw, scope string) url.Values {
 		return url.Values{"grant_type": {"password"}, "username": {user}, "password": {pw}, "scope": {scope}}
 	}

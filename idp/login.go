@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 )
 
 // loginPage is what the login template shows.
@@ -88,28 +87,35 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ip := p.clientIP(r)
-	keys := []string{"user:" + strings.ToLower(page.Username), "ip:" + ip}
-	if wait := p.throttle.wait(keys...); wait > 0 {
+	attempt, wait, err := p.reserveLogin(r.Context(), page.Username, ip, p.deviceFor(r, page.Username))
+	if err != nil {
+		p.log.ErrorContext(r.Context(), "login throttle", "error", err)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again later."})
+		return
+	}
+	if wait > 0 {
 		p.log.WarnContext(r.Context(), "login throttled", "username", page.Username, "client_ip", ip, "client_id", page.ClientID)
-		page.Error = fmt.Sprintf("Too many failed attempts. Try again in %d s.", int((wait+time.Second-1)/time.Second))
-		w.Header().Set("Retry-After", fmt.Sprint(int((wait+time.Second-1)/time.Second)))
+		page.Error = fmt.Sprintf("Too many failed attempts. Try again in %d s.", retryAfter(wait))
+		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
 		p.renderLogin(w, r, http.StatusTooManyRequests, page)
 		return
 	}
 	user := p.checkPassword(page.Username, f.Get("password"))
 	if user == nil {
-		p.throttle.fail(keys...)
 		p.log.InfoContext(r.Context(), "login failed", "username", page.Username, "client_ip", ip, "client_id", page.ClientID)
 		page.Error = "Invalid username or password."
 		p.renderLogin(w, r, http.StatusOK, page)
 		return
 	}
-	p.throttle.succeed(keys[0])
+	p.succeeded(r.Context(), attempt)
 	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix()}
 	if err := p.writeSession(w, sess); err != nil {
 		p.log.ErrorContext(r.Context(), "writing session cookie", "error", err)
 		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})
 		return
+	}
+	if err := p.writeDevice(w, user.Username); err != nil {
+		p.log.ErrorContext(r.Context(), "writing device cookie", "error", err)
 	}
 	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", page.ClientID)
 	if req == nil {
@@ -123,7 +129,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 // username costs the same hash comparison as a known one.
 func (p *Provider) checkPassword(username, password string) *User {
 	u := p.users[username]
-	hash := p.fakeHash
+	hash := p.fakeHashFor(username)
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}

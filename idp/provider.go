@@ -80,14 +80,17 @@ type Provider struct {
 
 	cookies   *securecookie.SecureCookie
 	cookieSet []securecookie.Codec
+	deviceSet []securecookie.Codec // cookieSet with the device cookie's lifetime
 
-	codeTTL    time.Duration
-	sessionTTL time.Duration
-	comparer   PasswordComparer
-	fakeHash   []byte
-	throttle   *throttle
-	templates  *template.Template
-	discovery  []byte
+	codeTTL     time.Duration
+	sessionTTL  time.Duration
+	comparer    PasswordComparer
+	fakes       []fakeHash // for unknown usernames, by cost
+	fakeKey     []byte     // picks a fake for a username
+	throttle    ThrottleStore
+	throttleCfg ThrottleConfig
+	templates   *template.Template
+	discovery   []byte
 
 	clientIPFunc func(*http.Request) string
 
@@ -147,12 +150,6 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.comparer == nil {
 		p.comparer = bcryptComparer{}
 	}
-	// A password check against this hash when the user is unknown makes
-	// "no such user" take as long as "wrong password".
-	p.fakeHash = []byte("$2a$10$lbHSwDkxbJyj1RgAk.klleS8cAQRKImw6qDREvUOZC3qUtCdCqfLa")
-	if f, ok := p.comparer.(interface{ FakeHash() []byte }); ok {
-		p.fakeHash = f.FakeHash()
-	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -162,7 +159,21 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.random == nil {
 		p.random = rand.Reader
 	}
-	p.throttle = newThrottle(cfg.Throttle, p.now)
+	p.throttle = cfg.ThrottleStore
+	if p.throttle == nil {
+		p.throttle = newMemoryThrottle()
+	}
+	if t := cfg.Throttle; t.UserIP.Base < 0 || t.UserIP.Max < 0 || t.User.Base < 0 || t.User.Max < 0 || t.IP.Base < 0 || t.IP.Max < 0 ||
+		t.Device.Base < 0 || t.Device.Max < 0 || t.DeviceCookieLifetime < 0 {
+		return nil, errors.New("idp: negative throttle duration")
+	}
+	p.throttleCfg = ThrottleConfig{
+		UserIP:               cfg.Throttle.UserIP.orDefault(DefaultThrottleUserIP),
+		User:                 cfg.Throttle.User.orDefault(DefaultThrottleUser),
+		IP:                   cfg.Throttle.IP.orDefault(DefaultThrottleIP),
+		Device:               cfg.Throttle.Device.orDefault(DefaultThrottleDevice),
+		DeviceCookieLifetime: cmp(cfg.Throttle.DeviceCookieLifetime, DefaultDeviceCookieLifetime),
+	}
 
 	for _, s := range cfg.APIScopes {
 		if _, ok := identityScopes[s]; ok || s == "offline_access" {
@@ -190,6 +201,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, err
 	}
 	if err := p.setCookieKeys(cfg.CookieKeys); err != nil {
+		return nil, err
+	}
+	if err := p.setFakeHashes(cfg.CookieKeys[0][0]); err != nil {
 		return nil, err
 	}
 	if p.templates, err = parseTemplates(cfg.Templates); err != nil {
@@ -398,6 +412,10 @@ func (p *Provider) setCookieKeys(pairs [][2][]byte) error {
 		sc.MaxLength(0)
 		sc.SetSerializer(securecookie.JSONEncoder{})
 		p.cookieSet = append(p.cookieSet, sc)
+		dc := securecookie.New(pair[0], pair[1])
+		dc.MaxAge(int(p.throttleCfg.DeviceCookieLifetime / time.Second))
+		dc.SetSerializer(securecookie.JSONEncoder{})
+		p.deviceSet = append(p.deviceSet, dc)
 	}
 	p.cookies = p.cookieSet[0].(*securecookie.SecureCookie)
 	// securecookie reports a bad key only when it first encodes: find out now.
@@ -424,6 +442,7 @@ func cmp(d, def time.Duration) time.Duration {
 	return d
 }
 
+// bcryptComparer is the default [PasswordComparer], and a [FakeHasher].
 type bcryptComparer struct{}
 
 func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
@@ -432,6 +451,24 @@ func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// HashCost implements [FakeHasher].
+func (bcryptComparer) HashCost(hashed []byte) (string, error) {
+	cost, err := bcrypt.Cost(hashed)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("bcrypt cost %d", cost), nil
+}
+
+// FakeHash implements [FakeHasher].
+func (bcryptComparer) FakeHash(hashed []byte) ([]byte, error) {
+	cost, err := bcrypt.Cost(hashed)
+	if err != nil {
+		return nil, err
+	}
+	return bcrypt.GenerateFromPassword([]byte(rand.Text()), cost)
 }
 
 func (p *Provider) randomString(n int) string {

@@ -1,98 +1,239 @@
 package idp
 
 import (
+	"context"
+	"strings"
 	"sync"
 	"time"
 )
 
-// throttle slows password guessing: after cfg.Free failures in a row for a
-// key (a username or a client IP), each further failure doubles the time
-// the key must wait before the next attempt.
-type throttle struct {
-	cfg ThrottleConfig
-	now func() time.Time
+// ThrottleLimit is how failed logins are throttled for one kind of key:
+// after Free failures, each further failure doubles the wait before the
+// next attempt, starting at Base and capped at Max; and each Max that
+// passes without a failure forgives one. A guesser who keeps going thus
+// gets one guess per Max, and one who pauses gains nothing by it.
+type ThrottleLimit struct {
+	Free int
+	Base time.Duration
+	Max  time.Duration
+}
 
+// Wait returns how long a key must wait after its failures-th failure.
+func (l ThrottleLimit) Wait(failures int) time.Duration {
+	n := failures - l.Free
+	switch {
+	case n <= 0:
+		return 0
+	case n > 30: // Base<<n would overflow long before
+		return l.Max
+	}
+	return min(l.Base<<(n-1), l.Max)
+}
+
+// orDefault fills the zero fields of l from def.
+func (l ThrottleLimit) orDefault(def ThrottleLimit) ThrottleLimit {
+	if l.Free <= 0 {
+		l.Free = def.Free
+	}
+	if l.Base <= 0 {
+		l.Base = def.Base
+	}
+	if l.Max <= 0 {
+		l.Max = def.Max
+	}
+	return l
+}
+
+// ThrottleKey is one thing that failed logins are counted against (a
+// username, a client IP, ...), and its limit. Key holds what a client
+// typed as its username, any bytes: a store that cannot keep those as they
+// are should hash them.
+type ThrottleKey struct {
+	Key   string
+	Limit ThrottleLimit
+}
+
+// ThrottleStore keeps the counts of the login throttle. An attempt is
+// counted as a failure before its password is checked, and taken back
+// when the password was right: counting after the check would let every
+// guess that arrives while the first ones are being checked through
+// unthrottled. Implementations must be safe for concurrent use; a store
+// shared by several processes must make Reserve atomic across all of them.
+type ThrottleStore interface {
+	// Reserve counts one failure against every key at now, unless one of
+	// them must still wait: then it counts nothing and returns the longest
+	// wait. The check and the count are one atomic step over all keys, so
+	// that attempts at the same time are counted as if they came one after
+	// the other.
+	Reserve(ctx context.Context, now time.Time, keys []ThrottleKey) (time.Duration, error)
+
+	// Release takes back one failure from every key, for an attempt that
+	// Reserve counted and that succeeded.
+	Release(ctx context.Context, now time.Time, keys []ThrottleKey) error
+
+	// Forget deletes every failure counted against the keys.
+	Forget(ctx context.Context, keys []string) error
+}
+
+// memoryThrottle is the [ThrottleStore] of a single process.
+type memoryThrottle struct {
 	mu      sync.Mutex
 	entries map[string]*throttleEntry
 }
 
 type throttleEntry struct {
 	failures int
+	last     time.Time // of the last failure
 	until    time.Time // no attempt before this
-	last     time.Time // last failure
+	forgive  time.Duration
 }
 
 // maxThrottleEntries bounds the table; past it, entries that no longer
 // delay anyone are dropped.
 const maxThrottleEntries = 100_000
 
-func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
-	if cfg.Free <= 0 {
-		cfg.Free = 3
-	}
-	if cfg.Base <= 0 {
-		cfg.Base = time.Second
-	}
-	if cfg.Max <= 0 {
-		cfg.Max = 15 * time.Minute
-	}
-	return &throttle{cfg: cfg, now: now, entries: make(map[string]*throttleEntry)}
+func newMemoryThrottle() *memoryThrottle {
+	return &memoryThrottle{entries: make(map[string]*throttleEntry)}
 }
 
-// wait returns how long the longest-throttled of keys must still wait.
-func (t *throttle) wait(keys ...string) time.Duration {
-	now := t.now()
+// Reserve implements [ThrottleStore].
+func (t *memoryThrottle) Reserve(_ context.Context, now time.Time, keys []ThrottleKey) (time.Duration, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var longest time.Duration
 	for _, k := range keys {
-		if e := t.entries[k]; e != nil {
+		if e := t.entries[k.Key]; e != nil {
 			longest = max(longest, e.until.Sub(now))
 		}
 	}
-	return longest
-}
-
-// fail records a failed attempt for each key.
-func (t *throttle) fail(keys ...string) {
-	now := t.now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	if longest > 0 {
+		return longest, nil
+	}
 	if len(t.entries) >= maxThrottleEntries {
 		t.prune(now)
 	}
 	for _, k := range keys {
-		e := t.entries[k]
+		e := t.entries[k.Key]
 		if e == nil {
 			e = &throttleEntry{}
-			t.entries[k] = e
+			t.entries[k.Key] = e
 		}
-		if now.Sub(e.last) > t.cfg.Max {
-			e.failures = 0 // a long quiet spell forgives
-		}
+		e.forgiveQuiet(now, k.Limit.Max)
 		e.failures++
 		e.last = now
-		if n := e.failures - t.cfg.Free; n > 0 {
-			d := t.cfg.Max
-			if n <= 30 {
-				d = min(t.cfg.Base<<(n-1), t.cfg.Max)
-			}
+		e.forgive = k.Limit.Max
+		if d := k.Limit.Wait(e.failures); d > 0 {
 			e.until = now.Add(d)
 		}
 	}
+	return 0, nil
 }
 
-// succeed forgets the failures of key.
-func (t *throttle) succeed(key string) {
+// Release implements [ThrottleStore].
+func (t *memoryThrottle) Release(_ context.Context, now time.Time, keys []ThrottleKey) error {
 	t.mu.Lock()
-	delete(t.entries, key)
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	for _, k := range keys {
+		e := t.entries[k.Key]
+		if e == nil {
+			continue
+		}
+		if e.failures > 0 {
+			e.failures--
+		}
+		if k.Limit.Wait(e.failures) == 0 {
+			e.until = time.Time{}
+		}
+	}
+	return nil
 }
 
-func (t *throttle) prune(now time.Time) {
+// Forget implements [ThrottleStore].
+func (t *memoryThrottle) Forget(_ context.Context, keys []string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, k := range keys {
+		delete(t.entries, k)
+	}
+	return nil
+}
+
+// forgiveQuiet forgives one failure for each full per since the last.
+func (e *throttleEntry) forgiveQuiet(now time.Time, per time.Duration) {
+	if e.failures == 0 || per <= 0 {
+		return
+	}
+	if n := now.Sub(e.last) / per; n >= time.Duration(e.failures) {
+		e.failures = 0
+	} else if n > 0 {
+		e.failures -= int(n)
+		e.last = e.last.Add(n * per)
+	}
+}
+
+// prune drops the entries that delay no one and whose every failure is
+// forgiven.
+func (t *memoryThrottle) prune(now time.Time) {
 	for k, e := range t.entries {
-		if now.After(e.until) && now.Sub(e.last) > t.cfg.Max {
+		if now.After(e.until) && now.Sub(e.last) >= time.Duration(e.failures)*e.forgive {
 			delete(t.entries, k)
 		}
 	}
 }
+
+// loginAttempt is a password check that the throttle has let through.
+type loginAttempt struct {
+	forget  []string      // keys whose failures a success forgets
+	release []ThrottleKey // keys that a success takes its count back from
+}
+
+// reserveLogin counts an attempt to log in as username from the client IP
+// ip, with the device cookie device (its id, if the cookie is valid and
+// was set by a login as username), before its password is checked. It
+// returns how long to wait instead when the throttle holds the attempt
+// back.
+//
+// The keys follow OWASP's device cookies: failures count per username
+// and client IP (strict), per client IP (against spraying many names),
+// and per username from every address (much higher, against guessing
+// from many addresses) — except for a browser that has logged in as that
+// user before and shows its device cookie, which counts per device
+// instead, so that no flood from elsewhere locks it out.
+func (p *Provider) reserveLogin(ctx context.Context, username, ip, device string) (*loginAttempt, time.Duration, error) {
+	name := strings.ToLower(username)
+	pair := ThrottleKey{Key: "user-ip:" + ip + " " + name, Limit: p.throttleCfg.UserIP}
+	addr := ThrottleKey{Key: "ip:" + ip, Limit: p.throttleCfg.IP}
+	third := ThrottleKey{Key: "user:" + name, Limit: p.throttleCfg.User}
+	if device != "" {
+		third = ThrottleKey{Key: "device:" + device, Limit: p.throttleCfg.Device}
+	}
+	wait, err := p.throttle.Reserve(ctx, p.now(), []ThrottleKey{pair, addr, third})
+	if err != nil || wait > 0 {
+		return nil, wait, err
+	}
+	a := &loginAttempt{forget: []string{pair.Key}, release: []ThrottleKey{addr}}
+	if device != "" {
+		a.forget = append(a.forget, third.Key)
+	} else {
+		a.release = append(a.release, third)
+	}
+	return a, 0, nil
+}
+
+// succeeded settles an attempt whose password was right: the failures of
+// the username from this address and of the device are forgotten; the
+// client IP's and the username's counts are as if the attempt had not
+// been made, so that neither logging in to one's own account wipes the
+// failures from one's address, nor the victim's login the failures of a
+// guessing campaign against them.
+func (p *Provider) succeeded(ctx context.Context, a *loginAttempt) {
+	if err := p.throttle.Forget(ctx, a.forget); err != nil {
+		p.log.ErrorContext(ctx, "login throttle", "error", err)
+	}
+	if err := p.throttle.Release(ctx, p.now(), a.release); err != nil {
+		p.log.ErrorContext(ctx, "login throttle", "error", err)
+	}
+}
+
+// retryAfter is a wait in whole seconds, rounded up.
+func retryAfter(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
