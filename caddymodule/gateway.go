@@ -128,12 +128,18 @@ type Gateway struct {
 	// refreshed. Default: 60s.
 	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
 
+	// CORS lets scripts of the listed origins call the protected site.
+	// Default: none; a CORS preflight gets 403 and never reaches the
+	// upstream.
+	CORS *GatewayCORS `json:"cors,omitempty"`
+
 	logger        *zap.Logger
 	oidc          *oidcClient
 	codec         *sessionCodec
 	cache         *sessionCache
 	bearerCache   *sessionCache
 	refresher     *refresher
+	cors          *corsPolicy // nil: no origin allowed
 	strip         headerStripper
 	cookieName    string
 	flowPrefix    string
@@ -255,6 +261,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			g.keptClaims[rule.Claim] = true
 		}
 	}
+	if g.CORS != nil && g.CORS.validate() == nil {
+		g.cors = newCORSPolicy(g.CORS) // Validate reports bad options
+	}
 	g.introspectCache = time.Duration(g.IntrospectCache)
 	if g.introspectCache == 0 {
 		g.introspectCache = 10 * time.Second
@@ -326,6 +335,11 @@ func (g *Gateway) Validate() error {
 	default:
 		return fmt.Errorf("oidc_gateway: cookie secure %q is not auto, always or never", g.Cookie.Secure)
 	}
+	if g.CORS != nil {
+		if err := g.CORS.validate(); err != nil {
+			return fmt.Errorf("oidc_gateway: %w", err)
+		}
+	}
 	for i, r := range g.Allow {
 		n := 0
 		for _, set := range []bool{r.Email != "", r.Group != "", r.Claim != ""} {
@@ -353,14 +367,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" && r.Header.Get("Origin") != "" {
-		// A CORS preflight carries no credentials, by the Fetch standard:
-		// it goes on for the upstream (or a later handler) to answer, but
-		// never with identity headers.
-		g.strip.strip(r.Header)
-		g.stripOwnCookies(r)
-		return next.ServeHTTP(w, r)
+	if isPreflight(r) {
+		return g.servePreflight(w, r, next)
 	}
+	w, upstream := g.corsWriters(w, r)
 
 	var id *identity
 	if g.acceptBearer {
@@ -386,7 +396,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	g.forward(r, id)
-	return next.ServeHTTP(w, r)
+	return next.ServeHTTP(upstream, r)
 }
 
 // deriveKey makes a purpose-bound key from a session key secret
