@@ -298,7 +298,7 @@ func TestGatewaySignOutRevokes(t *testing.T) {
 	if err := gw.gw.codec.decode("authgate", raw, &s); err != nil || s.RefreshToken == "" {
 		t.Fatalf("session: %v, refresh token %q", err, s.RefreshToken)
 	}
-	u.get("http://gw.test/oauth2/sign_out", nil)
+	u.signOut()
 	resp, err := http.PostForm(op.URL+"/connect/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.RefreshToken},
 		"client_id": {"demo-app"}, "client_secret": {"demo-app-secret"}})
 	if err != nil {
