@@ -128,6 +128,16 @@ type Gateway struct {
 	// refreshed. Default: 60s.
 	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
 
+	// AllowDotSegments lets through requests whose path has a segment
+	// that, without its ";" parameters and percent-decoded (once or
+	// twice), is "." or "..". Off by default: browsers never send such
+	// paths, and upstreams resolve them differently from Caddy's matchers
+	// (Tomcat reads /public/..;/admin as /admin), so they are refused with
+	// 400 rather than reach a route whose policy was chosen for another
+	// path. Turn it on only for an upstream that takes "." or ".." as
+	// names.
+	AllowDotSegments bool `json:"allow_dot_segments,omitempty"`
+
 	// CORS lets scripts of the listed origins call the protected site.
 	// Default: none; a CORS preflight gets 403 and never reaches the
 	// upstream.
@@ -356,6 +366,11 @@ func (g *Gateway) Validate() error {
 
 // ServeHTTP handles the gateway's own paths and checks every other request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !g.AllowDotSegments && hasDotSegment(r.URL.Path) {
+		// Caddy's matchers chose this route without resolving the segment
+		// as the upstream may: refused, whatever the route's policy.
+		return caddyhttp.Error(http.StatusBadRequest, errDotSegment)
+	}
 	if g.acceptCookie {
 		switch r.URL.Path {
 		case g.RedirectPath:

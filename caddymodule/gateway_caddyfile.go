@@ -50,6 +50,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		audience <aud...>
 //		refresh_before <duration>
 //		introspect [<cache duration>]
+//		allow_dot_segments
 //		cors [<origin...>] {
 //			origin <origin...>
 //			methods <method...>
@@ -150,6 +151,14 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.PassAccessToken = true
+		case "allow_dot_segments":
+			if g.AllowDotSegments {
+				return d.Err("allow_dot_segments is declared twice")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.AllowDotSegments = true
 		case "allow":
 			args := d.RemainingArgs()
 			var rule GatewayRule
