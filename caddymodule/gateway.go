@@ -42,7 +42,9 @@ func init() {
 // joined by commas).
 //
 // Paths it owns: redirect_path (the callback), sign_in_path (starts a login;
-// ?rd= is where to return) and sign_out_path.
+// ?rd= is where to return) and sign_out_path (a page whose button signs
+// out). It answers CORS preflights itself (see GatewayCORS) and refuses
+// paths with dot segments (see AllowDotSegments).
 type Gateway struct {
 	// Issuer is the OpenID provider's issuer URL. Required. Discovery is
 	// fetched from it on first use, not at start.
@@ -67,7 +69,8 @@ type Gateway struct {
 	// /oauth2/start.
 	SignInPath string `json:"sign_in_path,omitempty"`
 
-	// SignOutPath clears the session and signs out at the provider.
+	// SignOutPath shows a page whose button (a POST with a token bound to
+	// the session) clears the session and signs out at the provider.
 	// Default: /oauth2/sign_out.
 	SignOutPath string `json:"sign_out_path,omitempty"`
 
