@@ -240,10 +240,15 @@ func TestGatewayIntrospect(t *testing.T) {
 }
 
 // TestGatewayBearerLetter: an ID token is no access token; a preflight
-// passes without identity; another scheme gets the bare challenge.
+// from a listed origin is forwarded, when cors says so, without identity;
+// another scheme gets the bare challenge.
 func TestGatewayBearerLetter(t *testing.T) {
 	op := newOP(t, nil)
-	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-app"} })
+	gw := newGateway(t, op, func(g *Gateway) {
+		g.Mode = "bearer"
+		g.Audience = []string{"demo-app"}
+		g.CORS = &GatewayCORS{Origins: []string{"http://spa.test"}, Preflight: "forward"}
+	})
 	now := time.Now()
 	idToken := forgeTyped(t, "JWT", map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-app", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "nonce": "n", "at_hash": "x"})
 	do := func(method string, h map[string]string) (*http.Response, map[string]any) {
@@ -293,7 +298,7 @@ func TestGatewaySignOutRevokes(t *testing.T) {
 	if err := gw.gw.codec.decode("authgate", raw, &s); err != nil || s.RefreshToken == "" {
 		t.Fatalf("session: %v, refresh token %q", err, s.RefreshToken)
 	}
-	u.get("http://gw.test/oauth2/sign_out", nil)
+	u.signOut()
 	resp, err := http.PostForm(op.URL+"/connect/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {s.RefreshToken},
 		"client_id": {"demo-app"}, "client_secret": {"demo-app-secret"}})
 	if err != nil {

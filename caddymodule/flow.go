@@ -235,39 +235,66 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 	return s, nil
 }
 
-// serveSignOut clears the session and signs out at the provider when it
-// offers an end_session_endpoint.
+// serveSignOut ends the session. A GET (a link) shows a page whose button
+// posts back a token bound to the session; only that POST signs out, so a
+// page of another site cannot sign the user out (logout CSRF). It clears
+// the cookies, revokes the refresh token and signs out at the provider
+// when it offers an end_session_endpoint.
 func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
-	var idToken, refreshToken string
-	foreign := false
-	if raw := readSessionCookie(r, g.cookieName); raw != "" {
-		s, err := g.openSession(raw)
-		if err == nil {
-			idToken, refreshToken = s.IDToken, s.RefreshToken
-		}
-		// Another gateway's session is not this sign-out's to end.
-		foreign = errors.Is(err, errForeignCookie)
-		g.cache.remove(raw)
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPost:
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		writePage(w, http.StatusMethodNotAllowed, "Sign out", "Sign out with the button of the sign-out page.", g.SignOutPath, "Sign out")
+		return nil
 	}
-	if !foreign {
-		g.clearSessionCookies(w, r)
+	raw := readSessionCookie(r, g.cookieName)
+	var s *session
+	if raw != "" {
+		s, _ = g.openSession(raw)
 	}
-	d, derr := g.oidc.get()
-	if derr == nil && refreshToken != "" && d.revocation != "" {
+	if s == nil {
+		// Nothing of ours to end, and nothing cleared: a cross-site POST
+		// arrives without the SameSite=Lax cookie the browser still has,
+		// and another gateway's session is not this sign-out's to end.
+		// The provider may still have a session: it gets no id_token_hint,
+		// so it asks the user itself (RP-Initiated Logout 1.0 §2), and a
+		// third-party page could send the browser there directly anyway.
+		g.endAtProvider(w, r, "")
+		return nil
+	}
+	if r.Method != http.MethodPost {
+		g.writeSignOutPage(w, http.StatusOK, s, "")
+		return nil
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if !g.validSignOutToken(s, r.PostFormValue("token")) {
+		g.writeSignOutPage(w, http.StatusForbidden, s, "This sign-out request did not come from this site's sign-out page. ")
+		return nil
+	}
+	g.cache.remove(raw)
+	g.clearSessionCookies(w, r)
+	if d, err := g.oidc.get(); err == nil && s.RefreshToken != "" && d.revocation != "" {
 		// A copy of the cookie must not go on refreshing: revoke its
 		// refresh token (RFC 7009), which with the bundled provider also
 		// ends the access tokens of that login.
-		if err := g.revoke(d, refreshToken); err != nil {
+		if err := g.revoke(d, s.RefreshToken); err != nil {
 			g.logger.Warn("revoking the refresh token at sign-out", zap.Error(err))
 		}
 	}
+	g.endAtProvider(w, r, s.IDToken)
+	return nil
+}
 
+// endAtProvider sends the browser to the provider's end_session_endpoint,
+// or straight to post_logout_redirect when there is none.
+func (g *Gateway) endAtProvider(w http.ResponseWriter, r *http.Request, idToken string) {
 	after := g.PostLogoutRedirect
 	if strings.HasPrefix(after, "/") {
 		after = requestOrigin(r) + after
 	}
 	target := after
-	if derr == nil && d.endSession != "" {
+	if d, err := g.oidc.get(); err == nil && d.endSession != "" {
 		v := url.Values{"post_logout_redirect_uri": {after}, "client_id": {g.ClientID}}
 		if idToken != "" {
 			v.Set("id_token_hint", idToken)
@@ -278,9 +305,12 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 		}
 		target = d.endSession + sep + v.Encode()
 	}
+	status := http.StatusFound
+	if r.Method == http.MethodPost {
+		status = http.StatusSeeOther // RFC 9110 §15.4.4: the next request is a GET
+	}
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, target, http.StatusFound)
-	return nil
+	http.Redirect(w, r, target, status)
 }
 
 // oauth2Config is the client configuration for one request: the redirect
@@ -398,19 +428,25 @@ var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Title}}</title>
 <style>body{font-family:system-ui,sans-serif;background:#f4f5f7;margin:0}main{max-width:32rem;margin:12vh auto;background:#fff;padding:2rem;border-radius:8px;box-shadow:0 1px 4px rgba(0,0,0,.15)}h1{font-size:1.4rem;margin-top:0}</style>
-</head><body><main><h1>{{.Title}}</h1><p id="message">{{.Message}}</p>{{if .Link}}<p><a id="action" href="{{.Link}}">{{.LinkText}}</a></p>{{end}}</main></body></html>
+</head><body><main><h1>{{.Title}}</h1><p id="message">{{.Message}}</p>{{if .Link}}<p><a id="action" href="{{.Link}}">{{.LinkText}}</a></p>{{end}}
+{{- if .Form}}<form method="post" action="{{.Form}}"><input type="hidden" name="token" value="{{.Token}}"><p><button id="sign-out" type="submit" autofocus>{{.Button}}</button></p></form>{{end}}</main></body></html>
 `))
 
 // writePage writes a small HTML page; link, if set, is offered as the way
 // on, labelled text.
 func writePage(w http.ResponseWriter, status int, title, msg, link, text string) {
+	renderPage(w, status, map[string]string{"Title": title, "Message": msg, "Link": link, "LinkText": text})
+}
+
+// renderPage writes pageTemplate with data, uncached, unframed, scriptless.
+func renderPage(w http.ResponseWriter, status int, data map[string]string) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
 	w.WriteHeader(status)
-	pageTemplate.Execute(w, map[string]string{"Title": title, "Message": msg, "Link": link, "LinkText": text})
+	pageTemplate.Execute(w, data)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -43,7 +43,9 @@ func init() {
 // joined by commas).
 //
 // Paths it owns: redirect_path (the callback), sign_in_path (starts a login;
-// ?rd= is where to return) and sign_out_path.
+// ?rd= is where to return) and sign_out_path (a page whose button signs
+// out). It answers CORS preflights itself (see GatewayCORS) and refuses
+// paths with dot segments (see AllowDotSegments).
 type Gateway struct {
 	// Issuer is the OpenID provider's issuer URL. Required. Discovery is
 	// fetched from it on first use, not at start.
@@ -78,7 +80,8 @@ type Gateway struct {
 	// /oauth2/start.
 	SignInPath string `json:"sign_in_path,omitempty"`
 
-	// SignOutPath clears the session and signs out at the provider.
+	// SignOutPath shows a page whose button (a POST with a token bound to
+	// the session) clears the session and signs out at the provider.
 	// Default: /oauth2/sign_out.
 	SignOutPath string `json:"sign_out_path,omitempty"`
 
@@ -147,12 +150,28 @@ type Gateway struct {
 	// refreshed. Default: 60s.
 	RefreshBefore caddy.Duration `json:"refresh_before,omitempty"`
 
+	// AllowDotSegments lets through requests whose path has a segment
+	// that, without its ";" parameters and percent-decoded (once or
+	// twice), is "." or "..". Off by default: browsers never send such
+	// paths, and upstreams resolve them differently from Caddy's matchers
+	// (Tomcat reads /public/..;/admin as /admin), so they are refused with
+	// 400 rather than reach a route whose policy was chosen for another
+	// path. Turn it on only for an upstream that takes "." or ".." as
+	// names.
+	AllowDotSegments bool `json:"allow_dot_segments,omitempty"`
+
+	// CORS lets scripts of the listed origins call the protected site.
+	// Default: none; a CORS preflight gets 403 and never reaches the
+	// upstream.
+	CORS *GatewayCORS `json:"cors,omitempty"`
+
 	logger        *zap.Logger
 	oidc          *oidcClient
 	codec         *sessionCodec
 	cache         *sessionCache
 	bearerCache   *sessionCache
 	refresher     *refresher
+	cors          *corsPolicy // nil: no origin allowed
 	strip         headerStripper
 	cookieName    string
 	flowPrefix    string
@@ -283,6 +302,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 			g.keptClaims[rule.Claim] = true
 		}
 	}
+	if g.CORS != nil && g.CORS.validate() == nil {
+		g.cors = newCORSPolicy(g.CORS) // Validate reports bad options
+	}
 	g.introspectCache = time.Duration(g.IntrospectCache)
 	if g.introspectCache == 0 {
 		g.introspectCache = 10 * time.Second
@@ -362,6 +384,11 @@ func (g *Gateway) Validate() error {
 	default:
 		return fmt.Errorf("oidc_gateway: cookie secure %q is not auto, always or never", g.Cookie.Secure)
 	}
+	if g.CORS != nil {
+		if err := g.CORS.validate(); err != nil {
+			return fmt.Errorf("oidc_gateway: %w", err)
+		}
+	}
 	for i, r := range g.Allow {
 		n := 0
 		for _, set := range []bool{r.Email != "", r.Group != "", r.Claim != ""} {
@@ -397,6 +424,11 @@ func (g *Gateway) validateSecret() error {
 
 // ServeHTTP handles the gateway's own paths and checks every other request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if !g.AllowDotSegments && hasDotSegment(r.URL.Path) {
+		// Caddy's matchers chose this route without resolving the segment
+		// as the upstream may: refused, whatever the route's policy.
+		return caddyhttp.Error(http.StatusBadRequest, errDotSegment)
+	}
 	if g.acceptCookie {
 		switch r.URL.Path {
 		case g.RedirectPath:
@@ -408,14 +440,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
-	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" && r.Header.Get("Origin") != "" {
-		// A CORS preflight carries no credentials, by the Fetch standard:
-		// it goes on for the upstream (or a later handler) to answer, but
-		// never with identity headers.
-		g.strip.strip(r.Header)
-		g.stripOwnCookies(r)
-		return next.ServeHTTP(w, r)
+	if isPreflight(r) {
+		return g.servePreflight(w, r, next)
 	}
+	w, upstream := g.corsWriters(w, r)
 
 	var id *identity
 	if g.acceptBearer {
@@ -441,7 +469,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	g.forward(r, id)
-	return next.ServeHTTP(w, r)
+	return next.ServeHTTP(upstream, r)
 }
 
 // deriveKey makes a key from a session key secret for one purpose of the

@@ -52,9 +52,18 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		audience <aud...>
 //		refresh_before <duration>
 //		introspect [<cache duration>]
+//		allow_dot_segments
+//		cors [<origin...>] {
+//			origin <origin...>
+//			methods <method...>
+//			headers <header...>
+//			max_age <duration>
+//			credentials
+//			preflight answer|forward
+//		}
 //	}
 //
-// session_key, header and allow may be repeated.
+// session_key, header and allow may be repeated, and so may cors origin.
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -154,6 +163,14 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			g.PublicClient = true
+		case "allow_dot_segments":
+			if g.AllowDotSegments {
+				return d.Err("allow_dot_segments is declared twice")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			g.AllowDotSegments = true
 		case "allow":
 			args := d.RemainingArgs()
 			var rule GatewayRule
@@ -177,6 +194,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			if err := g.parseCookie(d); err != nil {
+				return err
+			}
+		case "cors":
+			if g.CORS != nil {
+				return d.Err("cors is declared twice")
+			}
+			if err := g.parseCORS(d); err != nil {
 				return err
 			}
 		default:
@@ -229,5 +253,52 @@ func (g *Gateway) parseCookie(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized oidc_gateway cookie option %q", opt)
 		}
 	}
+	return nil
+}
+
+func (g *Gateway) parseCORS(d *caddyfile.Dispenser) error {
+	c := &GatewayCORS{Origins: d.RemainingArgs()}
+	line := d.Line()
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "origin":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			c.Origins = append(c.Origins, args...)
+		case "methods", "headers":
+			dst := map[string]*[]string{"methods": &c.Methods, "headers": &c.Headers}[opt]
+			if *dst != nil {
+				return d.Errf("cors %s is declared twice", opt)
+			}
+			if *dst = d.RemainingArgs(); len(*dst) == 0 {
+				return d.ArgErr()
+			}
+		case "max_age":
+			if err := parseDuration(d, &c.MaxAge); err != nil {
+				return err
+			}
+		case "credentials":
+			if c.Credentials {
+				return d.Err("cors credentials is declared twice")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			c.Credentials = true
+		case "preflight":
+			if err := parseOnce(d, &c.Preflight); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized oidc_gateway cors option %q", opt)
+		}
+	}
+	if err := c.validate(); err != nil {
+		return d.Errf("%v (cors at line %d)", err, line)
+	}
+	g.CORS = c
 	return nil
 }

@@ -119,7 +119,7 @@ func TestGatewayPublicClient(t *testing.T) {
 	if got := echoHeader(echo, "X-Auth-Request-User"); got != idp.DeriveSubject("alice") {
 		t.Fatalf("upstream got user %q, want alice's sub", got)
 	}
-	if resp, _ := u.get("http://gw.test/oauth2/sign_out", nil); resp.StatusCode != http.StatusFound {
+	if resp := u.signOut(); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign out: status %d", resp.StatusCode)
 	}
 	want := []string{"/connect/token none public-gw", "/connect/revocation none public-gw"}

@@ -318,7 +318,7 @@ func TestGatewayLoginAndIdentity(t *testing.T) {
 	t.Run("sign-out by client_id", func(t *testing.T) {
 		u := newUser(t, gw, op)
 		u.signIn("/")
-		resp, _ := u.get("http://gw.test/oauth2/sign_out", nil)
+		resp := u.signOut()
 		loc := resp.Header.Get("Location")
 		if strings.Contains(loc, "id_token_hint") || !strings.Contains(loc, "client_id=demo-app") {
 			t.Fatalf("sign-out went to %s; want client_id and, by default, no id_token_hint", loc)
@@ -414,9 +414,9 @@ func TestGatewayTamperedCookieAndSignOut(t *testing.T) {
 	}
 
 	// Sign out: cookies cleared, provider session ended, next visit logs in again.
-	resp, _ = u.get("http://gw.test/oauth2/sign_out", nil)
+	resp = u.signOut()
 	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, op.URL+"/connect/endsession?") || !strings.Contains(loc, "id_token_hint=") {
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, op.URL+"/connect/endsession?") || !strings.Contains(loc, "id_token_hint=") {
 		t.Fatalf("sign out: %d %s", resp.StatusCode, loc)
 	}
 	resp, _ = u.get(loc, nil)
@@ -575,7 +575,7 @@ func TestGatewayOversizedIdentity(t *testing.T) {
 		if echoHeader(echo, "X-Auth-Request-Email") != "alice@example.com" {
 			t.Fatalf("identity lost: %v", echo)
 		}
-		resp, _ := u.get("http://gw.test/oauth2/sign_out", nil)
+		resp := u.signOut()
 		if loc := resp.Header.Get("Location"); strings.Contains(loc, "id_token_hint") || !strings.Contains(loc, "client_id=demo-app") {
 			t.Fatalf("sign-out without the ID token: %s", loc)
 		}

@@ -483,7 +483,7 @@ func TestGatewaySessionEnd(t *testing.T) {
 	}
 
 	if !t.Run("sign out", func(t *testing.T) {
-		c.navigate(g.gateway + "/oauth2/sign_out")
+		signOut(t, c, g)
 		// The provider ended its session too and sent the browser to the
 		// post-logout URI.
 		if loc := c.location(); loc != g.gateway+"/public/signed-out" {
@@ -536,7 +536,7 @@ func TestGatewaySessionEnd(t *testing.T) {
 	})
 
 	t.Run("sign out then a navigation shows the login form", func(t *testing.T) {
-		c.navigate(g.gateway + "/oauth2/sign_out")
+		signOut(t, c, g)
 		c.navigate(g.gateway + "/headers")
 		// No single sign-on bounce: the provider's session has ended.
 		expectLoginPage(t, c, g.issuer)

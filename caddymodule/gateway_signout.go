@@ -1,0 +1,62 @@
+package caddymodule
+
+import (
+	"crypto/subtle"
+	"net/http"
+
+	"go.uber.org/zap"
+)
+
+// signOutTokenName binds sign-out tokens to their use: the session codec
+// authenticates the name with the value, so no cookie of the gateway
+// passes as a token, nor a token as a cookie.
+func (g *Gateway) signOutTokenName() string {
+	return g.cookieName + "_sign_out"
+}
+
+// signOutToken is the token of the sign-out form: the session's random
+// id, sealed (encrypted and authenticated) with the session keys. Only
+// the session's own pages can show it: a page of another site can neither
+// read the form (no CORS, no framing) nor make a token for a session whose
+// id it does not know.
+func (g *Gateway) signOutToken(s *session) (string, error) {
+	return g.codec.encode(g.signOutTokenName(), s.ID)
+}
+
+// validSignOutToken reports whether token was made for session s.
+func (g *Gateway) validSignOutToken(s *session, token string) bool {
+	if token == "" || s.ID == "" {
+		return false
+	}
+	var id string
+	if g.codec.decode(g.signOutTokenName(), token, &id) != nil {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(id), []byte(s.ID)) == 1
+}
+
+// writeSignOutPage asks the user of session s to confirm the sign-out with
+// a button that posts the form's token; note comes before the question.
+func (g *Gateway) writeSignOutPage(w http.ResponseWriter, status int, s *session, note string) {
+	token, err := g.signOutToken(s)
+	if err != nil {
+		g.logger.Error("encoding the sign-out token", zap.Error(err))
+		writePage(w, http.StatusInternalServerError, "Sign out", "The sign-out could not be prepared.", "", "")
+		return
+	}
+	claims := s.userClaims()
+	who := claimString(claims["email"])
+	if who == "" {
+		who = claimString(claims["preferred_username"])
+	}
+	if who == "" {
+		who = s.Subject
+	}
+	renderPage(w, status, map[string]string{
+		"Title":   "Sign out",
+		"Message": note + "You are signed in as " + who + ". Sign out?",
+		"Form":    g.SignOutPath,
+		"Token":   token,
+		"Button":  "Sign out",
+	})
+}
