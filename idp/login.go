@@ -1,7 +1,6 @@
 package idp
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"net"
 	"net/http"
@@ -78,10 +77,8 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		page.ClientID = req.ClientID
 	}
-	// Double-submit CSRF check: the form's token must equal the cookie's,
-	// which a cross-site page can neither read nor set.
-	ck, err := r.Cookie(csrfCookie)
-	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(f.Get("csrf_token"))) != 1 {
+	if err := p.checkCSRF(r, f.Get("csrf_token")); err != nil {
+		p.log.InfoContext(r.Context(), "login form refused", "reason", err)
 		page.Error = "Your session expired. Please try again."
 		p.renderLogin(w, r, http.StatusBadRequest, page)
 		return
@@ -162,16 +159,6 @@ func (p *Provider) serveLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	p.clearSession(w)
 	p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
-}
-
-// csrfToken returns the request's CSRF cookie value, or sets a new one.
-func (p *Provider) csrfToken(w http.ResponseWriter, r *http.Request) string {
-	if ck, err := r.Cookie(csrfCookie); err == nil && len(ck.Value) >= 22 {
-		return ck.Value
-	}
-	v := p.randomString(24)
-	http.SetCookie(w, p.cookie(csrfCookie, v, 0))
-	return v
 }
 
 func (p *Provider) clientIP(r *http.Request) string {
