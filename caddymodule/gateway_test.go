@@ -323,8 +323,23 @@ func TestGatewayLoginAndIdentity(t *testing.T) {
 		if strings.Contains(loc, "id_token_hint") || !strings.Contains(loc, "client_id=demo-app") {
 			t.Fatalf("sign-out went to %s; want client_id and, by default, no id_token_hint", loc)
 		}
-		if resp, _ = u.get(loc, nil); resp.Header.Get("Location") != "http://gw.test/" {
-			t.Fatalf("the provider did not return to the post-logout URI: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		// Without an id_token_hint the provider asks first (OpenID Connect
+		// RP-Initiated Logout 1.0 §2); the user's answer signs out.
+		resp, body := u.get(loc, nil)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Sign out?") {
+			t.Fatalf("the provider did not ask: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		form := url.Values{"decision": {"logout"}}
+		for _, m := range formField.FindAllStringSubmatch(body, -1) {
+			form.Set(m[1], html.UnescapeString(m[2]))
+		}
+		r, err := u.c.PostForm(u.op.URL+"/account/logout", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.Header.Get("Location") != "http://gw.test/" {
+			t.Fatalf("the provider did not return to the post-logout URI: %d %s", r.StatusCode, r.Header.Get("Location"))
 		}
 	})
 	t.Run("session cookie does not reach upstream", func(t *testing.T) {

@@ -94,8 +94,9 @@ type Provider struct {
 	// Default: 10h.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
 
-	// Templates is a directory of page templates (login.html, error.html,
-	// message.html) that replace the built-in ones of the same name.
+	// Templates is a directory of page templates (login.html,
+	// consent.html, error.html, message.html, logout.html) that replace the
+	// built-in ones of the same name.
 	// Default: the built-in pages.
 	Templates string `json:"templates,omitempty"`
 

@@ -89,6 +89,28 @@ func newChrome(t testing.TB) *chrome {
 	return c
 }
 
+// newTab opens another tab of the same browser, with the same cookies,
+// driven for t; it closes when t ends.
+func (c *chrome) newTab(t testing.TB) *chrome {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(c.ctx)
+	t.Cleanup(cancel)
+	// As for the browser in newChrome: the first action creates the tab
+	// and ties it to the context it runs on, so it runs on ctx itself.
+	opened := make(chan error, 1)
+	go func() { opened <- chromedp.Do(ctx) }()
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Fatalf("opening a tab: %v", err)
+		}
+	case <-time.After(browserStepTimeout):
+		cancel()
+		t.Fatalf("no new tab after %v", browserStepTimeout)
+	}
+	return &chrome{t: t, ctx: ctx, out: c.out}
+}
+
 // do runs actions in order, failing the test at the first error.
 func (c *chrome) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	c.t.Helper()

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"net/http"
 	"testing"
 
@@ -9,25 +8,12 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// clickNavigate clicks the element with id as a user would and returns the
-// response of the document the tab then ends on.
-func (c *chrome) clickNavigate(id string) *network.Response {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.ctx, browserStepTimeout)
-	defer cancel()
-	resp, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.ID(id)))
-	if err != nil {
-		c.t.Fatalf("clicking #%s: %v", id, err)
-	}
-	return resp
-}
-
 // signOut signs out as a user does: the sign-out link leads to the
 // gateway's page, whose button signs out.
 func signOut(t testing.TB, c *chrome, g *gatewaySite) {
 	t.Helper()
 	expectSignOutPage(t, c, g, c.navigate(g.gateway+"/oauth2/sign_out"))
-	c.clickNavigate("sign-out")
+	c.submit(t, "sign-out")
 }
 
 // expectSignOutPage checks that the tab shows the gateway's sign-out page.
@@ -62,12 +48,12 @@ func TestGatewaySignOutCSRF(t *testing.T) {
 	t.Run("cross-site link", func(t *testing.T) {
 		c.navigate(link + "/")
 		// A top-level GET carries the SameSite=Lax session: the page asks.
-		expectSignOutPage(t, c, g, c.clickNavigate("go"))
+		expectSignOutPage(t, c, g, c.submit(t, "go"))
 		expectSignedIn(t, c, g, "/headers?after=link")
 	})
 	t.Run("cross-site form", func(t *testing.T) {
 		c.navigate(form + "/")
-		c.clickNavigate("go")
+		c.submit(t, "go")
 		expectSignedIn(t, c, g, "/headers?after=form")
 	})
 	t.Run("same-origin script without the token", func(t *testing.T) {

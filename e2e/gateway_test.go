@@ -484,8 +484,11 @@ func TestGatewaySessionEnd(t *testing.T) {
 
 	if !t.Run("sign out", func(t *testing.T) {
 		signOut(t, c, g)
-		// The provider ended its session too and sent the browser to the
-		// post-logout URI.
+		// Without an id_token_hint (the gateway's default) the provider
+		// asks first (RP-Initiated Logout 1.0 §2); the user's answer ends
+		// its session too, and it sends the browser to the post-logout
+		// URI.
+		c.submit(t, "logout")
 		if loc := c.location(); loc != g.gateway+"/public/signed-out" {
 			t.Fatalf("after sign-out the browser is at %s, want %s/public/signed-out; the page says:\n%s", loc, g.gateway, c.text())
 		}
@@ -537,6 +540,7 @@ func TestGatewaySessionEnd(t *testing.T) {
 
 	t.Run("sign out then a navigation shows the login form", func(t *testing.T) {
 		signOut(t, c, g)
+		c.submit(t, "logout")
 		c.navigate(g.gateway + "/headers")
 		// No single sign-on bounce: the provider's session has ended.
 		expectLoginPage(t, c, g.issuer)

@@ -216,14 +216,14 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	sess := p.readSession(r)
 	needLogin := sess == nil || slices.Contains(req.Prompt, "login") || slices.Contains(req.Prompt, "select_account")
 	if hint := q.Get("id_token_hint"); hint != "" {
-		_, sub, ok := p.idTokenHint(hint)
+		h, ok := p.idTokenHint(hint)
 		if !ok {
 			p.redirectWithError(w, r, req, oauthErr(ErrInvalidRequest, "id_token_hint is not an ID token of this provider"))
 			return
 		}
 		// OpenID Connect Core §3.1.2.1: the hint names who should be
 		// logged in; someone else's session does not do.
-		needLogin = needLogin || sess.Subject != sub
+		needLogin = needLogin || sess.Subject != h.sub
 	}
 	if sess != nil && req.MaxAge >= 0 && p.now().Sub(time.Unix(sess.AuthTime, 0)) > time.Duration(req.MaxAge)*time.Second {
 		needLogin = true

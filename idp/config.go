@@ -73,7 +73,9 @@ type Config struct {
 	SessionLifetime time.Duration
 
 	// Templates, if set, overrides the embedded page templates that it
-	// holds by name (login.html, error.html); the others stay.
+	// holds by name (login.html, consent.html, error.html, message.html,
+	// logout.html); the others stay. A form must keep its csrf_token and
+	// request fields.
 	Templates fs.FS
 
 	// PasswordComparer checks user password hashes. Default: bcrypt.

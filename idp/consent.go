@@ -2,7 +2,6 @@ package idp
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -117,8 +116,8 @@ func (p *Provider) serveConsent(w http.ResponseWriter, r *http.Request) {
 		p.render(w, r, http.StatusOK, "consent.html", page)
 		return
 	}
-	ck, err := r.Cookie(csrfCookie)
-	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(r.PostForm.Get("csrf_token"))) != 1 {
+	if err := p.checkCSRF(r, r.PostForm.Get("csrf_token")); err != nil {
+		p.log.InfoContext(r.Context(), "consent form refused", "reason", err)
 		p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "Your session expired. Go back to the application and try again."})
 		return
 	}

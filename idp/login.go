@@ -1,7 +1,6 @@
 package idp
 
 import (
-	"crypto/subtle"
 	"fmt"
 	"net"
 	"net/http"
@@ -77,10 +76,8 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		page.ClientID = req.ClientID
 	}
-	// Double-submit CSRF check: the form's token must equal the cookie's,
-	// which a cross-site page can neither read nor set.
-	ck, err := r.Cookie(csrfCookie)
-	if err != nil || ck.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(f.Get("csrf_token"))) != 1 {
+	if err := p.checkCSRF(r, f.Get("csrf_token")); err != nil {
+		p.log.InfoContext(r.Context(), "login form refused", "reason", err)
 		page.Error = "Your session expired. Please try again."
 		p.renderLogin(w, r, http.StatusBadRequest, page)
 		return
@@ -144,40 +141,19 @@ func (p *Provider) serveLogout(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		// A link, or a cross-site page, must not sign anyone out: GET only
-		// asks, and the session cookie (SameSite=Lax) comes with the
-		// same-site POST of the answer alone.
+		// asks, and only the answer posted from our own page (checkCSRF)
+		// signs out.
 		if s := p.readSession(r); s != nil {
-			p.renderMessage(w, r, http.StatusOK, "Sign out?", fmt.Sprintf("You are signed in as %s.", p.subjects[s.Subject].Username), true)
+			p.renderLogout(w, r, http.StatusOK, s, nil, "")
 			return
 		}
 		p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
-		return
 	case http.MethodPost:
+		p.confirmLogout(w, r)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
-		return
 	}
-	if s := p.readSession(r); s != nil {
-		// Copies of the cookie stop working too: the sid is marked ended
-		// for as long as the cookie could live.
-		if err := p.store.Put(r.Context(), endedKey(s.SID), []byte{1}, p.sessionTTL); err != nil {
-			p.log.ErrorContext(r.Context(), "ending session", "error", err)
-		}
-		p.log.InfoContext(r.Context(), "logout", "sub", s.Subject)
-	}
-	p.clearSession(w)
-	p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
-}
-
-// csrfToken returns the request's CSRF cookie value, or sets a new one.
-func (p *Provider) csrfToken(w http.ResponseWriter, r *http.Request) string {
-	if ck, err := r.Cookie(csrfCookie); err == nil && len(ck.Value) >= 22 {
-		return ck.Value
-	}
-	v := p.randomString(24)
-	http.SetCookie(w, p.cookie(csrfCookie, v, 0))
-	return v
 }
 
 func (p *Provider) clientIP(r *http.Request) string {

@@ -183,7 +183,12 @@ func TestLoginPage(t *testing.T) {
 		if readBody(t, resp); !strings.Contains(resp.Header.Get("Location"), "code=") {
 			t.Fatalf("a GET of the logout page ended the session: %s", resp.Header.Get("Location"))
 		}
+		// A POST without the form's token does not sign out.
 		resp, _ = c.Post(ts.URL+"/account/logout", "", nil)
+		if readBody(t, resp); resp.StatusCode != http.StatusBadRequest || !signedIn(t, ts, c) {
+			t.Fatalf("POST /account/logout without a token: status %d, signed in %v; want 400, still signed in", resp.StatusCode, signedIn(t, ts, c))
+		}
+		resp, _ = c.PostForm(ts.URL+"/account/logout", loginForm(t, c, ts.URL, "/account/logout"))
 		readBody(t, resp)
 		_, ch := pkce("v")
 		q := authorizeParams(ch)

@@ -65,6 +65,7 @@ type Provider struct {
 	issuer      string
 	base        string // issuer path without trailing slash
 	secure      bool   // issuer is https: cookies are Secure
+	origin      string // the issuer's origin, as browsers send it in Origin
 	clients     map[string]*client
 	corsOrigins map[string]bool  // origins any client registered
 	users       map[string]*User // by username
@@ -127,6 +128,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		issuer:      cfg.Issuer,
 		base:        strings.TrimSuffix(iss.Path, "/"),
 		secure:      iss.Scheme == "https",
+		origin:      webOrigin(iss),
 		clients:     make(map[string]*client),
 		corsOrigins: make(map[string]bool),
 		users:       make(map[string]*User),

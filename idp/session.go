@@ -9,7 +9,8 @@ import (
 )
 
 // Cookie names. The session cookie is the provider's own login (single
-// sign-on); the CSRF cookie pairs with the login form's hidden field.
+// sign-on); the CSRF cookie is the double-submit value of the forms'
+// tokens, for browsers that do not say where a form comes from (csrf.go).
 const (
 	SessionCookie = "authgate_provider_session"
 	csrfCookie    = "authgate_provider_csrf"

@@ -14,7 +14,7 @@ import (
 var embeddedTemplates embed.FS
 
 // Template names an operator can override.
-var templateNames = []string{"login.html", "consent.html", "error.html", "message.html"}
+var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html"}
 
 // parseTemplates parses the embedded templates, each replaced by the file
 // of the same name in override when it has one.
@@ -60,6 +60,16 @@ type messagePage struct {
 	Title     string
 	Message   string
 	LogoutURL string
+	CSRF      string // the sign-out form's token
+}
+
+// logoutPage asks whether to sign out.
+type logoutPage struct {
+	Action   string
+	Request  string // sealed logoutRequest, empty when there is nowhere to return
+	CSRF     string
+	Username string // empty when the session cannot be seen
+	Error    string
 }
 
 func (p *Provider) renderError(w http.ResponseWriter, r *http.Request, e *pageError) {
@@ -70,8 +80,31 @@ func (p *Provider) renderMessage(w http.ResponseWriter, r *http.Request, status 
 	page := messagePage{Title: title, Message: msg}
 	if signedIn {
 		page.LogoutURL = p.base + PathLogout
+		page.CSRF = p.csrfToken(w, r)
 	}
 	p.render(w, r, status, "message.html", page)
+}
+
+// renderLogout asks the user of session s (nil when it cannot be seen)
+// whether to sign out; lr, if any, is where to go after the answer.
+func (p *Provider) renderLogout(w http.ResponseWriter, r *http.Request, status int, s *session, lr *logoutRequest, errMsg string) {
+	page := logoutPage{Action: p.base + PathLogout, Error: errMsg}
+	if s != nil {
+		page.Username = p.subjects[s.Subject].Username
+	}
+	if lr != nil && lr.RedirectURI != "" {
+		sealed := *lr
+		sealed.Issued = p.now().Unix()
+		v, err := p.cookies.Encode(logoutReqName, &sealed)
+		if err != nil {
+			p.log.ErrorContext(r.Context(), "sealing sign-out request", "error", err)
+			p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The sign-out page could not be shown."})
+			return
+		}
+		page.Request = v
+	}
+	page.CSRF = p.csrfToken(w, r)
+	p.render(w, r, status, "logout.html", page)
 }
 
 func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, status int, page loginPage) {
