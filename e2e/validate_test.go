@@ -122,3 +122,31 @@ http://127.0.0.1:9 {
 		})
 	}
 }
+
+// TestValidateDemo runs `caddy validate` on the demo Caddyfile of `make
+// run`, with its secrets in the environment as make sets them.
+func TestValidateDemo(t *testing.T) {
+	t.Parallel()
+	if caddyBin == "" {
+		t.Skip("end-to-end tests do not run under -short")
+	}
+	config, err := filepath.Abs(filepath.Join("..", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(caddyBin, "validate", "--config", config, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"DEMO_APP_SECRET=validate-app-secret",
+		"DEMO_SERVICE_SECRET=validate-service-secret",
+		"DEMO_API_SECRET=validate-api-secret",
+		// The demo keeps its keys in the default storage, under the
+		// XDG data folder: the test's own.
+		"XDG_CONFIG_HOME="+filepath.Join(dir, "xdg-config"),
+		"XDG_DATA_HOME="+filepath.Join(dir, "xdg-data"),
+	)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("caddy validate %s: %v:\n%s", config, err, out)
+	}
+}
