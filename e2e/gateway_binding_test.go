@@ -127,7 +127,7 @@ func TestGatewaySessionBinding(t *testing.T) {
 	}
 
 	t.Run("navigation to the other gateway logs in there", func(t *testing.T) {
-		resp := browserGet(t, mallory, gateway+"/corp/dashboard")
+		resp, _ := browserGet(t, mallory, gateway+"/corp/dashboard", navigation)
 		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, corp+"/connect/authorize?") {
 			t.Errorf("GET /corp/dashboard with social's session: %d to %q, want 302 to corp's authorize endpoint", resp.StatusCode, loc)
 		}
@@ -173,8 +173,7 @@ func TestGatewaySessionBinding(t *testing.T) {
 		if got := e.Headers.Get("X-Auth-Request-User"); got != idp.DeriveSubject("alice") {
 			t.Fatalf("signed in at /corp as %q, want alice", got)
 		}
-		resp := browserGet(t, alice, gateway+"/corp-reports/q3")
-		body := caddytest.ReadBody(t, resp)
+		resp, body := browserGet(t, alice, gateway+"/corp-reports/q3", navigation)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("/corp-reports/q3 after the login at /corp: status %d, want 200:\n%s", resp.StatusCode, body)
 		}
@@ -184,21 +183,9 @@ func TestGatewaySessionBinding(t *testing.T) {
 	})
 }
 
-// browserGet sends a navigation to rawURL from browser, without following
-// a redirect; the caller reads the body.
-func browserGet(t testing.TB, browser *http.Client, rawURL string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, rawURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")
-	resp, err := browser.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
-}
+// navigation is what a browser's navigation asks for, so the gateway
+// answers with a login redirect rather than 401.
+var navigation = http.Header{"Accept": {"text/html,application/xhtml+xml,*/*;q=0.8"}}
 
 // browserSignIn opens target on a gateway in browser, follows the login
 // at issuer as username, and returns what the upstream got once the
@@ -207,8 +194,7 @@ func browserSignIn(t testing.TB, browser *http.Client, target, issuer, username 
 	t.Helper()
 	next, _ := url.Parse(target)
 	for range 4 { // target, authorize, then the login page
-		resp := browserGet(t, browser, next.String())
-		caddytest.ReadBody(t, resp)
+		resp, _ := browserGet(t, browser, next.String(), navigation)
 		loc, err := resp.Location()
 		if err != nil {
 			t.Fatalf("GET %s: status %d, want a redirect towards the login page", next, resp.StatusCode)
@@ -222,14 +208,12 @@ func browserSignIn(t testing.TB, browser *http.Client, target, issuer, username 
 		t.Fatalf("the login did not reach %s's login page; last redirect to %s", issuer, next)
 	}
 	callback := caddytest.Login(t, browser, next, username, password)
-	resp := browserGet(t, browser, callback.String())
-	body := caddytest.ReadBody(t, resp)
+	resp, body := browserGet(t, browser, callback.String(), navigation)
 	want, _ := url.Parse(target)
 	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != want.RequestURI() {
 		t.Fatalf("callback: %d to %q, want 302 back to %s:\n%s", resp.StatusCode, loc, want.RequestURI(), body)
 	}
-	resp = browserGet(t, browser, target)
-	body = caddytest.ReadBody(t, resp)
+	resp, body = browserGet(t, browser, target, navigation)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s after the login: status %d:\n%s", target, resp.StatusCode, body)
 	}

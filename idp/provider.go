@@ -124,6 +124,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if iss.RawQuery != "" || iss.Fragment != "" {
 		return nil, fmt.Errorf("idp: issuer %q has a query or fragment (OpenID Connect Discovery §3)", cfg.Issuer)
 	}
+	if err := checkIssuerPath(iss.Path); err != nil {
+		return nil, fmt.Errorf("idp: issuer %q: %w", cfg.Issuer, err)
+	}
 	p := &Provider{
 		issuer:      cfg.Issuer,
 		base:        strings.TrimSuffix(iss.Path, "/"),
@@ -357,6 +360,30 @@ func (p *Provider) newClient(c Client) (*client, error) {
 }
 
 // checkRedirectURI applies RFC 6749 §3.1.2: absolute, no fragment.
+// checkIssuerPath accepts an issuer's path only if it is plain. It
+// prefixes the pattern of every endpoint in an [http.ServeMux], where a
+// brace starts a wildcard and a space ends a method, and a path that is
+// not clean would be redirected away from the endpoints: so segments of
+// RFC 3986 §3.3 pchar characters, none percent-encoded, empty, "." or "..".
+func checkIssuerPath(path string) error {
+	trimmed := strings.TrimSuffix(path, "/")
+	if trimmed == "" {
+		return nil
+	}
+	for _, seg := range strings.Split(trimmed[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("path %q is not clean", path)
+		}
+		for _, c := range []byte(seg) {
+			plain := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~!$&'()*+,;=:@", c) >= 0
+			if !plain {
+				return fmt.Errorf("path %q has a character other than letters, digits and -._~!$&'()*+,;=:@", path)
+			}
+		}
+	}
+	return nil
+}
+
 func checkRedirectURI(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {

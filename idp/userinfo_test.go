@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -220,6 +221,13 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}{
 		{"relative issuer", func(c *idp.Config) { c.Issuer = "/x" }, "issuer"},
 		{"issuer with query", func(c *idp.Config) { c.Issuer = "https://a.example/?x=1" }, "query"},
+		// The issuer's path prefixes every endpoint's ServeMux pattern.
+		{"issuer path with a brace", func(c *idp.Config) { c.Issuer = "https://a.example/{" }, "path"},
+		{"issuer path with a wildcard", func(c *idp.Config) { c.Issuer = "https://a.example/{tenant}" }, "path"},
+		{"issuer path ending the pattern", func(c *idp.Config) { c.Issuer = "https://a.example/{$}" }, "path"},
+		{"issuer path with a space", func(c *idp.Config) { c.Issuer = "https://a.example/a%20b" }, "path"},
+		{"issuer path not clean", func(c *idp.Config) { c.Issuer = "https://a.example/a/../b" }, "path"},
+		{"issuer path with an empty segment", func(c *idp.Config) { c.Issuer = "https://a.example/a//b" }, "path"},
 		{"duplicate client", func(c *idp.Config) { c.Clients = append(c.Clients, c.Clients[0]) }, "twice"},
 		{"client without secret", func(c *idp.Config) { c.Clients[0].Secret = "" }, "secret"},
 		{"relative redirect", func(c *idp.Config) { c.Clients[0].RedirectURIs = []string{"/cb"} }, "not absolute"},
@@ -240,6 +248,38 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			_, err := idp.New(cfg, idp.NewMemoryStore(nil))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("New error = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestNewIssuerPaths: issuers with a path, as multi-tenant providers have
+// them, serve their endpoints under it.
+func TestNewIssuerPaths(t *testing.T) {
+	for _, issuer := range []string{
+		"https://op.example/",
+		"https://op.example/tenant",
+		"https://op.example/realms/my-realm_1.v2/",
+		"https://op.example/a~b/c!$&'()*+,;=:@d",
+	} {
+		t.Run(issuer, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Issuer = issuer
+			store := idp.NewMemoryStore(nil)
+			defer store.Close()
+			p, err := idp.New(cfg, store)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			base := strings.TrimSuffix(issuer, "/")
+			r := httptest.NewRequest(http.MethodGet, base+"/.well-known/openid-configuration", nil)
+			w := httptest.NewRecorder()
+			p.ServeHTTP(w, r)
+			var doc struct {
+				Issuer string `json:"issuer"`
+			}
+			if err := json.Unmarshal(w.Body.Bytes(), &doc); err != nil || w.Code != http.StatusOK || doc.Issuer != issuer {
+				t.Fatalf("discovery: status %d: %s", w.Code, w.Body)
 			}
 		})
 	}

@@ -79,12 +79,48 @@ func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, pass
 	return next
 }
 
+// SignOut signs browser out of the gateway whose sign-out page is at
+// signOutURL as a user does: it opens the page and posts its form, with
+// the form's token, to its action. It returns where the gateway then
+// redirects, without following it.
+func SignOut(t testing.TB, browser *http.Client, signOutURL string) *url.URL {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, signOutURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := ReadBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("sign-out page: status %d:\n%s", resp.StatusCode, page)
+	}
+	form := url.Values{"token": {hiddenInput(t, page, "token")}}
+	req, err = http.NewRequestWithContext(t.Context(), http.MethodPost, signOutURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err = browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page = ReadBody(t, resp)
+	next, err := resp.Location()
+	if err != nil || resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-out: status %d, want 303:\n%s", resp.StatusCode, page)
+	}
+	return next
+}
+
 // hiddenInput returns the value of the form input named name in page.
 func hiddenInput(t testing.TB, page, name string) string {
 	t.Helper()
 	v, ok := attr(page, `<input[^>]*\bname="`+regexp.QuoteMeta(name)+`"[^>]*\bvalue="([^"]*)"`)
 	if !ok {
-		t.Fatalf("login page has no input %q:\n%s", name, page)
+		t.Fatalf("page has no input %q:\n%s", name, page)
 	}
 	return v
 }
