@@ -36,15 +36,7 @@ func NewBrowser(t testing.TB) *http.Client {
 // following it.
 func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, password string) *url.URL {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, loginURL.String(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := browser.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := ReadBody(t, resp)
+	resp, page := send(t, browser, loginURL.String(), nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("login page: status %d:\n%s", resp.StatusCode, page)
 	}
@@ -62,16 +54,7 @@ func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, pass
 		"username":   {username},
 		"password":   {password},
 	}
-	req, err = http.NewRequestWithContext(t.Context(), http.MethodPost, action.String(), strings.NewReader(form.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err = browser.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page = ReadBody(t, resp)
+	resp, page = send(t, browser, action.String(), form)
 	next, err := resp.Location()
 	if err != nil {
 		t.Fatalf("login: status %d, no redirect:\n%s", resp.StatusCode, page)
@@ -85,34 +68,38 @@ func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, pass
 // redirects, without following it.
 func SignOut(t testing.TB, browser *http.Client, signOutURL string) *url.URL {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, signOutURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := browser.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := ReadBody(t, resp)
+	resp, page := send(t, browser, signOutURL, nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("sign-out page: status %d:\n%s", resp.StatusCode, page)
 	}
-	form := url.Values{"token": {hiddenInput(t, page, "token")}}
-	req, err = http.NewRequestWithContext(t.Context(), http.MethodPost, signOutURL, strings.NewReader(form.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err = browser.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page = ReadBody(t, resp)
+	resp, page = send(t, browser, signOutURL, url.Values{"token": {hiddenInput(t, page, "token")}})
 	next, err := resp.Location()
 	if err != nil || resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("sign-out: status %d, want 303:\n%s", resp.StatusCode, page)
 	}
 	return next
+}
+
+// send sends browser to target, a GET, or with form a POST of it as a
+// browser submits a form, and returns the response with its body read.
+func send(t testing.TB, browser *http.Client, target string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	method, body := http.MethodGet, io.Reader(nil)
+	if form != nil {
+		method, body = http.MethodPost, strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(t.Context(), method, target, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, ReadBody(t, resp)
 }
 
 // hiddenInput returns the value of the form input named name in page.
