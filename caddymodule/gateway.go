@@ -188,6 +188,7 @@ type Gateway struct {
 	binding         string          // sessionBinding of Issuer and ClientID
 	foreignCookie   *sync.Once      // warns once that another gateway's cookie came here
 	secretGiven     bool            // client_secret was configured, before its placeholders were resolved
+	refresherKey    string          // the key of refresher in refreshers, once loaded
 }
 
 // GatewayCookie configures the gateway's cookies.
@@ -339,7 +340,13 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.strip = newHeaderStripper(g.identityHeaderNames())
 	g.cache = newSessionCache(4096)
 	g.bearerCache = newSessionCache(4096)
-	g.refresher = newRefresher()
+	rf, _, err := refreshers.LoadOrNew(g.binding, func() (caddy.Destructor, error) {
+		return newRefresher(), nil
+	})
+	if err != nil {
+		return err
+	}
+	g.refresher, g.refresherKey = rf.(*refresher), g.binding
 	g.oidc = newOIDCClient(g.Issuer, g.logger)
 	return nil
 }
@@ -472,6 +479,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(upstream, r)
 }
 
+// Cleanup releases the gateway's share of its refresher.
+func (g *Gateway) Cleanup() error {
+	if g.refresherKey == "" {
+		return nil
+	}
+	_, err := refreshers.Delete(g.refresherKey)
+	g.refresherKey = ""
+	return err
+}
+
 // deriveKey makes a key from a session key secret for one purpose of the
 // gateways of one issuer and client_id (HKDF-SHA256, RFC 5869: the context
 // goes in info, §3.2), once, in Provision. So a session key shared by
@@ -490,6 +507,7 @@ func deriveKey(secret, purpose, issuer, clientID string, n int) ([]byte, error) 
 var (
 	_ caddy.Provisioner           = (*Gateway)(nil)
 	_ caddy.Validator             = (*Gateway)(nil)
+	_ caddy.CleanerUpper          = (*Gateway)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Gateway)(nil)
 	_ caddyfile.Unmarshaler       = (*Gateway)(nil)
 )

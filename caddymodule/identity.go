@@ -116,13 +116,17 @@ func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw st
 	})
 	switch {
 	case res.session != nil:
-		for _, c := range g.sessionCookies(r, res.value) {
+		value, ns, err := g.encodeSession(res.session)
+		if err != nil {
+			g.logger.Error("encoding refreshed session", zap.String("sub", s.Subject), zap.Error(err))
+			g.clearSessionCookies(w, r)
+			g.unauthenticated(w, r, "")
+			return nil, false
+		}
+		for _, c := range g.sessionCookies(r, value) {
 			http.SetCookie(w, c)
 		}
-		if id := g.cache.get(res.value, time.Now()); id != nil {
-			return id, true
-		}
-		id := g.sessionIdentity(res.value, res.session)
+		id := g.sessionIdentity(value, ns)
 		g.cache.put(id)
 		return id, true
 	case res.refused:
@@ -158,15 +162,13 @@ func (g *Gateway) refresh(s *session) refreshResult {
 		g.logger.Warn("checking refreshed tokens", zap.String("sub", s.Subject), zap.Error(err))
 		return refreshResult{err: err, refused: true}
 	}
-	value, ns, err := g.encodeSession(ns)
-	if err != nil {
-		g.logger.Error("encoding refreshed session", zap.String("sub", s.Subject), zap.Error(err))
-		return refreshResult{err: err, refused: true}
-	}
+	// Callers of every gateway sharing the refresh read ns at once: its
+	// claims are set now, not on first use.
+	ns.Claims, ns.claims = ns.userClaims(), nil
 	if ce := g.logger.Check(zap.DebugLevel, "token refreshed"); ce != nil {
 		ce.Write(zap.String("sub", s.Subject))
 	}
-	return refreshResult{session: ns, value: value}
+	return refreshResult{session: ns}
 }
 
 // bearerIdentity returns the identity of an Authorization: Bearer JWT from

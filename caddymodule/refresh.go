@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // refreshGrace is how long a finished refresh's result is handed to
@@ -14,22 +16,31 @@ import (
 // never sees the old one twice.
 const refreshGrace = 30 * time.Second
 
-// refreshResult is the outcome of one refresh: a new session and its
-// encoded cookie value, or an error; refused means the provider said no
-// (the session is over), as opposed to the provider being unreachable.
+// refreshResult is the outcome of one refresh: the new session, which
+// callers only read (each gateway encodes it for its own cookies), or an
+// error; refused means the provider said no (the session is over), as
+// opposed to the provider being unreachable.
 type refreshResult struct {
 	session *session
-	value   string
 	err     error
 	refused bool
 }
 
 // refresher runs one refresh per session at a time: callers with the same
 // key wait for the one in flight and share its result.
+//
+// Gateways of one issuer and client_id share a refresher (see
+// refreshers): they share sessions, so a browser sends the same cookie to
+// all of them, and a refresh token rotated by one must not reach the
+// provider again from another, which would take it for a stolen token.
 type refresher struct {
 	mu    sync.Mutex
 	calls map[string]*refreshCall
 }
+
+// refreshers holds a refresher per sessionBinding, for every gateway of
+// that issuer and client_id, across config reloads too.
+var refreshers = caddy.NewUsagePool()
 
 type refreshCall struct {
 	done     chan struct{}
@@ -40,6 +51,10 @@ type refreshCall struct {
 func newRefresher() *refresher {
 	return &refresher{calls: make(map[string]*refreshCall)}
 }
+
+// Destruct implements [caddy.Destructor] for refreshers; a refresher holds
+// nothing to release.
+func (rf *refresher) Destruct() error { return nil }
 
 // do runs fn for key unless a call for key is running or finished within
 // refreshGrace, in which case it returns that call's result.
