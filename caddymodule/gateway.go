@@ -157,7 +157,8 @@ type Gateway struct {
 	// (Tomcat reads /public/..;/admin as /admin), so they are refused with
 	// 400 rather than reach a route whose policy was chosen for another
 	// path. Turn it on only for an upstream that takes "." or ".." as
-	// names.
+	// names. Paths with a segment that is only a ";" parameter, a control
+	// character or an overlong UTF-8 form are refused either way.
 	AllowDotSegments bool `json:"allow_dot_segments,omitempty"`
 
 	// CORS lets scripts of the listed origins call the protected site.
@@ -431,10 +432,10 @@ func (g *Gateway) validateSecret() error {
 
 // ServeHTTP handles the gateway's own paths and checks every other request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !g.AllowDotSegments && hasDotSegment(r.URL.Path) {
-		// Caddy's matchers chose this route without resolving the segment
-		// as the upstream may: refused, whatever the route's policy.
-		return caddyhttp.Error(http.StatusBadRequest, errDotSegment)
+	if err := checkPath(r.URL.Path, g.AllowDotSegments); err != nil {
+		// Caddy's matchers chose this route without reading the path as
+		// the upstream may: refused, whatever the route's policy.
+		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	if g.acceptCookie {
 		switch r.URL.Path {

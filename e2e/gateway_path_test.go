@@ -173,6 +173,11 @@ func TestGatewayPerRoutePolicy(t *testing.T) {
 		{"/admin%2Fx", 200, 403},
 		{"/public/..;/admin/x", 400, 400},
 		{"/public/%2e%2e/admin/x", 400, 400},
+		{"/;x/admin", 400, 400},
+		{"/%3b/admin", 400, 400},
+		{"/%00/admin", 400, 400},
+		{"/public/%c0%ae%c0%ae/admin", 400, 400},
+		{"/%c0%afadmin", 400, 400},
 		{"/public/x", 200, 200},
 	}
 	for _, tt := range tests {
