@@ -215,7 +215,8 @@ type GatewayCookie struct {
 
 // GatewayRule is one allow rule: exactly one of Email, Group or Claim.
 type GatewayRule struct {
-	// Email is an exact address or *@domain, compared without case. It
+	// Email is an exact address or *@domain, compared without ASCII
+	// case; an address with more than one "@" matches neither. It
 	// admits only an address whose email_verified claim is true, unless
 	// the gateway's AllowUnverifiedEmail is set.
 	Email string `json:"email,omitempty"`

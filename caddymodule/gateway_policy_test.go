@@ -56,3 +56,49 @@ func TestGatewayEmailVerified(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayEmailRule: an email rule compares addresses in ASCII case
+// only, and a *@domain rule takes the domain after the only "@": an
+// address with two, or one at a look-alike of the domain in other
+// scripts, is not at the domain.
+func TestGatewayEmailRule(t *testing.T) {
+	tests := []struct {
+		name  string
+		rule  string
+		email string
+		allow bool
+	}{
+		{"domain", "*@corp.example", "a@corp.example", true},
+		{"domain in upper case", "*@corp.example", "A@CORP.EXAMPLE", true},
+		{"rule in upper case", "*@CORP.example", "a@corp.example", true},
+		{"two @", "*@corp.example", "a@evil.com@corp.example", false},
+		{"quoted @", "*@corp.example", `"a@evil.com"@corp.example`, false},
+		{"domain as a prefix", "*@corp.example", "x@corp.example.evil.com", false},
+		{"subdomain", "*@corp.example", "x@sub.corp.example", false},
+		{"domain as a suffix", "*@corp.example", "x@evilcorp.example", false},
+		{"Kelvin sign in the domain", "*@kelvin.example", "x@\u212aelvin.example", false},
+		{"no local part", "*@corp.example", "@corp.example", false},
+		{"trailing dot", "*@corp.example", "x@corp.example.", false},
+		{"exact", "alice@corp.example", "Alice@Corp.Example", true},
+		{"exact, Kelvin sign", "kim@corp.example", "\u212aim@corp.example", false},
+		{"exact, long s", "sam@corp.example", "\u017fam@corp.example", false},
+		{"exact, two @", "a@evil.com@corp.example", "a@evil.com@corp.example", false},
+		{"empty", "*@corp.example", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &Gateway{
+				Issuer: "https://login.example.com", ClientID: "app", ClientSecret: "secret",
+				SessionKeys: []string{"a-test-session-key-of-enough-length"},
+				Allow:       []GatewayRule{{Email: tt.rule}},
+			}
+			if err := provisionErr(t, g); err != nil {
+				t.Fatal(err)
+			}
+			claims := map[string]any{"email": tt.email, "email_verified": true}
+			if got := g.allowed(g.newIdentity("u", claims)); got != tt.allow {
+				t.Errorf("allow email %s, email %q: allowed = %v, want %v", tt.rule, tt.email, got, tt.allow)
+			}
+		})
+	}
+}

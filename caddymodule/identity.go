@@ -330,13 +330,7 @@ func (g *Gateway) allowed(id *identity) bool {
 			if !g.AllowUnverifiedEmail && !emailVerified(id.claims["email_verified"]) {
 				continue // an unverified address proves nothing
 			}
-			email := strings.ToLower(id.email)
-			want := strings.ToLower(rule.Email)
-			if domain, ok := strings.CutPrefix(want, "*@"); ok {
-				if strings.HasSuffix(email, "@"+domain) {
-					return true
-				}
-			} else if email == want && email != "" {
+			if emailMatches(id.email, rule.Email) {
 				return true
 			}
 		case rule.Group != "":
@@ -354,6 +348,43 @@ func (g *Gateway) allowed(id *identity) bool {
 		}
 	}
 	return false
+}
+
+// emailMatches reports whether an address matches an email rule, an
+// address or *@domain. The address must have exactly one "@": with more
+// ("a@evil.com@corp.example", or a quoted local part) which domain it is
+// at depends on who parses it, so it is at none. Case is compared in ASCII
+// only: Unicode folding would take the Kelvin sign for "k", and so an
+// address at another, internationalised, domain for one at the rule's.
+func emailMatches(email, rule string) bool {
+	local, domain, ok := strings.Cut(email, "@")
+	if !ok || local == "" || strings.Contains(domain, "@") {
+		return false
+	}
+	if want, ok := strings.CutPrefix(rule, "*@"); ok {
+		return asciiEqualFold(domain, want)
+	}
+	return asciiEqualFold(email, rule)
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII letters only.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
 }
 
 // emailVerified reads an email_verified claim, failing closed: only a
