@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
@@ -41,5 +42,29 @@ func TestGatewaySiblingsShareRefresh(t *testing.T) {
 	}
 	if n := op.refreshes.Load() - refreshed; n != 1 {
 		t.Errorf("the provider saw %d refreshes for one session sent to two sibling gateways, want 1", n)
+	}
+}
+
+// TestGatewayRefreshedCookieNotStored: the upstream's answer that carries
+// a refreshed session cookie says Cache-Control: no-store, so that no
+// shared cache hands the cookie to the next visitor.
+func TestGatewayRefreshedCookieNotStored(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) {
+		g.Scopes = []string{"openid", "profile", "email", "offline_access"}
+		g.RefreshBefore = caddy.Duration(2 * time.Hour) // every request refreshes
+	})
+	u := newUser(t, gw, op)
+	u.signIn("/")
+	resp := sendCookie(t, u, "/x", sessionCookieValue(t, u, "authgate"), false)
+	var refreshed bool
+	for _, c := range resp.Cookies() {
+		refreshed = refreshed || c.Name == "authgate" && c.MaxAge > 0
+	}
+	if resp.StatusCode != http.StatusOK || !refreshed {
+		t.Fatalf("status %d, new cookie %v; want 200 with a refreshed session cookie", resp.StatusCode, refreshed)
+	}
+	if cc := resp.Header.Values("Cache-Control"); !slices.Contains(cc, "no-store") {
+		t.Errorf("Cache-Control %q on an answer with a session cookie, want no-store", cc)
 	}
 }

@@ -126,6 +126,10 @@ func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw st
 		for _, c := range g.sessionCookies(r, value) {
 			http.SetCookie(w, c)
 		}
+		// The upstream's answer carries the new cookie: no cache may keep
+		// it for another visitor. reverse_proxy adds the upstream's own
+		// Cache-Control, and no-store among them wins (RFC 9111 §5.2.2.5).
+		w.Header().Add("Cache-Control", "no-store")
 		id := g.sessionIdentity(value, ns)
 		g.cache.put(id)
 		return id, true
