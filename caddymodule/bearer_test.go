@@ -339,3 +339,41 @@ func TestGatewayJWKSRefetchBounded(t *testing.T) {
 		t.Fatalf("good token after the forged ones: %d", st)
 	}
 }
+
+// TestGatewayBearerForbidden: a valid bearer token whose user the allow
+// rules refuse gets 403 with the challenge RFC 6750 §3.1 defines for it,
+// error="insufficient_scope"; a cookie session refused by the rules gets
+// no bearer challenge.
+func TestGatewayBearerForbidden(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) {
+		g.Mode = "api"
+		g.Audience = []string{"demo-api"}
+		g.Allow = []GatewayRule{{Group: "root"}}
+	})
+	token := issuedToken(t, newGateway(t, op, nil), op, "openid api")
+	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if h := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || !strings.HasPrefix(h, "Bearer ") || !strings.Contains(h, `error="insufficient_scope"`) {
+		t.Errorf("status %d, WWW-Authenticate %q; want 403 with Bearer error=\"insufficient_scope\"", resp.StatusCode, h)
+	}
+
+	u := newUser(t, gw, op)
+	resp, _ = u.get("http://gw.test/", map[string]string{"Accept": "application/json"})
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no session: status %d, want 401", resp.StatusCode)
+	}
+	browser := newGateway(t, op, func(g *Gateway) { g.Allow = []GatewayRule{{Group: "root"}} })
+	u = newUser(t, browser, op)
+	resp, _ = u.get("http://gw.test/", nil)
+	u.login(resp)
+	resp, _ = u.get("http://gw.test/", map[string]string{"Accept": "application/json"})
+	if h := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || h != "" {
+		t.Errorf("session refused by the rules: status %d, WWW-Authenticate %q; want 403 without a challenge", resp.StatusCode, h)
+	}
+}

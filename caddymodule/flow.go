@@ -373,11 +373,7 @@ func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearer
 		g.startLogin(w, r, safeReturnURL(r.URL.RequestURI()))
 		return
 	}
-	challenge := `Bearer realm="` + r.Host + `"`
-	if bearerErr != "" {
-		challenge += `, error="` + bearerErr + `"`
-	}
-	w.Header().Set("WWW-Authenticate", challenge)
+	w.Header().Set("WWW-Authenticate", bearerChallenge(r, bearerErr))
 	body := map[string]string{"error": "unauthorized", "error_description": "authentication required"}
 	if bearerErr != "" {
 		body["error"] = bearerErr
@@ -387,6 +383,17 @@ func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearer
 		body["login_url"] = requestOrigin(r) + g.SignInPath + "?rd=" + url.QueryEscape(safeReturnURL(r.URL.RequestURI()))
 	}
 	writeJSON(w, http.StatusUnauthorized, body)
+}
+
+// bearerChallenge is the WWW-Authenticate value of RFC 6750 §3, with
+// the error code errCode if there is one (none when the request had no
+// token, §3.1).
+func bearerChallenge(r *http.Request, errCode string) string {
+	challenge := `Bearer realm="` + r.Host + `"`
+	if errCode != "" {
+		challenge += `, error="` + errCode + `"`
+	}
+	return challenge
 }
 
 // forbidden answers a logged-in user whom the allow rules refuse.
@@ -400,6 +407,10 @@ func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, id *identity
 	}
 	if ce := g.logger.Check(zap.InfoLevel, "access denied by policy"); ce != nil {
 		ce.Write(zap.String("sub", id.subject), zap.String("path", r.URL.Path))
+	}
+	if id.bearer {
+		// RFC 6750 §3.1: the token is good but does not reach this.
+		w.Header().Set("WWW-Authenticate", bearerChallenge(r, "insufficient_scope"))
 	}
 	if !isNavigation(r) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "error_description": "signed in as " + who + ", who may not access this"})

@@ -222,7 +222,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		return nil, false
 	}
 	id := g.newIdentity(idt.Subject, claims)
-	id.raw, id.token, id.expires = token, token, idt.Expiry
+	id.raw, id.token, id.expires, id.bearer = token, token, idt.Expiry, true
 	if g.Introspect {
 		active, err := g.introspect(d, token)
 		if err != nil {

@@ -366,6 +366,7 @@ type identity struct {
 	headers []headerValue
 	expires time.Time // the identity is not to be used from here on
 	raw     string    // the exact cookie or token it was decoded from
+	bearer  bool      // it came from an Authorization: Bearer token
 }
 
 type headerValue struct {
