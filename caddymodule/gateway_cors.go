@@ -218,7 +218,9 @@ func (g *Gateway) servePreflight(w http.ResponseWriter, r *http.Request, next ca
 // corsWriters returns the writers for the gateway's own answers and for
 // the upstream's, which set the CORS headers for an allowed origin: on
 // the gateway's answers always (so that a script can read a 401's
-// login_url), on the upstream's when the gateway answers preflights.
+// login_url), on the upstream's when the gateway answers preflights. Then
+// the upstream's answers to any other origin lose the CORS headers the
+// upstream set.
 func (g *Gateway) corsWriters(w http.ResponseWriter, r *http.Request) (own, upstream http.ResponseWriter) {
 	if g.cors == nil {
 		return w, w
@@ -228,7 +230,13 @@ func (g *Gateway) corsWriters(w http.ResponseWriter, r *http.Request) (own, upst
 	}
 	origin := r.Header.Get("Origin")
 	if !g.cors.allows(origin) {
-		return w, w
+		if origin == "" || g.cors.forward {
+			return w, w
+		}
+		// The gateway's list is the policy: an upstream that lets any
+		// origin read, as permissive framework defaults do, must not let
+		// one the list leaves out.
+		return w, &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors}
 	}
 	cw := &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors, origin: origin}
 	if g.cors.forward {
@@ -237,8 +245,9 @@ func (g *Gateway) corsWriters(w http.ResponseWriter, r *http.Request) (own, upst
 	return cw, cw
 }
 
-// corsWriter sets the CORS headers when the answer starts, after the
-// handlers have set theirs.
+// corsWriter sets the CORS headers for origin when the answer starts,
+// after the handlers have set theirs; with no origin (one the policy does
+// not allow), it removes those the handlers set.
 type corsWriter struct {
 	*caddyhttp.ResponseWriterWrapper
 	policy      *corsPolicy
@@ -249,7 +258,14 @@ type corsWriter struct {
 func (cw *corsWriter) WriteHeader(status int) {
 	if !cw.wroteHeader && status >= 200 {
 		cw.wroteHeader = true
-		cw.policy.setAllowOrigin(cw.Header(), cw.origin)
+		if cw.origin == "" {
+			h := cw.Header()
+			h.Del("Access-Control-Allow-Origin")
+			h.Del("Access-Control-Allow-Credentials")
+			h.Del("Access-Control-Expose-Headers")
+		} else {
+			cw.policy.setAllowOrigin(cw.Header(), cw.origin)
+		}
 	}
 	cw.ResponseWriterWrapper.WriteHeader(status)
 }

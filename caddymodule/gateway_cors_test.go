@@ -175,7 +175,8 @@ func TestGatewayPreflight(t *testing.T) {
 // TestGatewayCORSAnswers: answers to an allowed origin's requests carry
 // Access-Control-Allow-Origin, the gateway's own 401 included, so that
 // a script can read login_url; the upstream's own CORS headers give way
-// to the gateway's unless it answers preflights itself.
+// to the gateway's unless it answers preflights itself, to listed origins
+// and others alike: the gateway's list is the policy.
 func TestGatewayCORSAnswers(t *testing.T) {
 	op := newOP(t, nil)
 	const spa = "http://spa.test"
@@ -184,11 +185,20 @@ func TestGatewayCORSAnswers(t *testing.T) {
 		_, err := io.WriteString(w, "ok")
 		return err
 	})
+	// An upstream that lets any origin read with credentials, as a
+	// framework's permissive default does.
+	upstreamReflecting := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
+		w.Header().Set("Access-Control-Allow-Credentials", "true")
+		_, err := io.WriteString(w, "ok")
+		return err
+	})
 	tests := []struct {
 		name      string
 		cors      *GatewayCORS
 		origin    string
 		token     bool // a valid bearer token: the upstream answers
+		reflect   bool // the upstream allows any origin, with credentials
 		wantCode  int
 		wantAllow string
 		wantCreds string
@@ -199,6 +209,9 @@ func TestGatewayCORSAnswers(t *testing.T) {
 		{name: "401 to a listed origin, forward", cors: &GatewayCORS{Origins: []string{spa}, Preflight: "forward"}, origin: spa, wantCode: 401, wantAllow: spa},
 		{name: "upstream's answer, gateway answers preflights", cors: &GatewayCORS{Origins: []string{spa}}, origin: spa, token: true, wantCode: 200, wantAllow: spa},
 		{name: "upstream's answer, upstream answers preflights", cors: &GatewayCORS{Origins: []string{spa}, Preflight: "forward"}, origin: spa, token: true, wantCode: 200, wantAllow: "*"},
+		{name: "upstream's answer to another origin, gateway answers preflights", cors: &GatewayCORS{Origins: []string{spa}, Credentials: true}, origin: "http://evil.test", token: true, reflect: true, wantCode: 200},
+		{name: "upstream's answer to another origin, upstream answers preflights", cors: &GatewayCORS{Origins: []string{spa}, Preflight: "forward"}, origin: "http://evil.test", token: true, reflect: true, wantCode: 200, wantAllow: "http://evil.test", wantCreds: "true"},
+		{name: "upstream's answer without cors", origin: "http://evil.test", token: true, reflect: true, wantCode: 200, wantAllow: "http://evil.test", wantCreds: "true"},
 	}
 	token := issuedToken(t, newGateway(t, op, nil), op, "openid api")
 	for _, tt := range tests {
@@ -210,8 +223,12 @@ func TestGatewayCORSAnswers(t *testing.T) {
 			if tt.token {
 				r.Header.Set("Authorization", "Bearer "+token)
 			}
+			upstream := upstreamWithCORS
+			if tt.reflect {
+				upstream = upstreamReflecting
+			}
 			w := httptest.NewRecorder()
-			if err := gw.gw.ServeHTTP(w, withReplacer(r), upstreamWithCORS); err != nil {
+			if err := gw.gw.ServeHTTP(w, withReplacer(r), upstream); err != nil {
 				t.Fatal(err)
 			}
 			if w.Code != tt.wantCode {
