@@ -102,3 +102,37 @@ func TestGatewayEmailRule(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayClaimHeaderValues: a claim that cannot be a header value (a
+// control character, as a user may put in a self-service profile) is not
+// sent, rather than fail the request at the proxy with a 502; it is never
+// cut down to the rest of the value, which could read as another user.
+func TestGatewayClaimHeaderValues(t *testing.T) {
+	g := &Gateway{
+		Issuer: "https://login.example.com", ClientID: "app", ClientSecret: "secret",
+		SessionKeys: []string{"a-test-session-key-of-enough-length"},
+		Headers:     map[string]string{"X-User-Name": "name"},
+	}
+	if err := provisionErr(t, g); err != nil {
+		t.Fatal(err)
+	}
+	id := g.newIdentity("alice", map[string]any{
+		"email":              "admin@corp.example\x00",
+		"name":               "Alice\r\nX-Auth-Request-User: admin",
+		"preferred_username": "alice\tsmith",
+		"groups":             []any{"staff", "admins\x7f"},
+	})
+	got := map[string]string{}
+	for _, h := range id.headers {
+		got[h.name] = h.value
+	}
+	want := map[string]string{"X-Auth-Request-User": "alice", "X-Auth-Request-Preferred-Username": "alice\tsmith"}
+	if len(got) != len(want) {
+		t.Errorf("headers %q, want only %q", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}

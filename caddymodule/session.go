@@ -403,7 +403,16 @@ func (g *Gateway) newIdentity(subject string, claims map[string]any) *identity {
 	id := &identity{subject: subject, claims: claims}
 	id.email, _ = claims["email"].(string)
 	add := func(name, value string) {
-		if value != "" {
+		switch {
+		case value == "":
+		case !validHeaderValue(value):
+			// The proxy would fail the request; cutting the value down
+			// could make it read as someone else's. Not sent, like a
+			// claim the user does not have.
+			if ce := g.logger.Check(zap.WarnLevel, "claim not sent upstream: it holds a control character"); ce != nil {
+				ce.Write(zap.String("header", name), zap.String("sub", subject))
+			}
+		default:
 			id.headers = append(id.headers, headerValue{name, value})
 		}
 	}
@@ -425,6 +434,17 @@ func (g *Gateway) newIdentity(subject string, claims map[string]any) *identity {
 		add(h, claimString(claims[claim]))
 	}
 	return id
+}
+
+// validHeaderValue reports whether v may be sent as a header value (RFC
+// 9110 §5.5): no control characters but tab.
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // sessionCache maps the exact bytes of a session cookie or bearer token to
