@@ -27,7 +27,8 @@ var (
 //   - a control character: servers that cut a path at NUL or drop
 //     characters would read what is left;
 //   - an overlong UTF-8 form (%c0%ae for "."), never valid UTF-8 (RFC 3629
-//     §3), which lenient decoders read as the character it spells.
+//     §3), which lenient decoders read as the character it spells, and
+//     the bytes C0 and C1, which only ever start one.
 func checkPath(p string, allowDots bool) error {
 	for range 2 {
 		for i := 0; i < len(p); i++ {
@@ -61,17 +62,18 @@ func checkPath(p string, allowDots bool) error {
 }
 
 // isOverlong reports whether b starts with the lead bytes of an overlong
-// UTF-8 sequence: C0 or C1 (two bytes for what fits in one), E0 80-9F
-// (three for what fits in two), F0 80-8F (four for what fits in three),
-// each followed by a continuation byte. A Latin-1 "À" or "Á" before a
-// letter or at the end is not one.
+// UTF-8 sequence: C0 or C1 (two bytes for what fits in one), whatever
+// follows, since decoders that drop what they cannot read make C0 2E a
+// "."; E0 80-9F (three bytes for what fits in two) and F0 80-8F (four for
+// what fits in three). Latin-1 text ("voilà" ends in E0) passes.
 func isOverlong(b string) bool {
+	if len(b) > 0 && (b[0] == 0xc0 || b[0] == 0xc1) {
+		return true
+	}
 	if len(b) < 2 || b[1] < 0x80 || b[1] > 0xbf {
 		return false
 	}
 	switch b[0] {
-	case 0xc0, 0xc1:
-		return true
 	case 0xe0:
 		return b[1] <= 0x9f
 	case 0xf0:

@@ -58,6 +58,8 @@ func TestGatewayDotSegments(t *testing.T) {
 		{"overlong slash", "/%c0%afadmin", true, true},
 		{"overlong backslash", "/public%c1%9cadmin", true, true},
 		{"overlong, four bytes", "/%f0%80%80%ae", true, true},
+		{"overlong lead before a dot", "/public/%c0%2e%c0%2e/admin", true, true},
+		{"Latin-1 with E0", "/voil%E0", false, false},
 	}
 	for _, allow := range []bool{false, true} {
 		gw := newGateway(t, op, func(g *Gateway) { g.AllowDotSegments = allow })
