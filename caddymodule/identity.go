@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -116,7 +117,7 @@ func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw st
 	})
 	switch {
 	case res.session != nil:
-		value, ns, err := g.encodeSession(res.session)
+		value, ns, err := res.encodedFor(g)
 		if err != nil {
 			g.logger.Error("encoding refreshed session", zap.String("sub", s.Subject), zap.Error(err))
 			g.clearSessionCookies(w, r)
@@ -130,6 +131,9 @@ func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw st
 		// it for another visitor. reverse_proxy adds the upstream's own
 		// Cache-Control, and no-store among them wins (RFC 9111 §5.2.2.5).
 		w.Header().Add("Cache-Control", "no-store")
+		if id := g.cache.get(value, time.Now()); id != nil {
+			return id, true
+		}
 		id := g.sessionIdentity(value, ns)
 		g.cache.put(id)
 		return id, true
@@ -172,7 +176,7 @@ func (g *Gateway) refresh(s *session) refreshResult {
 	if ce := g.logger.Check(zap.DebugLevel, "token refreshed"); ce != nil {
 		ce.Write(zap.String("sub", s.Subject))
 	}
-	return refreshResult{session: ns}
+	return refreshResult{session: ns, encoded: new(sync.Map)}
 }
 
 // bearerIdentity returns the identity of an Authorization: Bearer JWT from

@@ -17,13 +17,36 @@ import (
 const refreshGrace = 30 * time.Second
 
 // refreshResult is the outcome of one refresh: the new session, which
-// callers only read (each gateway encodes it for its own cookies), or an
-// error; refused means the provider said no (the session is over), as
+// callers only read (each gateway encodes it once for its own cookies), or
+// an error; refused means the provider said no (the session is over), as
 // opposed to the provider being unreachable.
 type refreshResult struct {
 	session *session
+	encoded *sync.Map // *Gateway to its encodedSession of session
 	err     error
 	refused bool
+}
+
+// encodedSession is a session and the cookie value one gateway encoded it
+// into.
+type encodedSession struct {
+	value   string
+	session *session
+}
+
+// encodedFor returns the result's session encoded for g's cookies, the
+// same value for every request g shares the refresh with: their answers
+// all set one cookie, which the session cache then knows.
+func (res refreshResult) encodedFor(g *Gateway) (string, *session, error) {
+	if e, ok := res.encoded.Load(g); ok {
+		return e.(encodedSession).value, e.(encodedSession).session, nil
+	}
+	value, s, err := g.encodeSession(res.session)
+	if err != nil {
+		return "", nil, err
+	}
+	e, _ := res.encoded.LoadOrStore(g, encodedSession{value, s})
+	return e.(encodedSession).value, e.(encodedSession).session, nil
 }
 
 // refresher runs one refresh per session at a time: callers with the same
