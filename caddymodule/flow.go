@@ -216,6 +216,9 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 	if prev == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
 		return nil, fmt.Errorf("id token nonce does not match the login")
 	}
+	if !validHeaderValue(idt.Subject) {
+		return nil, errBadSubject
+	}
 	if prev != nil && idt.Subject != prev.Subject {
 		// OpenID Connect Core §12.2: a refreshed ID token is about the same user.
 		return nil, fmt.Errorf("refreshed id token is for another subject")

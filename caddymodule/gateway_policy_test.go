@@ -1,7 +1,10 @@
 package caddymodule
 
 import (
+	"net/http"
 	"testing"
+
+	"github.com/authgate/authgate/idp"
 )
 
 // TestGatewayEmailVerified: an allow email rule admits an address only
@@ -135,4 +138,38 @@ func TestGatewayClaimHeaderValues(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
 	}
+}
+
+// TestGatewaySubjectControlCharacter: a sub that cannot be sent as the
+// X-Auth-Request-User header is no identity at all, at login and in a
+// bearer token: leaving the header out would pass the user upstream as
+// no one in particular.
+func TestGatewaySubjectControlCharacter(t *testing.T) {
+	const sub = "alice\nX-Auth-Request-User: admin"
+	op := newOP(t, func(c *idp.Config) { c.Users[0].Subject = sub })
+
+	t.Run("login", func(t *testing.T) {
+		gw := newGateway(t, op, nil)
+		u := newUser(t, gw, op)
+		resp, _ := u.get("http://gw.test/", map[string]string{"Accept": "text/html"})
+		resp = u.login(resp)
+		if resp.StatusCode == http.StatusFound {
+			t.Fatalf("callback: 302 to %q, want the login refused", resp.Header.Get("Location"))
+		}
+		for _, c := range resp.Cookies() {
+			if c.Name == "authgate" && c.MaxAge >= 0 {
+				t.Errorf("callback set a session cookie")
+			}
+		}
+	})
+
+	t.Run("bearer", func(t *testing.T) {
+		gw := newGateway(t, op, func(g *Gateway) {
+			g.Mode, g.Audience = "bearer", []string{"demo-api"}
+		})
+		token := issuedToken(t, gw, op, "openid api")
+		if status := bearerStatus(t, gw, token); status != http.StatusUnauthorized {
+			t.Fatalf("status %d, want 401", status)
+		}
+	})
 }

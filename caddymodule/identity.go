@@ -210,6 +210,9 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	if err == nil && !slices.ContainsFunc(idt.Audience, func(a string) bool { return slices.Contains(g.Audience, a) }) {
 		err = errWrongAudience
 	}
+	if err == nil && !validHeaderValue(idt.Subject) {
+		err = errBadSubject
+	}
 	if err == nil && !isAccessToken(token) {
 		err = errNotAccessToken
 	}
@@ -251,7 +254,11 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 
 var (
 	errNotAccessToken = errors.New("token is an ID token, not an access token")
-	errWrongAudience  = errors.New("token audience is not one of the configured audiences")
+	// errBadSubject: the sub is the identity sent upstream, which a
+	// control character cannot travel in; without it the user would pass
+	// as no one in particular.
+	errBadSubject    = errors.New("token sub holds a control character")
+	errWrongAudience = errors.New("token audience is not one of the configured audiences")
 )
 
 // isAccessToken tells an access token from an ID token (RFC 8725 §3.11):
