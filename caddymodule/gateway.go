@@ -420,10 +420,12 @@ func (g *Gateway) validateSecret() error {
 	switch {
 	case g.PublicClient && g.ClientSecret != "":
 		return errors.New("oidc_gateway: public_client sends no client_secret; remove one of them")
-	case g.PublicClient, !g.acceptCookie, g.ClientSecret != "":
+	case g.PublicClient, !g.acceptCookie, strings.TrimSpace(g.ClientSecret) != "":
 		// A public client has no secret; a bearer-only gateway has no
 		// token endpoint to call (introspect is checked above).
 		return nil
+	case g.ClientSecret != "":
+		return errors.New("oidc_gateway: client_secret is required (it is only white space)")
 	case g.secretGiven:
 		return errors.New("oidc_gateway: client_secret is required (empty after resolving placeholders; is the environment variable set?)")
 	default:

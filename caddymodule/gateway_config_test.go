@@ -46,6 +46,11 @@ func TestGatewayClientSecretRequired(t *testing.T) {
 			wantErr: []string{"oidc_gateway", "client_secret is required", "empty after resolving placeholders", "environment variable"},
 		},
 		{
+			name:    "blank client_secret",
+			gw:      Gateway{Issuer: "https://login.example.com", ClientID: "app", ClientSecret: " \t "},
+			wantErr: []string{"oidc_gateway", "client_secret is required"},
+		},
+		{
 			name:    "api mode without a secret",
 			gw:      Gateway{Issuer: "https://login.example.com", ClientID: "app", Mode: "api", Audience: []string{"api"}},
 			wantErr: []string{"oidc_gateway", "client_secret is required"},
