@@ -266,3 +266,40 @@ func TestThrottleDeviceCookie(t *testing.T) {
 		t.Errorf("stolen device cookie: statuses %v, want %v", codes, want)
 	}
 }
+
+// TestThrottleIPv6Prefix: an IPv6 client is its /64, the least a host or
+// a home network is given, so that an attacker cannot get a fresh limit
+// per guess by walking the addresses of its own network; and an
+// IPv4-mapped address is its IPv4 address.
+func TestThrottleIPv6Prefix(t *testing.T) {
+	tests := []struct {
+		name string
+		ip   func(i int) string // the address of the i-th guess
+	}{
+		{name: "one /64", ip: func(i int) string { return fmt.Sprintf("2001:db8:1:2:%x::%x", i, i+1) }},
+		{name: "IPv4 and IPv4-mapped", ip: func(i int) string {
+			if i%2 == 0 {
+				return "198.51.100.7"
+			}
+			return "::ffff:198.51.100.7"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newServer(t, func(c *idp.Config) {
+				byHeader(c)
+				c.Throttle = idp.ThrottleConfig{UserIP: idp.ThrottleLimit{Free: 3, Base: time.Minute, Max: time.Hour}}
+			})
+			var codes []int
+			for i := range 6 {
+				codes = append(codes, tryLogin(t, ts, browser(t), tt.ip(i), "alice", "wrong"))
+			}
+			if want := []int{200, 200, 200, 200, 429, 429}; !slices.Equal(codes, want) {
+				t.Errorf("wrong passwords: statuses %v, want %v", codes, want)
+			}
+			if code := tryLogin(t, ts, browser(t), "2001:db8:1:3::1", "alice", testPassword); code != http.StatusOK {
+				t.Errorf("right password from another /64: status %d, want 200", code)
+			}
+		})
+	}
+}
