@@ -46,9 +46,9 @@ func (l ThrottleLimit) orDefault(def ThrottleLimit) ThrottleLimit {
 }
 
 // ThrottleKey is one thing that failed logins are counted against (a
-// username, a client IP, ...), and its limit. Key holds what a client
-// typed as its username, any bytes: a store that cannot keep those as they
-// are should hash them.
+// username, a client IP, ...), and its limit. Key is at most about 100
+// bytes: a username is in it as a digest, since a client may send one of
+// any size and bytes.
 type ThrottleKey struct {
 	Key   string
 	Limit ThrottleLimit
@@ -201,7 +201,9 @@ type loginAttempt struct {
 // user before and shows its device cookie, which counts per device
 // instead, so that no flood from elsewhere locks it out.
 func (p *Provider) reserveLogin(ctx context.Context, username, ip, device string) (*loginAttempt, time.Duration, error) {
-	name := strings.ToLower(username)
+	// A digest, not the name: a key stays for minutes, and a name may be
+	// tens of kilobytes.
+	name := hashKey(strings.ToLower(username))
 	ip = throttleAddr(ip)
 	pair := ThrottleKey{Key: "user-ip:" + ip + " " + name, Limit: p.throttleCfg.UserIP}
 	addr := ThrottleKey{Key: "ip:" + ip, Limit: p.throttleCfg.IP}

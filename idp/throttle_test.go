@@ -1,6 +1,7 @@
 package idp_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -301,5 +302,51 @@ func TestThrottleIPv6Prefix(t *testing.T) {
 				t.Errorf("right password from another /64: status %d, want 200", code)
 			}
 		})
+	}
+}
+
+// keyRecorder is a ThrottleStore that lets every attempt through and
+// records the keys it was given.
+type keyRecorder struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (k *keyRecorder) Reserve(_ context.Context, _ time.Time, keys []idp.ThrottleKey) (time.Duration, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, key := range keys {
+		k.keys = append(k.keys, key.Key)
+	}
+	return 0, nil
+}
+
+func (*keyRecorder) Release(context.Context, time.Time, []idp.ThrottleKey) error { return nil }
+func (*keyRecorder) Forget(context.Context, []string) error                      { return nil }
+
+// TestThrottleKeySize: the throttle keeps a key per username tried, for
+// minutes; a username of tens of kilobytes must not make a key that size,
+// or a few thousand guesses would fill the memory.
+func TestThrottleKeySize(t *testing.T) {
+	rec := &keyRecorder{}
+	ts := newServer(t, func(c *idp.Config) {
+		c.ThrottleStore = rec
+		c.Clients[0].AllowPasswordGrant = true
+	})
+	long := strings.Repeat("a", 60<<10)
+	if code := tryLogin(t, ts, browser(t), "192.0.2.1", long, "wrong"); code != http.StatusOK {
+		t.Fatalf("status %d, want 200", code)
+	}
+	resp, _ := postToken(t, ts, "demo-app", testSecret, url.Values{"grant_type": {"password"}, "username": {long}, "password": {"wrong"}, "scope": {"openid"}})
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("password grant: status %d, want 400", resp.StatusCode)
+	}
+	if len(rec.keys) != 6 {
+		t.Fatalf("%d throttle keys, want 3 for each attempt", len(rec.keys))
+	}
+	for _, k := range rec.keys {
+		if len(k) > 128 {
+			t.Errorf("a throttle key of %d bytes for a username of %d", len(k), len(long))
+		}
 	}
 }
