@@ -1,9 +1,11 @@
 package idp_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -348,5 +350,57 @@ func TestThrottleKeySize(t *testing.T) {
 		if len(k) > 128 {
 			t.Errorf("a throttle key of %d bytes for a username of %d", len(k), len(long))
 		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a logger may write to from several
+// requests at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLoginLogLineSize: a failed or throttled login logs the username the
+// client sent, and a failed client authentication its client_id, either
+// of which may be tens of kilobytes: the log gets a bounded part of it,
+// not a line of that size per guess.
+func TestLoginLogLineSize(t *testing.T) {
+	var logs lockedBuffer
+	ts := newServer(t, func(c *idp.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		c.Clients[0].AllowPasswordGrant = true
+		c.Throttle = idp.ThrottleConfig{UserIP: idp.ThrottleLimit{Free: 1, Base: time.Minute, Max: time.Hour}}
+	})
+	long := strings.Repeat("a", 60<<10)
+	c := browser(t)
+	for range 3 {
+		tryLogin(t, ts, c, "192.0.2.1", long, "wrong")
+		postToken(t, ts, "demo-app", testSecret, url.Values{"grant_type": {"password"}, "username": {long}, "password": {"wrong"}, "scope": {"openid"}})
+	}
+	// Likewise a client_id, whose failed authentication is logged.
+	postToken(t, ts, long[:30<<10], "wrong", url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"wrong"}, "scope": {"openid"}})
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	var failed, throttled bool
+	for _, line := range lines {
+		failed = failed || strings.Contains(line, `"login failed"`)
+		throttled = throttled || strings.Contains(line, `"login throttled"`)
+		if len(line) > 1024 {
+			t.Errorf("a log line of %d bytes: %.200s...", len(line), line)
+		}
+	}
+	if !failed || !throttled {
+		t.Fatalf("want a failed and a throttled login in the log:\n%.2000s", logs.String())
 	}
 }
