@@ -46,7 +46,12 @@ func (hashComparer) Compare(hashed, plaintext []byte) (bool, error) {
 	case bytes.HasPrefix(hashed, []byte(argon2idPrefix)):
 		return caddyauth.Argon2idHash{}.Compare(hashed, plaintext)
 	case bytes.HasPrefix(hashed, []byte(bcryptPrefix)):
-		return caddyauth.BcryptHash{}.Compare(hashed, plaintext)
+		// bcrypt reads only the first 72 bytes of a password, so that
+		// anything after them would match too: a longer password is
+		// refused, as `caddy hash-password` refuses to hash one, but
+		// only once hashed, so that it takes as long as any other.
+		ok, err := caddyauth.BcryptHash{}.Compare(hashed, plaintext)
+		return ok && len(plaintext) <= maxBcryptPassword, err
 	default:
 		return false, errUnknownHash
 	}
@@ -121,6 +126,9 @@ func parseArgon2id(hash []byte) (argon2idHash, error) {
 	a.keyLen, a.saltLen = uint32(len(key)), uint32(len(salt))
 	return a, nil
 }
+
+// maxBcryptPassword is the most of a password that bcrypt reads.
+const maxBcryptPassword = 72
 
 // minArgon2idKeyLen is the shortest argon2id key accepted: 128 bits.
 const minArgon2idKeyLen = 16

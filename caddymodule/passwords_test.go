@@ -21,6 +21,11 @@ import (
 var (
 	testBcryptHash   = mustHash(bcrypt.GenerateFromPassword([]byte("correct horse"), bcrypt.MinCost))
 	testArgon2idHash = mustHash(argon2idLikeCaddys().Hash([]byte("correct horse")))
+
+	// long72 is as long a password as bcrypt takes: 72 bytes.
+	long72         = strings.Repeat("correct horse ", 6)[:72]
+	testBcrypt72   = mustHash(bcrypt.GenerateFromPassword([]byte(long72), bcrypt.MinCost))
+	testArgon2id72 = mustHash(argon2idLikeCaddys().Hash([]byte(long72)))
 )
 
 // argon2idLikeCaddys returns an argon2id hasher with the parameters of
@@ -52,6 +57,12 @@ func TestHashComparer(t *testing.T) {
 		{name: "bcrypt mismatch", hash: testBcryptHash, password: "wrong horse"},
 		{name: "argon2id match", hash: testArgon2idHash, password: "correct horse", want: true},
 		{name: "argon2id mismatch", hash: testArgon2idHash, password: "wrong horse"},
+		{name: "bcrypt of 72 bytes", hash: testBcrypt72, password: long72, want: true},
+		// bcrypt reads 72 bytes and ignores the rest: anything appended
+		// to a 72-byte password would match too.
+		{name: "bcrypt of 72 bytes, one more", hash: testBcrypt72, password: long72 + "x"},
+		{name: "bcrypt of 72 bytes, 1 KB more", hash: testBcrypt72, password: long72 + strings.Repeat("x", 1024)},
+		{name: "argon2id of 72 bytes, one more", hash: testArgon2id72, password: long72 + "x"},
 		{name: "plain text is no hash", hash: "correct horse", password: "correct horse", wantErr: true},
 		{name: "unknown algorithm", hash: "$6$salt$hash", password: "correct horse", wantErr: true},
 		{name: "empty hash", hash: "", password: "", wantErr: true},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -225,5 +226,27 @@ func TestLoginThrottleNoLockout(t *testing.T) {
 	alice.open(t, "192.0.2.12")
 	if code, page, err := alice.post("alice", password); err != nil || code != http.StatusOK || !strings.Contains(page, "signed in as alice") {
 		t.Fatalf("alice's browser during the flood: status %d, %v:\n%s", code, err, page)
+	}
+}
+
+// TestLoginThrottleIPv6 walks the addresses of one IPv6 /64, as a host
+// given one can, through a proxy Caddy trusts: they are one client IP to
+// the throttle, so a guess from each new address is no fresh start.
+func TestLoginThrottleIPv6(t *testing.T) {
+	t.Parallel()
+	s := newThrottleSite(t, "\n\t\tlogin_throttle 3 1m 1h")
+	var codes []int
+	for i := range 6 {
+		code, page, err := openLogin(t, s.issuer, fmt.Sprintf("2001:db8:7:7:%x::1", i+1)).post("alice", "wrong")
+		if err != nil {
+			t.Fatalf("guess %d: %v:\n%s", i+1, err, page)
+		}
+		codes = append(codes, code)
+	}
+	if want := []int{200, 200, 200, 200, 429, 429}; !slices.Equal(codes, want) {
+		t.Errorf("wrong passwords from 6 addresses of one /64: statuses %v, want %v", codes, want)
+	}
+	if code, page, _ := openLogin(t, s.issuer, "2001:db8:7:8::1").post("alice", password); code != http.StatusOK || !strings.Contains(page, "signed in as alice") {
+		t.Errorf("right password from another /64: status %d:\n%s", code, page)
 	}
 }

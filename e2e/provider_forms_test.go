@@ -11,10 +11,28 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
-// csrfCookie is the provider's double-submit CSRF cookie.
-const csrfCookie = "authgate_provider_csrf"
+// csrfCookiePrefix starts the names of the provider's double-submit CSRF
+// cookies.
+const csrfCookiePrefix = "authgate_provider_csrf_"
+
+// csrfCookieIn returns the CSRF cookie of the provider at issuer in c, or
+// nil; it fails the test if there are several.
+func csrfCookieIn(t testing.TB, c *chrome, issuer string) *network.Cookie {
+	t.Helper()
+	var found *network.Cookie
+	for _, ck := range c.cookies(issuer + "/") {
+		if strings.HasPrefix(ck.Name, csrfCookiePrefix) {
+			if found != nil {
+				t.Fatalf("two CSRF cookies: %s and %s", found.Name, ck.Name)
+			}
+			found = ck
+		}
+	}
+	return found
+}
 
 // TestProviderForms: the provider's forms in a real browser, through the
 // gateway. Two tabs that open the login page at once both sign in on the
@@ -30,19 +48,20 @@ func TestProviderForms(t *testing.T) {
 		first, second := c.newTab(t), c.newTab(t)
 		first.navigate(g.gateway + "/headers?tab=1")
 		expectLoginPage(t, first, g.issuer)
-		ck := first.cookie(g.issuer+"/", csrfCookie)
+		ck := csrfCookieIn(t, first, g.issuer)
 		if ck == nil {
-			t.Fatalf("the login page set no %s cookie", csrfCookie)
+			t.Fatal("the login page set no CSRF cookie")
 		}
 		// At once: the second tab's request leaves before the first
 		// tab's answer has set the cookie, so it carries none, and its
-		// answer's cookie replaces the first one.
-		first.deleteCookie(g.issuer+"/", csrfCookie)
+		// answer sets one too.
+		first.deleteCookie(g.issuer+"/", ck.Name)
 		second.navigate(g.gateway + "/headers?tab=2")
 		expectLoginPage(t, second, g.issuer)
-		if now := second.cookie(g.issuer+"/", csrfCookie); now == nil || now.Value == ck.Value {
+		if now := csrfCookieIn(t, second, g.issuer); now == nil || now.Value == ck.Value {
 			t.Fatalf("the second tab did not get a cookie of its own: the test did not set up the race")
 		}
+		first.setCookie(g.issuer+"/", ck.Name, ck.Value, true)
 
 		for i, tab := range []*chrome{first, second} {
 			path := []string{"/headers?tab=1", "/headers?tab=2"}[i]
@@ -168,4 +187,45 @@ func stillSignedIn(t testing.TB, c *chrome, g *gatewaySite, mark string) {
 		t.Fatalf("the provider's session has ended: the browser is at %s", loc)
 	}
 	checkIdentity(t, pageEcho(t, c, g.gateway+path), aliceHeaders())
+}
+
+// TestProviderTwoTabsPlainHTTP: two tabs of a browser that says neither
+// where a form comes from (Sec-Fetch-Site) nor its origin open the login
+// page at once, so that neither request carries a CSRF cookie, and both
+// sign in on the first try: the double-submit cookie of the one is not
+// replaced by the other's (issue 7, finding 8).
+func TestProviderTwoTabsPlainHTTP(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, "")
+	s.Start(t)
+	u, err := url.Parse(s.issuer + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := caddytest.NewBrowser(t)
+	var tokens []string
+	for i := range 2 {
+		tab := caddytest.NewBrowser(t) // no cookie yet
+		resp, err := tab.Get(s.issuer + "/account/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		page := caddytest.ReadBody(t, resp)
+		m := csrfRE.FindStringSubmatch(page)
+		if resp.StatusCode != http.StatusOK || m == nil {
+			t.Fatalf("tab %d: login page: status %d:\n%s", i+1, resp.StatusCode, page)
+		}
+		tokens = append(tokens, m[1])
+		browser.Jar.SetCookies(u, tab.Jar.Cookies(u))
+	}
+	for i, token := range tokens {
+		form := url.Values{"csrf_token": {token}, "username": {"alice"}, "password": {password}}
+		resp, err := browser.PostForm(s.issuer+"/account/login", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page := caddytest.ReadBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(page, "signed in as alice") {
+			t.Errorf("tab %d: status %d, want 200 and signed in:\n%s", i+1, resp.StatusCode, page)
+		}
+	}
 }

@@ -30,14 +30,14 @@ import (
 //     Origin "null" (a sandboxed frame; also our own pages, whose
 //     Referrer-Policy is no-referrer) says nothing.
 //   - A browser that sends neither falls back to the double-submit cookie:
-//     the token's value must be the browser's csrfCookie, which another
-//     site can neither read nor set.
+//     the token's value must be that of the browser's CSRF cookie the
+//     token names, which another site can neither read nor set.
 //
-// The token's value is not tied to the cookie when the browser proves the
-// origin, because two tabs that open the login page at once both get a
-// new cookie and the later one overwrites the earlier: tying them would
-// refuse the first tab's form (issue 7, finding 8). Browsers that send
-// neither header keep that race; they are rare and it fails safe.
+// Two tabs that open the login page at once both come without a CSRF
+// cookie, and both answers set one (issue 7, finding 8): each gets a name
+// of its own (csrfCookie, "_", an id), so that the later does not replace
+// the earlier and both tabs' forms keep their cookie. A page opened with a
+// CSRF cookie uses it, so a browser has about one of them.
 //
 // Against login CSRF (the victim signed in as the attacker): the
 // attacker's form, posted by the victim's browser, is labelled cross-site
@@ -50,21 +50,26 @@ const csrfTokenName = "authgate_csrf"
 
 // formToken is what a form's csrf_token seals.
 type formToken struct {
-	Value  string `json:"v"`
+	Cookie string `json:"c"` // the name of the double-submit cookie
+	Value  string `json:"v"` // its value
 	Issued int64  `json:"iat"`
 }
 
 // csrfToken returns a new form token for the request's browser, and sets
-// its double-submit cookie when it has none.
+// a double-submit cookie when it has none.
 func (p *Provider) csrfToken(w http.ResponseWriter, r *http.Request) string {
-	v := ""
-	if ck, err := r.Cookie(csrfCookie); err == nil && len(ck.Value) >= 22 {
-		v = ck.Value
-	} else {
-		v = p.randomString(24)
-		http.SetCookie(w, p.cookie(csrfCookie, v, 0))
+	t := formToken{Issued: p.now().Unix()}
+	for _, ck := range r.Cookies() {
+		if strings.HasPrefix(ck.Name, csrfCookie+"_") && len(ck.Value) >= 22 {
+			t.Cookie, t.Value = ck.Name, ck.Value
+			break
+		}
 	}
-	tok, err := p.cookies.Encode(csrfTokenName, formToken{Value: v, Issued: p.now().Unix()})
+	if t.Value == "" {
+		t.Cookie, t.Value = csrfCookie+"_"+p.randomString(6), p.randomString(24)
+		http.SetCookie(w, p.cookie(t.Cookie, t.Value, 0))
+	}
+	tok, err := p.cookies.Encode(csrfTokenName, t)
 	if err != nil {
 		// The keys were tried in New: this does not happen. An empty
 		// token is refused when the form comes back.
@@ -106,8 +111,11 @@ func (p *Provider) checkCSRF(r *http.Request, token string) error {
 	if sameOrigin {
 		return nil
 	}
-	ck, err := r.Cookie(csrfCookie)
-	if err != nil || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(t.Value)) != 1 {
+	if !strings.HasPrefix(t.Cookie, csrfCookie+"_") {
+		return errors.New("idp: CSRF token names no CSRF cookie")
+	}
+	ck, err := r.Cookie(t.Cookie)
+	if err != nil || t.Value == "" || subtle.ConstantTimeCompare([]byte(ck.Value), []byte(t.Value)) != 1 {
 		return errors.New("idp: CSRF token does not match the browser's cookie")
 	}
 	return nil

@@ -3,6 +3,7 @@ package idp
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -163,4 +164,31 @@ func TestUnknownUserCostsLikeAKnownOne(t *testing.T) {
 			t.Errorf("a known user compared against %q, want its own hash", got)
 		}
 	})
+}
+
+// TestBcryptComparerLongPassword: bcrypt reads 72 bytes of a password;
+// the default comparer refuses a longer one rather than let anything
+// appended to a 72-byte password match.
+func TestBcryptComparerLongPassword(t *testing.T) {
+	pw := []byte(strings.Repeat("0123456789", 8)[:72])
+	hash, err := bcrypt.GenerateFromPassword(pw, bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		password []byte
+		want     bool
+	}{
+		{name: "72 bytes", password: pw, want: true},
+		{name: "73 bytes", password: append(slices.Clone(pw), 'x')},
+		{name: "71 bytes", password: pw[:71]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if ok, err := (bcryptComparer{}).Compare(hash, tt.password); ok != tt.want || err != nil {
+				t.Fatalf("Compare = %v, %v; want %v", ok, err, tt.want)
+			}
+		})
+	}
 }

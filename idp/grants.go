@@ -88,12 +88,12 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 		return nil, &Error{Code: ErrServerError, Description: "the login could not be checked", Cause: terr}
 	}
 	if wait > 0 {
-		p.log.WarnContext(ctx, "login throttled", "username", username, "client_ip", ip, "client_id", c.ID)
+		p.log.WarnContext(ctx, "login throttled", "username", loggedName(username), "client_ip", ip, "client_id", c.ID)
 		return nil, oauthErr(ErrInvalidGrant, fmt.Sprintf("too many failed attempts; try again in %d s", retryAfter(wait)))
 	}
 	user := p.checkPassword(username, password)
 	if user == nil {
-		p.log.InfoContext(ctx, "login failed", "username", username, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
+		p.log.InfoContext(ctx, "login failed", "username", loggedName(username), "client_ip", ip, "client_id", c.ID, "grant_type", "password")
 		return nil, oauthErr(ErrInvalidGrant, "invalid username or password")
 	}
 	p.succeeded(ctx, attempt)

@@ -91,7 +91,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if wait > 0 {
-		p.log.WarnContext(r.Context(), "login throttled", "username", page.Username, "client_ip", ip, "client_id", page.ClientID)
+		p.log.WarnContext(r.Context(), "login throttled", "username", loggedName(page.Username), "client_ip", ip, "client_id", page.ClientID)
 		page.Error = fmt.Sprintf("Too many failed attempts. Try again in %d s.", retryAfter(wait))
 		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
 		p.renderLogin(w, r, http.StatusTooManyRequests, page)
@@ -99,7 +99,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	user := p.checkPassword(page.Username, f.Get("password"))
 	if user == nil {
-		p.log.InfoContext(r.Context(), "login failed", "username", page.Username, "client_ip", ip, "client_id", page.ClientID)
+		p.log.InfoContext(r.Context(), "login failed", "username", loggedName(page.Username), "client_ip", ip, "client_id", page.ClientID)
 		page.Error = "Invalid username or password."
 		p.renderLogin(w, r, http.StatusOK, page)
 		return
@@ -155,6 +155,10 @@ func (p *Provider) serveLogout(w http.ResponseWriter, r *http.Request) {
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
 	}
 }
+
+// loggedName is the part of a username a client sent that a log line
+// holds: a name may be tens of kilobytes, once per guess.
+func loggedName(username string) string { return truncate(username, 256) }
 
 func (p *Provider) clientIP(r *http.Request) string {
 	if p.clientIPFunc != nil {

@@ -474,13 +474,21 @@ func cmp(d, def time.Duration) time.Duration {
 // bcryptComparer is the default [PasswordComparer], and a [FakeHasher].
 type bcryptComparer struct{}
 
+// Compare implements [PasswordComparer]. bcrypt reads only the first 72
+// bytes of a password, so that anything after them would match too: a
+// longer password is refused, as [bcrypt.GenerateFromPassword] refuses
+// to hash one, but only once hashed, so that it takes as long as any
+// other.
 func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
 	err := bcrypt.CompareHashAndPassword(hashed, plaintext)
 	if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
 		return false, nil
 	}
-	return err == nil, err
+	return err == nil && len(plaintext) <= maxBcryptPassword, err
 }
+
+// maxBcryptPassword is the most of a password that bcrypt reads.
+const maxBcryptPassword = 72
 
 // HashCost implements [FakeHasher].
 func (bcryptComparer) HashCost(hashed []byte) (string, error) {

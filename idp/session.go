@@ -9,8 +9,9 @@ import (
 )
 
 // Cookie names. The session cookie is the provider's own login (single
-// sign-on); the CSRF cookie is the double-submit value of the forms'
-// tokens, for browsers that do not say where a form comes from (csrf.go).
+// sign-on); the CSRF cookies, this name followed by "_" and an id, hold
+// the double-submit values of the forms' tokens, for browsers that do not
+// say where a form comes from (csrf.go).
 const (
 	SessionCookie = "authgate_provider_session"
 	csrfCookie    = "authgate_provider_csrf"

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -45,9 +46,9 @@ func (l ThrottleLimit) orDefault(def ThrottleLimit) ThrottleLimit {
 }
 
 // ThrottleKey is one thing that failed logins are counted against (a
-// username, a client IP, ...), and its limit. Key holds what a client
-// typed as its username, any bytes: a store that cannot keep those as they
-// are should hash them.
+// username, a client IP, ...), and its limit. Key is at most about 100
+// bytes: a username is in it as a digest, since a client may send one of
+// any size and bytes.
 type ThrottleKey struct {
 	Key   string
 	Limit ThrottleLimit
@@ -200,7 +201,10 @@ type loginAttempt struct {
 // user before and shows its device cookie, which counts per device
 // instead, so that no flood from elsewhere locks it out.
 func (p *Provider) reserveLogin(ctx context.Context, username, ip, device string) (*loginAttempt, time.Duration, error) {
-	name := strings.ToLower(username)
+	// A digest, not the name: a key stays for minutes, and a name may be
+	// tens of kilobytes.
+	name := hashKey(strings.ToLower(username))
+	ip = throttleAddr(ip)
 	pair := ThrottleKey{Key: "user-ip:" + ip + " " + name, Limit: p.throttleCfg.UserIP}
 	addr := ThrottleKey{Key: "ip:" + ip, Limit: p.throttleCfg.IP}
 	third := ThrottleKey{Key: "user:" + name, Limit: p.throttleCfg.User}
@@ -233,6 +237,23 @@ func (p *Provider) succeeded(ctx context.Context, a *loginAttempt) {
 	if err := p.throttle.Release(ctx, p.now(), a.release); err != nil {
 		p.log.ErrorContext(ctx, "login throttle", "error", err)
 	}
+}
+
+// throttleAddr is the part of a client IP that the throttle counts by.
+// An IPv6 client is its /64: a host or a home network gets at least that
+// much (RFC 6177), so counting every address apart would give an
+// attacker a fresh limit per guess. An IPv4-mapped IPv6 address is its
+// IPv4 address, and a zone is dropped.
+func throttleAddr(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		return netip.PrefixFrom(a, 64).Masked().String()
+	}
+	return a.String()
 }
 
 // retryAfter is a wait in whole seconds, rounded up.

@@ -1,8 +1,11 @@
 package idp_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -264,5 +267,140 @@ func TestThrottleDeviceCookie(t *testing.T) {
 	}
 	if want := []int{200, 200, 200, 429, 429}; !slices.Equal(codes, want) {
 		t.Errorf("stolen device cookie: statuses %v, want %v", codes, want)
+	}
+}
+
+// TestThrottleIPv6Prefix: an IPv6 client is its /64, the least a host or
+// a home network is given, so that an attacker cannot get a fresh limit
+// per guess by walking the addresses of its own network; and an
+// IPv4-mapped address is its IPv4 address.
+func TestThrottleIPv6Prefix(t *testing.T) {
+	tests := []struct {
+		name string
+		ip   func(i int) string // the address of the i-th guess
+	}{
+		{name: "one /64", ip: func(i int) string { return fmt.Sprintf("2001:db8:1:2:%x::%x", i, i+1) }},
+		{name: "IPv4 and IPv4-mapped", ip: func(i int) string {
+			if i%2 == 0 {
+				return "198.51.100.7"
+			}
+			return "::ffff:198.51.100.7"
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := newServer(t, func(c *idp.Config) {
+				byHeader(c)
+				c.Throttle = idp.ThrottleConfig{UserIP: idp.ThrottleLimit{Free: 3, Base: time.Minute, Max: time.Hour}}
+			})
+			var codes []int
+			for i := range 6 {
+				codes = append(codes, tryLogin(t, ts, browser(t), tt.ip(i), "alice", "wrong"))
+			}
+			if want := []int{200, 200, 200, 200, 429, 429}; !slices.Equal(codes, want) {
+				t.Errorf("wrong passwords: statuses %v, want %v", codes, want)
+			}
+			if code := tryLogin(t, ts, browser(t), "2001:db8:1:3::1", "alice", testPassword); code != http.StatusOK {
+				t.Errorf("right password from another /64: status %d, want 200", code)
+			}
+		})
+	}
+}
+
+// keyRecorder is a ThrottleStore that lets every attempt through and
+// records the keys it was given.
+type keyRecorder struct {
+	mu   sync.Mutex
+	keys []string
+}
+
+func (k *keyRecorder) Reserve(_ context.Context, _ time.Time, keys []idp.ThrottleKey) (time.Duration, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, key := range keys {
+		k.keys = append(k.keys, key.Key)
+	}
+	return 0, nil
+}
+
+func (*keyRecorder) Release(context.Context, time.Time, []idp.ThrottleKey) error { return nil }
+func (*keyRecorder) Forget(context.Context, []string) error                      { return nil }
+
+// TestThrottleKeySize: the throttle keeps a key per username tried, for
+// minutes; a username of tens of kilobytes must not make a key that size,
+// or a few thousand guesses would fill the memory.
+func TestThrottleKeySize(t *testing.T) {
+	rec := &keyRecorder{}
+	ts := newServer(t, func(c *idp.Config) {
+		c.ThrottleStore = rec
+		c.Clients[0].AllowPasswordGrant = true
+	})
+	long := strings.Repeat("a", 60<<10)
+	if code := tryLogin(t, ts, browser(t), "192.0.2.1", long, "wrong"); code != http.StatusOK {
+		t.Fatalf("status %d, want 200", code)
+	}
+	resp, _ := postToken(t, ts, "demo-app", testSecret, url.Values{"grant_type": {"password"}, "username": {long}, "password": {"wrong"}, "scope": {"openid"}})
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("password grant: status %d, want 400", resp.StatusCode)
+	}
+	if len(rec.keys) != 6 {
+		t.Fatalf("%d throttle keys, want 3 for each attempt", len(rec.keys))
+	}
+	for _, k := range rec.keys {
+		if len(k) > 128 {
+			t.Errorf("a throttle key of %d bytes for a username of %d", len(k), len(long))
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a logger may write to from several
+// requests at once.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLoginLogLineSize: a failed or throttled login logs the username the
+// client sent, and a failed client authentication its client_id, either
+// of which may be tens of kilobytes: the log gets a bounded part of it,
+// not a line of that size per guess.
+func TestLoginLogLineSize(t *testing.T) {
+	var logs lockedBuffer
+	ts := newServer(t, func(c *idp.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		c.Clients[0].AllowPasswordGrant = true
+		c.Throttle = idp.ThrottleConfig{UserIP: idp.ThrottleLimit{Free: 1, Base: time.Minute, Max: time.Hour}}
+	})
+	long := strings.Repeat("a", 60<<10)
+	c := browser(t)
+	for range 3 {
+		tryLogin(t, ts, c, "192.0.2.1", long, "wrong")
+		postToken(t, ts, "demo-app", testSecret, url.Values{"grant_type": {"password"}, "username": {long}, "password": {"wrong"}, "scope": {"openid"}})
+	}
+	// Likewise a client_id, whose failed authentication is logged.
+	postToken(t, ts, long[:30<<10], "wrong", url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"wrong"}, "scope": {"openid"}})
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	var failed, throttled bool
+	for _, line := range lines {
+		failed = failed || strings.Contains(line, `"login failed"`)
+		throttled = throttled || strings.Contains(line, `"login throttled"`)
+		if len(line) > 1024 {
+			t.Errorf("a log line of %d bytes: %.200s...", len(line), line)
+		}
+	}
+	if !failed || !throttled {
+		t.Fatalf("want a failed and a throttled login in the log:\n%.2000s", logs.String())
 	}
 }

@@ -201,7 +201,7 @@ func (p *Provider) authenticateClient(t *tokenRequest) (*client, *Error) {
 		return c, nil
 	}
 	if !p.checkSecret(c, secret) || secret == "" {
-		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("bad credentials for client %q", id)}
+		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("bad credentials for client %q", truncate(id, 100))}
 	}
 	return c, nil
 }
