@@ -74,16 +74,9 @@ vet:
 unit:
 	$(GO) test -timeout $(TEST_TIMEOUT) ./...
 
-# Every `func FuzzXxx(` in a _test.go file, each run on its own: `go test
-# -fuzz` takes one package and one target at a time.
+# Every fuzz target for FUZZ_TIME each (scripts/fuzz says how).
 fuzz:
-	@targets=$$(grep -rHoE --include='*_test.go' --exclude-dir=node_modules --exclude-dir=testdata \
-		'^func Fuzz[A-Za-z0-9_]*\(' . | sed -E 's|^(.*)/[^/]*:func (Fuzz[A-Za-z0-9_]*)\($$|\1 \2|' | sort -u); \
-	if [ -z "$$targets" ]; then echo "fuzz: no fuzz targets"; exit 0; fi; \
-	echo "$$targets" | while read -r dir name; do \
-		echo "$(GO) test -run '^\$$' -fuzz '^$$name\$$' -fuzztime $(FUZZ_TIME) $$dir"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) "$$dir" || exit 1; \
-	done
+	GO='$(GO)' scripts/fuzz $(FUZZ_TIME)
 
 test: deps vet unit fuzz
 
