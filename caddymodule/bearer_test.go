@@ -67,6 +67,13 @@ func issuedToken(t *testing.T, gw *gwServer, op *opServer, scope string) string 
 // status.
 func bearerStatus(t *testing.T, gw *gwServer, token string) int {
 	t.Helper()
+	return bearerResponse(t, gw, token).StatusCode
+}
+
+// bearerResponse sends GET /api to gw with a bearer token and returns the
+// response, its body closed.
+func bearerResponse(t *testing.T, gw *gwServer, token string) *http.Response {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
@@ -74,7 +81,7 @@ func bearerStatus(t *testing.T, gw *gwServer, token string) int {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp
 }
 
 // forge signs claims with the provider's own RS256 key (as a compromised
@@ -352,13 +359,7 @@ func TestGatewayBearerForbidden(t *testing.T) {
 		g.Allow = []GatewayRule{{Group: "root"}}
 	})
 	token := issuedToken(t, newGateway(t, op, nil), op, "openid api")
-	req, _ := http.NewRequest(http.MethodGet, gw.URL+"/api", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := bearerResponse(t, gw, token)
 	if h := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || !strings.HasPrefix(h, "Bearer ") || !strings.Contains(h, `error="insufficient_scope"`) {
 		t.Errorf("status %d, WWW-Authenticate %q; want 403 with Bearer error=\"insufficient_scope\"", resp.StatusCode, h)
 	}
