@@ -238,11 +238,11 @@ func (g *Gateway) corsWriters(w http.ResponseWriter, r *http.Request) (own, upst
 		// one the list leaves out.
 		return w, &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors}
 	}
-	cw := &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors, origin: origin}
+	own = &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors, origin: origin, own: true}
 	if g.cors.forward {
-		return cw, w
+		return own, w
 	}
-	return cw, cw
+	return own, &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors, origin: origin}
 }
 
 // corsWriter sets the CORS headers for origin when the answer starts,
@@ -252,6 +252,7 @@ type corsWriter struct {
 	*caddyhttp.ResponseWriterWrapper
 	policy      *corsPolicy
 	origin      string
+	own         bool // the gateway's own answers (401, 403, ...)
 	wroteHeader bool
 }
 
@@ -265,6 +266,12 @@ func (cw *corsWriter) WriteHeader(status int) {
 			h.Del("Access-Control-Expose-Headers")
 		} else {
 			cw.policy.setAllowOrigin(cw.Header(), cw.origin)
+			if cw.own && cw.Header().Get("WWW-Authenticate") != "" {
+				// Not a CORS-safelisted response header (Fetch §3.2.3):
+				// without this a script sees the 401's body but not the
+				// challenge and its RFC 6750 §3.1 error code.
+				cw.Header().Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+			}
 		}
 	}
 	cw.ResponseWriterWrapper.WriteHeader(status)

@@ -202,11 +202,15 @@ func TestGatewayCORSAnswers(t *testing.T) {
 		wantCode  int
 		wantAllow string
 		wantCreds string
+		// Access-Control-Expose-Headers: WWW-Authenticate is not a
+		// CORS-safelisted response header (Fetch §3.2.3), so a script
+		// reads the gateway's challenge only if it is exposed.
+		wantExpose string
 	}{
-		{name: "401 to a listed origin", cors: &GatewayCORS{Origins: []string{spa}, Credentials: true}, origin: spa, wantCode: 401, wantAllow: spa, wantCreds: "true"},
+		{name: "401 to a listed origin", cors: &GatewayCORS{Origins: []string{spa}, Credentials: true}, origin: spa, wantCode: 401, wantAllow: spa, wantCreds: "true", wantExpose: "WWW-Authenticate"},
 		{name: "401 to another origin", cors: &GatewayCORS{Origins: []string{spa}, Credentials: true}, origin: "http://evil.test", wantCode: 401},
 		{name: "401 without cors", origin: spa, wantCode: 401},
-		{name: "401 to a listed origin, forward", cors: &GatewayCORS{Origins: []string{spa}, Preflight: "forward"}, origin: spa, wantCode: 401, wantAllow: spa},
+		{name: "401 to a listed origin, forward", cors: &GatewayCORS{Origins: []string{spa}, Preflight: "forward"}, origin: spa, wantCode: 401, wantAllow: spa, wantExpose: "WWW-Authenticate"},
 		{name: "upstream's answer, gateway answers preflights", cors: &GatewayCORS{Origins: []string{spa}}, origin: spa, token: true, wantCode: 200, wantAllow: spa},
 		{name: "upstream's answer, upstream answers preflights", cors: &GatewayCORS{Origins: []string{spa}, Preflight: "forward"}, origin: spa, token: true, wantCode: 200, wantAllow: "*"},
 		{name: "upstream's answer to another origin, gateway answers preflights", cors: &GatewayCORS{Origins: []string{spa}, Credentials: true}, origin: "http://evil.test", token: true, reflect: true, wantCode: 200},
@@ -239,6 +243,9 @@ func TestGatewayCORSAnswers(t *testing.T) {
 			}
 			if got := w.Header().Get("Access-Control-Allow-Credentials"); got != tt.wantCreds {
 				t.Errorf("Access-Control-Allow-Credentials %q, want %q", got, tt.wantCreds)
+			}
+			if got := w.Header().Get("Access-Control-Expose-Headers"); got != tt.wantExpose {
+				t.Errorf("Access-Control-Expose-Headers %q, want %q", got, tt.wantExpose)
 			}
 			if tt.cors != nil && !strings.Contains(strings.Join(w.Header().Values("Vary"), ","), "Origin") {
 				t.Errorf("Vary %q, want Origin", w.Header().Values("Vary"))
