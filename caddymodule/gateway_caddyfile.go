@@ -103,11 +103,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "audience":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
+			if g.Audience != nil {
+				return d.Err("audience is declared twice")
+			}
+			g.Audience = d.RemainingArgs()
+			if len(g.Audience) == 0 {
 				return d.ArgErr()
 			}
-			g.Audience = append(g.Audience, args...)
 		case "session_key":
 			if !d.NextArg() {
 				return d.ArgErr()
@@ -143,34 +145,19 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.ArgErr()
 				}
 			}
-		case "sign_out_id_token_hint":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			g.SignOutIDTokenHint = true
-		case "pass_access_token":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			g.PassAccessToken = true
-		case "allow_unverified_email":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			g.AllowUnverifiedEmail = true
-		case "public_client":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			g.PublicClient = true
-		case "allow_dot_segments":
-			if g.AllowDotSegments {
-				return d.Err("allow_dot_segments is declared twice")
+		case "sign_out_id_token_hint", "pass_access_token", "allow_unverified_email", "public_client", "allow_dot_segments":
+			flag := map[string]*bool{
+				"sign_out_id_token_hint": &g.SignOutIDTokenHint, "pass_access_token": &g.PassAccessToken,
+				"allow_unverified_email": &g.AllowUnverifiedEmail, "public_client": &g.PublicClient,
+				"allow_dot_segments": &g.AllowDotSegments,
+			}[opt]
+			if *flag {
+				return d.Errf("%s is declared twice", opt)
 			}
 			if d.NextArg() {
 				return d.ArgErr()
 			}
-			g.AllowDotSegments = true
+			*flag = true
 		case "allow":
 			args := d.RemainingArgs()
 			var rule GatewayRule
