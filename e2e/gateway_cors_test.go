@@ -171,6 +171,14 @@ func TestGatewayCORS(t *testing.T) {
 			t.Fatalf("fetch from %s: status %d, want 401:\n%s", allowed, res.Status, res.Body)
 		}
 		checkUnauthorized(t, res.Body, g.gateway+"/oauth2/start?rd="+url.QueryEscape("/payroll?via=cors"))
+		// The challenge too: WWW-Authenticate is no CORS-safelisted
+		// response header (Fetch §3.2.3), the browser hides it unless
+		// exposed.
+		script := `fetch(` + jsString(target+"?via=cors") + `).then(r => ({status: r.status, body: r.headers.get("WWW-Authenticate") || ""}))`
+		challenge := browserRun(c, "reading the 401's WWW-Authenticate", chromedp.Evaluate[fetchResult](script, chromedp.EvalAwaitPromise))
+		if !strings.HasPrefix(challenge.Body, "Bearer ") {
+			t.Errorf("a script of %s reads WWW-Authenticate %q on the 401 (%d), want the Bearer challenge", allowed, challenge.Body, challenge.Status)
+		}
 		c.navigate(other + "/")
 		if res := crossOriginFetch(c, target+"?via=cors"); res.Status != 0 {
 			t.Errorf("fetch from %s: status %d, want a fetch the browser refuses:\n%s", other, res.Status, res.Body)
