@@ -286,7 +286,7 @@ func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *
 	if req.State != "" {
 		v.Set("state", req.State)
 	}
-	redirectTo(w, req.RedirectURI, v)
+	redirectTo(w, r, req.RedirectURI, v)
 }
 
 func (p *Provider) redirectWithError(w http.ResponseWriter, r *http.Request, req *authRequest, e *Error) {
@@ -300,11 +300,12 @@ func (p *Provider) redirectWithError(w http.ResponseWriter, r *http.Request, req
 	if req.State != "" {
 		v.Set("state", req.State)
 	}
-	redirectTo(w, req.RedirectURI, v)
+	redirectTo(w, r, req.RedirectURI, v)
 }
 
-// redirectTo sends a 302 to base with v added to its query.
-func redirectTo(w http.ResponseWriter, base string, v url.Values) {
+// redirectTo sends the browser to base with v added to its query: a 302,
+// or a 303 in answer to a POST (redirectStatus).
+func redirectTo(w http.ResponseWriter, r *http.Request, base string, v url.Values) {
 	loc := base
 	if len(v) > 0 {
 		sep := "?"
@@ -315,7 +316,18 @@ func redirectTo(w http.ResponseWriter, base string, v url.Values) {
 	}
 	w.Header().Set("Location", loc)
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusFound)
+	w.WriteHeader(redirectStatus(r))
+}
+
+// redirectStatus is the status of a redirect in answer to r. RFC 9700
+// §4.12: after a POST, which may have carried the user's credentials, it
+// is 303 See Other, so that the next request is a GET and nothing posted
+// travels on (307 would re-post it); otherwise 302 Found.
+func redirectStatus(r *http.Request) int {
+	if r.Method == http.MethodPost {
+		return http.StatusSeeOther
+	}
+	return http.StatusFound
 }
 
 // codeKey is the Store key of a code: its hash, so that the store never

@@ -75,9 +75,11 @@ func TestAuthorizeErrors(t *testing.T) {
 					}
 					continue
 				}
+				// A POST is redirected with 303 (RFC 9700 §4.12), a GET with 302.
+				want := map[string]int{http.MethodGet: http.StatusFound, http.MethodPost: http.StatusSeeOther}[method]
 				loc, err := resp.Location()
-				if resp.StatusCode != http.StatusFound || err != nil {
-					t.Fatalf("%s: status %d, want 302 to the client", method, resp.StatusCode)
+				if resp.StatusCode != want || err != nil {
+					t.Fatalf("%s: status %d, want %d to the client", method, resp.StatusCode, want)
 				}
 				if !strings.HasPrefix(loc.String(), testRedirect+"?") {
 					t.Fatalf("%s: redirected to %s, want the client's redirect URI", method, loc)

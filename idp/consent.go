@@ -56,7 +56,7 @@ func (p *Provider) afterLogin(w http.ResponseWriter, r *http.Request, req *authR
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, p.base+PathConsent+"?"+url.Values{"request": {sealed}}.Encode(), http.StatusFound)
+		http.Redirect(w, r, p.base+PathConsent+"?"+url.Values{"request": {sealed}}.Encode(), redirectStatus(r))
 		return
 	}
 	p.finishAuthorize(w, r, req, c, sess)

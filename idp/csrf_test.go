@@ -77,8 +77,8 @@ func TestLoginTwoTabs(t *testing.T) {
 				form.Set("username", "alice")
 				form.Set("password", testPassword)
 				resp, body := postFrom(t, ts, jar, "/account/login", form, tt.header(ts))
-				if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, testRedirect+"?code=") {
-					t.Errorf("tab %d: status %d, Location %q; want 302 with a code:\n%s", i+1, resp.StatusCode, loc, body)
+				if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, testRedirect+"?code=") {
+					t.Errorf("tab %d: status %d, Location %q; want 303 with a code:\n%s", i+1, resp.StatusCode, loc, body)
 				}
 			}
 		})

@@ -107,7 +107,7 @@ func (p *Provider) confirmLogout(w http.ResponseWriter, r *http.Request) {
 		case lr.RedirectURI != "":
 			// Back to the application that asked, whose own sign-out is
 			// done: only the provider's session stays.
-			p.redirectAfterLogout(w, &lr)
+			p.redirectAfterLogout(w, r, &lr)
 		case s != nil:
 			p.renderMessage(w, r, http.StatusOK, "Signed in", "You are still signed in as "+p.subjects[s.Subject].Username+".", true)
 		default:
@@ -135,18 +135,18 @@ func (p *Provider) endSession(w http.ResponseWriter, r *http.Request, s *session
 // page.
 func (p *Provider) finishLogout(w http.ResponseWriter, r *http.Request, lr *logoutRequest) {
 	if lr.RedirectURI != "" {
-		p.redirectAfterLogout(w, lr)
+		p.redirectAfterLogout(w, r, lr)
 		return
 	}
 	p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
 }
 
-func (p *Provider) redirectAfterLogout(w http.ResponseWriter, lr *logoutRequest) {
+func (p *Provider) redirectAfterLogout(w http.ResponseWriter, r *http.Request, lr *logoutRequest) {
 	v := url.Values{}
 	if lr.State != "" {
 		v.Set("state", lr.State)
 	}
-	redirectTo(w, lr.RedirectURI, v)
+	redirectTo(w, r, lr.RedirectURI, v)
 }
 
 func (p *Provider) decodeLogoutRequest(raw string, lr *logoutRequest) error {

@@ -120,8 +120,12 @@ func TestEndSessionAsks(t *testing.T) {
 				resp, body = r, readBody(t, r)
 			}
 			if !tt.ask {
-				if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != "https://app.example/?state=s1" {
-					t.Fatalf("status %d, Location %q; want 302 to https://app.example/?state=s1:\n%s", resp.StatusCode, loc, body)
+				want := http.StatusFound
+				if tt.post != nil {
+					want = http.StatusSeeOther // RFC 9700 §4.12
+				}
+				if loc := resp.Header.Get("Location"); resp.StatusCode != want || loc != "https://app.example/?state=s1" {
+					t.Fatalf("status %d, Location %q; want %d to https://app.example/?state=s1:\n%s", resp.StatusCode, loc, want, body)
 				}
 				if tt.cookie && signedIn(t, ts, alice) {
 					t.Fatal("still signed in")
@@ -177,13 +181,13 @@ func TestLogoutConfirm(t *testing.T) {
 		location string
 		out      bool // signed out
 	}{
-		{name: "confirmed", q: registered, header: sameOrigin, want: http.StatusFound, location: "https://app.example/?state=s1", out: true},
-		{name: "confirmed by an older browser", q: registered, want: http.StatusFound, location: "https://app.example/?state=s1", out: true},
+		{name: "confirmed", q: registered, header: sameOrigin, want: http.StatusSeeOther, location: "https://app.example/?state=s1", out: true},
+		{name: "confirmed by an older browser", q: registered, want: http.StatusSeeOther, location: "https://app.example/?state=s1", out: true},
 		{name: "confirmed, unregistered URI", q: url.Values{"client_id": {"demo-app"}, "post_logout_redirect_uri": {"https://evil.example/"}, "state": {"s1"}},
 			header: sameOrigin, want: http.StatusOK, out: true},
 		{name: "own sign-out form", header: sameOrigin, want: http.StatusOK, out: true},
 		{name: "signed-in page's button", page: "/account/login", header: sameOrigin, want: http.StatusOK, out: true},
-		{name: "cancelled", q: registered, header: sameOrigin, edit: func(f url.Values) { f.Set("decision", "cancel") }, want: http.StatusFound, location: "https://app.example/?state=s1"},
+		{name: "cancelled", q: registered, header: sameOrigin, edit: func(f url.Values) { f.Set("decision", "cancel") }, want: http.StatusSeeOther, location: "https://app.example/?state=s1"},
 		{name: "cancelled, own form", header: sameOrigin, edit: func(f url.Values) { f.Set("decision", "cancel") }, want: http.StatusOK},
 		{name: "no token", q: registered, header: sameOrigin, edit: func(f url.Values) { f.Del("csrf_token") }, want: http.StatusBadRequest},
 		{name: "no token, own form", header: sameOrigin, edit: func(f url.Values) { f.Del("csrf_token") }, want: http.StatusBadRequest},

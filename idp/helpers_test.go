@@ -221,8 +221,10 @@ func login(t testing.TB, ts *testServer, c *http.Client, params url.Values, user
 		t.Fatal(err)
 	}
 	body := readBody(t, resp)
-	if resp.StatusCode != http.StatusFound {
-		t.Fatalf("login: status %d, want 302: %s", resp.StatusCode, body)
+	// RFC 9700 §4.12: a redirect after a POST that carried credentials is
+	// a 303, so that no client re-posts them to the client's redirect URI.
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("login: status %d, want 303: %s", resp.StatusCode, body)
 	}
 	u, err := url.Parse(resp.Header.Get("Location"))
 	if err != nil {

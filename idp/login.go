@@ -27,7 +27,7 @@ func (p *Provider) redirectToLogin(w http.ResponseWriter, r *http.Request, req *
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, p.base+PathLogin+"?"+url.Values{"request": {sealed}}.Encode(), http.StatusFound)
+	http.Redirect(w, r, p.base+PathLogin+"?"+url.Values{"request": {sealed}}.Encode(), redirectStatus(r))
 }
 
 func (p *Provider) serveLogin(w http.ResponseWriter, r *http.Request) {

@@ -75,8 +75,8 @@ func TestLoginPage(t *testing.T) {
 		if resp, _ := postLogin(t, ts, browser(t), form); resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("form without cookie: status %d, want 400", resp.StatusCode)
 		}
-		if resp, _ := postLogin(t, ts, c, form); resp.StatusCode != http.StatusFound {
-			t.Errorf("genuine form: status %d, want 302", resp.StatusCode)
+		if resp, _ := postLogin(t, ts, c, form); resp.StatusCode != http.StatusSeeOther {
+			t.Errorf("genuine form: status %d, want 303", resp.StatusCode)
 		}
 	})
 	t.Run("tampered request", func(t *testing.T) {
@@ -128,8 +128,8 @@ func TestLoginPage(t *testing.T) {
 			t.Fatalf("after 7 of 8 s: status %d: %s", resp.StatusCode, body)
 		}
 		ts.clock.Advance(time.Second)
-		if resp, _ := postLogin(t, ts, c, form); resp.StatusCode != http.StatusFound {
-			t.Fatalf("after the wait: status %d, want 302", resp.StatusCode)
+		if resp, _ := postLogin(t, ts, c, form); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("after the wait: status %d, want 303", resp.StatusCode)
 		}
 	})
 	t.Run("session cookie flags", func(t *testing.T) {
