@@ -7,10 +7,12 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"text/template"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -248,5 +250,43 @@ func TestLoginThrottleIPv6(t *testing.T) {
 	}
 	if code, page, _ := openLogin(t, s.issuer, "2001:db8:7:8::1").post("alice", password); code != http.StatusOK || !strings.Contains(page, "signed in as alice") {
 		t.Errorf("right password from another /64: status %d:\n%s", code, page)
+	}
+}
+
+// TestLoginThrottleSharedAddress plays the people of an office behind one
+// address: once the address has used up its free failures, a right
+// password is still no failure. It neither makes the next person wait nor
+// is counted against the address, which waits only for its real failures.
+func TestLoginThrottleSharedAddress(t *testing.T) {
+	t.Parallel()
+	s := newThrottleSite(t, "\n\t\tlogin_throttle {\n\t\t\tip 2 1s 1m\n\t\t}")
+	const office = "198.51.100.7"
+
+	// Three typos: the two free failures, then one that makes the address
+	// wait 1s.
+	typist := openLogin(t, s.issuer, office)
+	for i := range 3 {
+		if code, page, err := typist.post("alice", "wrong"); err != nil || code != http.StatusOK {
+			t.Fatalf("wrong password %d: status %d, %v:\n%s", i+1, code, err, page)
+		}
+	}
+	waitedFrom := time.Now()
+	resp, err := typist.do(http.MethodPost, url.Values{"csrf_token": {typist.csrf}, "username": {"alice"}, "password": {"wrong"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caddytest.ReadBody(t, resp)
+	retry, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if resp.StatusCode != http.StatusTooManyRequests || retry < 1 {
+		t.Fatalf("a fourth guess at once: status %d, Retry-After %q; want 429 and a wait", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	waitPast(t, waitedFrom.Add(time.Duration(retry)*time.Second))
+
+	// The wait is over: one person after the other signs in.
+	for _, user := range []string{"bob", "alice", "bob"} {
+		code, page, err := openLogin(t, s.issuer, office).post(user, password)
+		if err != nil || code != http.StatusOK || !strings.Contains(page, "signed in as "+user) {
+			t.Fatalf("%s with the right password after the wait: status %d, %v:\n%s", user, code, err, page)
+		}
 	}
 }

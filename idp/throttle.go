@@ -69,8 +69,10 @@ type ThrottleStore interface {
 	Reserve(ctx context.Context, now time.Time, keys []ThrottleKey) (time.Duration, error)
 
 	// Release takes back one failure from every key, for an attempt that
-	// Reserve counted and that succeeded.
-	Release(ctx context.Context, now time.Time, keys []ThrottleKey) error
+	// Reserve counted at the time at and that succeeded: the keys are left
+	// as if it had not been made, with no wait of its making and their
+	// failures forgiven from the last failure on.
+	Release(ctx context.Context, at time.Time, keys []ThrottleKey) error
 
 	// Forget deletes every failure counted against the keys.
 	Forget(ctx context.Context, keys []string) error
@@ -87,6 +89,9 @@ type throttleEntry struct {
 	last     time.Time // of the last failure
 	until    time.Time // no attempt before this
 	forgive  time.Duration
+	// last and until as they were before the latest attempt was counted,
+	// for Release to put back when that attempt succeeded.
+	prevLast, prevUntil time.Time
 }
 
 // maxThrottleEntries bounds the table; past it, entries that no longer
@@ -120,6 +125,7 @@ func (t *memoryThrottle) Reserve(_ context.Context, now time.Time, keys []Thrott
 			t.entries[k.Key] = e
 		}
 		e.forgiveQuiet(now, k.Limit.Max)
+		e.prevLast, e.prevUntil = e.last, e.until
 		e.failures++
 		e.last = now
 		e.forgive = k.Limit.Max
@@ -130,17 +136,26 @@ func (t *memoryThrottle) Reserve(_ context.Context, now time.Time, keys []Thrott
 	return 0, nil
 }
 
-// Release implements [ThrottleStore].
-func (t *memoryThrottle) Release(_ context.Context, now time.Time, keys []ThrottleKey) error {
+// Release implements [ThrottleStore]. Were the success left counted until
+// now, every right password from an address past its free failures (an
+// office behind one NAT) would make the next person there wait, and keep
+// the address's failures from being forgiven while people sign in.
+func (t *memoryThrottle) Release(_ context.Context, at time.Time, keys []ThrottleKey) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, k := range keys {
 		e := t.entries[k.Key]
-		if e == nil {
+		if e == nil || e.failures == 0 {
 			continue
 		}
-		if e.failures > 0 {
-			e.failures--
+		e.failures--
+		if e.last.Equal(at) {
+			// The latest attempt counted: back to before it.
+			e.last, e.until = e.prevLast, e.prevUntil
+		} else {
+			// Attempts counted since waited as if this one had failed:
+			// the latest of them sets the wait its count comes to without.
+			e.until = e.last.Add(k.Limit.Wait(e.failures))
 		}
 		if k.Limit.Wait(e.failures) == 0 {
 			e.until = time.Time{}
@@ -184,6 +199,7 @@ func (t *memoryThrottle) prune(now time.Time) {
 
 // loginAttempt is a password check that the throttle has let through.
 type loginAttempt struct {
+	at      time.Time     // when the throttle counted it
 	forget  []string      // keys whose failures a success forgets
 	release []ThrottleKey // keys that a success takes its count back from
 }
@@ -211,11 +227,12 @@ func (p *Provider) reserveLogin(ctx context.Context, username, ip, device string
 	if device != "" {
 		third = ThrottleKey{Key: "device:" + device, Limit: p.throttleCfg.Device}
 	}
-	wait, err := p.throttle.Reserve(ctx, p.now(), []ThrottleKey{pair, addr, third})
+	now := p.now()
+	wait, err := p.throttle.Reserve(ctx, now, []ThrottleKey{pair, addr, third})
 	if err != nil || wait > 0 {
 		return nil, wait, err
 	}
-	a := &loginAttempt{forget: []string{pair.Key}, release: []ThrottleKey{addr}}
+	a := &loginAttempt{at: now, forget: []string{pair.Key}, release: []ThrottleKey{addr}}
 	if device != "" {
 		a.forget = append(a.forget, third.Key)
 	} else {
@@ -234,7 +251,7 @@ func (p *Provider) succeeded(ctx context.Context, a *loginAttempt) {
 	if err := p.throttle.Forget(ctx, a.forget); err != nil {
 		p.log.ErrorContext(ctx, "login throttle", "error", err)
 	}
-	if err := p.throttle.Release(ctx, p.now(), a.release); err != nil {
+	if err := p.throttle.Release(ctx, a.at, a.release); err != nil {
 		p.log.ErrorContext(ctx, "login throttle", "error", err)
 	}
 }

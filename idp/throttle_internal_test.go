@@ -141,3 +141,78 @@ func TestMemoryThrottleAtomic(t *testing.T) {
 		t.Errorf("key b counted %d, want %d: a refused reservation must count nothing", got, passed)
 	}
 }
+
+// TestThrottleReleaseLeavesNoTrace: a released attempt (a right password)
+// leaves a key past its free failures as if it had not been made, alone
+// or while other attempts are counted: it sets no wait, and it does not
+// put off the forgiving of the failures before it.
+func TestThrottleReleaseLeavesNoTrace(t *testing.T) {
+	l := ThrottleLimit{Free: 2, Base: time.Second, Max: time.Minute}
+	key := []ThrottleKey{{Key: "k", Limit: l}}
+	ctx := context.Background()
+	start := time.Unix(1_700_000_000, 0)
+	// failed counts three failures at start, the two free ones and one that
+	// makes the key wait, and returns when that wait is over.
+	failed := func(t *testing.T, th *memoryThrottle) time.Time {
+		t.Helper()
+		for i := range 3 {
+			if w, _ := th.Reserve(ctx, start, key); w != 0 {
+				t.Fatalf("failure %d: wait %s", i+1, w)
+			}
+		}
+		return start.Add(l.Wait(3))
+	}
+	tests := []struct {
+		name string
+		// run makes the attempts after the three failures, from free on
+		// (when the key's wait is over), and returns when the key's next
+		// attempt may come (at once, as if the successes had not been made)
+		// and how many failures it then counts.
+		run func(t *testing.T, th *memoryThrottle, free time.Time) (time.Time, int)
+	}{
+		{
+			name: "a success",
+			run: func(t *testing.T, th *memoryThrottle, free time.Time) (time.Time, int) {
+				th.Reserve(ctx, free, key)
+				th.Release(ctx, free, key)
+				return free, 3 + 1
+			},
+		},
+		{
+			name: "a success checked past the wait it set, and a failure meanwhile",
+			run: func(t *testing.T, th *memoryThrottle, free time.Time) (time.Time, int) {
+				th.Reserve(ctx, free, key) // the 4th: a wait of 2s
+				failure := free.Add(l.Wait(4))
+				if w, _ := th.Reserve(ctx, failure, key); w != 0 {
+					t.Fatalf("the failure after the success's wait: wait %s", w)
+				}
+				th.Release(ctx, free, key)
+				// Without the success, the failure was the 4th.
+				return failure.Add(l.Wait(4)), 4 + 1
+			},
+		},
+		{
+			name: "forgiveness counts from the last failure, not the success",
+			run: func(t *testing.T, th *memoryThrottle, free time.Time) (time.Time, int) {
+				ok := free.Add(30 * time.Second)
+				th.Reserve(ctx, ok, key)
+				th.Release(ctx, ok, key)
+				// Two Max after the last failure, two of the three are
+				// forgiven: the next failure is the second, within Free.
+				return start.Add(2 * l.Max), 1 + 1
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			th := newMemoryThrottle()
+			next, count := tt.run(t, th, failed(t, th))
+			if w, _ := th.Reserve(ctx, next, key); w != 0 {
+				t.Fatalf("the next attempt: wait %s, want none", w)
+			}
+			if got := th.entries["k"].failures; got != count {
+				t.Errorf("%d failures counted with the next attempt, want %d", got, count)
+			}
+		})
+	}
+}
