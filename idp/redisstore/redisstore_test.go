@@ -1,0 +1,330 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/idp/storetest"
+	"github.com/authgate/authgate/idp/throttletest"
+	"github.com/authgate/authgate/internal/redistest"
+)
+
+// prefixes makes each store of a test run its own key space on a shared
+// server, so that no test sees another's keys.
+var prefixes atomic.Int64
+
+// newStore returns a store for addr under a fresh prefix, with opts's
+// other fields, closed at the test's end.
+func newStore(t testing.TB, addr string, opts Options) *Store {
+	t.Helper()
+	opts.Addrs = []string{addr}
+	if opts.KeyPrefix == "" {
+		opts.KeyPrefix = fmt.Sprintf("test%d:", prefixes.Add(1))
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// agingStore is a Store whose entries the test clock makes older: the
+// server expires keys by its own clock, which a test cannot set, so each
+// step of the clock takes as much off the time to live of every key put
+// through it. The server still decides what has expired.
+type agingStore struct {
+	*Store
+	t    *testing.T
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func (a *agingStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	a.mu.Lock()
+	a.keys[a.prefix+key] = true
+	a.mu.Unlock()
+	return a.Store.Put(ctx, key, value, ttl)
+}
+
+func (a *agingStore) age(d time.Duration) {
+	ctx := context.Background()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k := range a.keys {
+		ttl, err := a.client.PTTL(ctx, k).Result()
+		switch {
+		case err != nil:
+			a.t.Errorf("PTTL: %v", err)
+		case ttl < 0: // gone
+			delete(a.keys, k)
+		case ttl <= d:
+			a.client.Del(ctx, k)
+		default:
+			a.client.PExpire(ctx, k, ttl-d)
+		}
+	}
+}
+
+// TestStore runs the store conformance suite against a real redis-server.
+func TestStore(t *testing.T) {
+	srv := redistest.Start(t)
+	storetest.Run(t, func(t *testing.T, c *storetest.Clock) idp.Store {
+		a := &agingStore{Store: newStore(t, srv.Addr, Options{}), t: t, keys: map[string]bool{}}
+		c.OnAdvance(a.age)
+		return a
+	})
+}
+
+// TestThrottle runs the throttle's behaviour table, the memory throttle's,
+// against a real redis-server.
+func TestThrottle(t *testing.T) {
+	srv := redistest.Start(t)
+	throttletest.Run(t, func(t *testing.T) idp.ThrottleStore { return newStore(t, srv.Addr, Options{}) })
+}
+
+// TestThrottleAcrossClients reserves in parallel through two clients of
+// one server, as two processes would: the counts are exact.
+func TestThrottleAcrossClients(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newStore(t, srv.Addr, Options{KeyPrefix: "shared:", PoolSize: 4})
+	b := newStore(t, srv.Addr, Options{KeyPrefix: "shared:", PoolSize: 4})
+	throttletest.Atomic(t, a, b)
+}
+
+// TestKeysHaveTTL: every key written has a time to live, under the prefix,
+// and the throttle's lives as long as it can delay anyone or hold an
+// unforgiven failure.
+func TestKeysHaveTTL(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Addr, Options{KeyPrefix: "ttl:"})
+	ctx := context.Background()
+	if err := s.Put(ctx, "code/a", []byte("v"), 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "code/b", []byte("v"), 1500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	l := idp.ThrottleLimit{Free: 1, Base: time.Hour, Max: 2 * time.Hour}
+	now := time.Now()
+	keys := []idp.ThrottleKey{{Key: "user-ip:192.0.2.1 x", Limit: l}, {Key: "ip:192.0.2.1", Limit: idp.DefaultThrottleIP}}
+	for range 3 {
+		if _, err := s.Reserve(ctx, now, keys); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Release(ctx, now, keys); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		key      string
+		min, max time.Duration
+	}{
+		{"ttl:code/a", 89 * time.Second, 90 * time.Second},
+		{"ttl:code/b", time.Second, 1500 * time.Millisecond},
+		// 2 failures (the third attempt was held back), the second
+		// waits an hour: 2 Max to forgive them. The release keeps it.
+		{"ttl:{throttle}:user-ip:192.0.2.1 x", 4*time.Hour - time.Minute, 4 * time.Hour},
+		// The same 2 failures, within Free: 2 Max.
+		{"ttl:{throttle}:ip:192.0.2.1", 2*time.Minute - 10*time.Second, 2 * time.Minute},
+	}
+	for _, tt := range tests {
+		ttl, err := s.client.PTTL(ctx, tt.key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl < tt.min || ttl > tt.max {
+			t.Errorf("%s: time to live %s, want %s to %s", tt.key, ttl, tt.min, tt.max)
+		}
+	}
+}
+
+// TestKeyPrefix: stores with different prefixes share nothing.
+func TestKeyPrefix(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a := newStore(t, srv.Addr, Options{KeyPrefix: "a:"})
+	b := newStore(t, srv.Addr, Options{KeyPrefix: "b:"})
+	if err := a.Put(ctx, "code/x", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, "code/x"); !errors.Is(err, idp.ErrNotFound) {
+		t.Errorf("other prefix: Get error = %v, want ErrNotFound", err)
+	}
+	if n, err := a.client.Exists(ctx, "a:code/x").Result(); err != nil || n != 1 {
+		t.Errorf("EXISTS a:code/x = %d, %v; want 1", n, err)
+	}
+	def, err := New(Options{Addrs: []string{srv.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer def.Close()
+	if def.prefix != DefaultKeyPrefix {
+		t.Errorf("default prefix %q, want %q", def.prefix, DefaultKeyPrefix)
+	}
+}
+
+// TestErrorsHideKeys: a failure names the store and the operation, never
+// the key (it holds a code or a token's digest) or a value.
+func TestErrorsHideKeys(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	s := newStore(t, srv.Addr, Options{})
+	const key = "code/SECRET-CODE"
+	if err := s.client.HSet(ctx, s.prefix+key, "f", "SECRET-VALUE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, getErr := s.Get(ctx, key)
+	_, takeErr := s.Take(ctx, key)
+	for _, err := range []error{getErr, takeErr} {
+		if err == nil || errors.Is(err, idp.ErrNotFound) {
+			t.Fatalf("read of a hash: error %v, want a failure", err)
+		}
+		if !strings.HasPrefix(err.Error(), "redisstore: ") || strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("error %q: want it to start with redisstore: and hold no key or value", err)
+		}
+	}
+}
+
+// TestAuth: a server with an ACL user and a password; wrong credentials
+// fail every call, right ones work.
+func TestAuth(t *testing.T) {
+	srv := redistest.Start(t, "--user", "default", "off", "--user", "authgate", "on", ">s3cret", "~*", "+@all")
+	ctx := context.Background()
+	good := newStore(t, srv.Addr, Options{Username: "authgate", Password: "s3cret"})
+	if err := good.Put(ctx, "code/a", []byte("v"), time.Minute); err != nil {
+		t.Fatalf("Put with the right password: %v", err)
+	}
+	bad := newStore(t, srv.Addr, Options{Username: "authgate", Password: "wrong"})
+	if _, err := bad.Get(ctx, "code/a"); err == nil || errors.Is(err, idp.ErrNotFound) {
+		t.Fatalf("Get with a wrong password: error %v, want a failure", err)
+	} else if strings.Contains(err.Error(), "wrong") {
+		t.Errorf("error %q holds the password", err)
+	}
+}
+
+// TestNewOptions: addresses and modes that make no sense are refused.
+func TestNewOptions(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		ok   bool
+	}{
+		{"one address", Options{Addrs: []string{"127.0.0.1:6379"}}, true},
+		{"sentinels", Options{Addrs: []string{"a:26379", "b:26379"}, MasterName: "mymaster"}, true},
+		{"cluster", Options{Addrs: []string{"a:6379", "b:6379"}, Cluster: true}, true},
+		{"no address", Options{}, false},
+		{"several without a mode", Options{Addrs: []string{"a:6379", "b:6379"}}, false},
+		{"sentinel and cluster", Options{Addrs: []string{"a:6379"}, MasterName: "m", Cluster: true}, false},
+		{"cluster with a database", Options{Addrs: []string{"a:6379"}, Cluster: true, DB: 1}, false},
+		{"negative database", Options{Addrs: []string{"a:6379"}, DB: -1}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(tt.opts)
+			if (err == nil) != tt.ok {
+				t.Fatalf("New: error %v, want ok=%v", err, tt.ok)
+			}
+			if s != nil {
+				s.Close()
+			}
+		})
+	}
+}
+
+// every runs each call of the store once and returns their errors.
+func every(s *Store, ctx context.Context) map[string]error {
+	now := time.Now()
+	keys := []idp.ThrottleKey{{Key: "ip:192.0.2.1", Limit: idp.DefaultThrottleIP}}
+	errs := map[string]error{}
+	errs["Put"] = s.Put(ctx, "code/a", []byte("v"), time.Minute)
+	_, errs["Get"] = s.Get(ctx, "code/a")
+	_, errs["Take"] = s.Take(ctx, "code/a")
+	errs["Delete"] = s.Delete(ctx, "code/a")
+	_, errs["Reserve"] = s.Reserve(ctx, now, keys)
+	errs["Release"] = s.Release(ctx, now, keys)
+	errs["Forget"] = s.Forget(ctx, []string{"ip:192.0.2.1"})
+	return errs
+}
+
+// failFast checks that every call fails, each within limit.
+func failFast(t *testing.T, s *Store, ctx context.Context, limit time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for op, err := range every(s, ctx) {
+		if err == nil || errors.Is(err, idp.ErrNotFound) {
+			t.Errorf("%s: error %v, want a failure", op, err)
+		} else if !strings.HasPrefix(err.Error(), "redisstore: ") {
+			t.Errorf("%s: error %q, want it to start with redisstore: ", op, err)
+		}
+	}
+	if d := time.Since(start); d > 7*limit {
+		t.Errorf("7 calls took %s, want at most %s each", d, limit)
+	}
+}
+
+// works checks that every call succeeds.
+func works(t *testing.T, s *Store) {
+	t.Helper()
+	for op, err := range every(s, context.Background()) {
+		if err != nil && !errors.Is(err, idp.ErrNotFound) {
+			t.Errorf("%s: %v", op, err)
+		}
+	}
+}
+
+// TestNothingListens: a store pointed at a port nothing listens on fails
+// every call at once, and works once a server is there.
+func TestNothingListens(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Addr, Options{DialTimeout: 300 * time.Millisecond})
+	srv.Kill()
+	failFast(t, s, context.Background(), 500*time.Millisecond)
+	srv.Restart()
+	works(t, s)
+}
+
+// TestServerHangs: a server that accepts connections and answers nothing
+// (stopped with SIGSTOP) makes every call fail within the read timeout, or
+// the caller's deadline if that is sooner, and never hang; once the server
+// goes on, the store works again with no restart.
+func TestServerHangs(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Addr, Options{ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	works(t, s)
+	srv.Pause()
+	t.Cleanup(srv.Resume) // a failed test must not leave it stopped for Kill
+	t.Run("read timeout", func(t *testing.T) {
+		failFast(t, s, context.Background(), 500*time.Millisecond)
+	})
+	t.Run("caller's deadline", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if _, err := s.Get(ctx, "code/a"); err == nil {
+			t.Error("Get from a stopped server: no error")
+		}
+		if d := time.Since(start); d > 150*time.Millisecond {
+			t.Errorf("Get with a 50ms deadline took %s", d)
+		}
+	})
+	srv.Resume()
+	works(t, s)
+}
+
+// TestServerRestarts: after the server is killed and started again, the
+// pool drops its dead connections and the next call works.
+func TestServerRestarts(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.Addr, Options{})
+	works(t, s)
+	srv.Restart()
+	works(t, s)
+}
