@@ -2,19 +2,42 @@ package redisstore
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
+	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/authgate/authgate/idp"
 	"github.com/authgate/authgate/idp/storetest"
 	"github.com/authgate/authgate/idp/throttletest"
 	"github.com/authgate/authgate/internal/redistest"
 )
+
+// TestMain quiets go-redis's own log of failed dials, which the tests of
+// failures provoke by design; their errors are checked where they return.
+func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{})
+	os.Exit(m.Run())
+}
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
 
 // prefixes makes each store of a test run its own key space on a shared
 // server, so that no test sees another's keys.
@@ -327,4 +350,56 @@ func TestServerRestarts(t *testing.T) {
 	works(t, s)
 	srv.Restart()
 	works(t, s)
+}
+
+// selfSigned returns a certificate for 127.0.0.1 and its key, in PEM, and
+// a pool that trusts it.
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte, roots *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "redistest"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots = x509.NewCertPool()
+	roots.AddCert(cert)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), roots
+}
+
+// TestTLS: a server that speaks only TLS works with a TLS configuration
+// that trusts its certificate, and refuses, fast, a client without TLS or
+// one that does not trust it.
+func TestTLS(t *testing.T) {
+	certPEM, keyPEM, roots := selfSigned(t)
+	srv := redistest.StartTLS(t, certPEM, keyPEM)
+	works(t, newStore(t, srv.Addr, Options{TLS: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}))
+	t.Run("untrusted certificate", func(t *testing.T) {
+		failFast(t, newStore(t, srv.Addr, Options{TLS: &tls.Config{MinVersion: tls.VersionTLS12}}), context.Background(), 500*time.Millisecond)
+	})
+	t.Run("no TLS", func(t *testing.T) {
+		failFast(t, newStore(t, srv.Addr, Options{ReadTimeout: 200 * time.Millisecond}), context.Background(), 500*time.Millisecond)
+	})
 }

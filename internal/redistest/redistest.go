@@ -7,11 +7,13 @@ package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +36,7 @@ type Server struct {
 	dir  string
 	port int
 	args []string
+	tls  bool // speaks only TLS
 	cmd  *exec.Cmd
 	log  *logBuffer
 	done chan struct{} // closed when the process has exited
@@ -62,11 +65,33 @@ func (l *logBuffer) String() string {
 // end. args are further command-line options, e.g. "--requirepass", "pw".
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
+	return launch(t, &Server{t: t, dir: t.TempDir(), args: args})
+}
+
+// StartTLS is Start for a server that speaks only TLS, with the
+// certificate and key in PEM, and asks clients for no certificate.
+func StartTLS(t testing.TB, certPEM, keyPEM []byte, args ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, dir: t.TempDir(), tls: true}
+	cert, key := filepath.Join(s.dir, "cert.pem"), filepath.Join(s.dir, "key.pem")
+	if err := os.WriteFile(cert, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.args = append([]string{"--tls-cert-file", cert, "--tls-key-file", key,
+		"--tls-ca-cert-file", cert, "--tls-auth-clients", "no"}, args...)
+	return launch(t, s)
+}
+
+// launch runs s, on a free port, until the test's end.
+func launch(t testing.TB, s *Server) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is not installed; install it with `%s` (`make deps` does)", Install)
 	}
-	s := &Server{t: t, dir: t.TempDir(), args: args}
 	// The port is free when picked but may be taken before the server
 	// binds it: then the server exits, and another port is tried.
 	for try := 0; ; try++ {
@@ -87,11 +112,14 @@ func Start(t testing.TB, args ...string) *Server {
 // start runs the server on s.port and waits until it accepts connections.
 func (s *Server) start(bin string) error {
 	s.log = new(logBuffer)
-	s.cmd = exec.Command(bin, append([]string{
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+	ports := []string{"--port", strconv.Itoa(s.port)}
+	if s.tls {
+		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(s.port)}
+	}
+	s.cmd = exec.Command(bin, append(append(ports, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--logfile", "", "--loglevel", "notice",
-	}, s.args...)...)
+	), s.args...)...)
 	s.cmd.SysProcAttr = sysProcAttr()
 	out, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -132,7 +160,16 @@ func (s *Server) start(bin string) error {
 
 // ping sends PING and expects PONG, in plain RESP.
 func (s *Server) ping() error {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)), time.Second)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	var c net.Conn
+	var err error
+	if s.tls {
+		// Only whether it serves: the test checks the certificate.
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: &tls.Config{InsecureSkipVerify: true}}
+		c, err = d.Dial("tcp", addr)
+	} else {
+		c, err = net.DialTimeout("tcp", addr, time.Second)
+	}
 	if err != nil {
 		return err
 	}
