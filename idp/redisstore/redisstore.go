@@ -159,10 +159,21 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping checks that the server answers.
+// Ping checks that the server answers and lets this store do what it
+// needs: GETDEL, which Redis has since 6.2 (of an absent key, so nothing
+// changes), and scripts, which it loads, so that the throttle's first
+// calls need not send them. A provider calls it when it starts, to report
+// a server that is too old or an ACL user without these commands at once
+// rather than at the first login.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redisstore: ping: %w", err)
+	// ':' is in no Store key, so this key is no entry's.
+	if err := s.client.GetDel(ctx, s.prefix+":ping").Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("redisstore: GETDEL (Redis 6.2 or later): %w", err)
+	}
+	for _, sc := range []*redis.Script{reserveScript, releaseScript} {
+		if err := sc.Load(ctx, s.client).Err(); err != nil {
+			return fmt.Errorf("redisstore: loading a script: %w", err)
+		}
 	}
 	return nil
 }
