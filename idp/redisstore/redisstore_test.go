@@ -434,3 +434,27 @@ func TestPing(t *testing.T) {
 		})
 	}
 }
+
+// TestSentinel: with a master name, Addrs are Sentinels, and the store
+// works on the master they name.
+func TestSentinel(t *testing.T) {
+	master := redistest.Start(t)
+	sentinel := redistest.StartSentinel(t, master, "authgate-master")
+	s, err := New(Options{Addrs: []string{sentinel.Addr}, MasterName: "authgate-master", KeyPrefix: "sentinel:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	works(t, s)
+	ctx := context.Background()
+	if err := s.Put(ctx, "code/a", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	direct := newStore(t, master.Addr, Options{KeyPrefix: "sentinel:"})
+	if v, err := direct.Get(ctx, "code/a"); err != nil || string(v) != "v" {
+		t.Errorf("on the master: Get = %q, %v; want v", v, err)
+	}
+}

@@ -32,14 +32,16 @@ const startTimeout = 10 * time.Second
 type Server struct {
 	Addr string // host:port
 
-	t    testing.TB
-	dir  string
-	port int
-	args []string
-	tls  bool // speaks only TLS
-	cmd  *exec.Cmd
-	log  *logBuffer
-	done chan struct{} // closed when the process has exited
+	t     testing.TB
+	dir   string
+	port  int
+	args  []string
+	tls   bool   // speaks only TLS
+	conf  string // a configuration file, before the options
+	ready string // the line it prints once it serves
+	cmd   *exec.Cmd
+	log   *logBuffer
+	done  chan struct{} // closed when the process has exited
 }
 
 // logBuffer is what the server printed, written by the goroutine that
@@ -86,8 +88,27 @@ func StartTLS(t testing.TB, certPEM, keyPEM []byte, args ...string) *Server {
 }
 
 // launch runs s, on a free port, until the test's end.
+// StartSentinel starts a Redis Sentinel that watches master under name.
+func StartSentinel(t testing.TB, master *Server, name string) *Server {
+	t.Helper()
+	// A Sentinel does not say it is ready; it serves by the time it
+	// reports the master it watches.
+	s := &Server{t: t, dir: t.TempDir(), args: []string{"--sentinel"}, ready: "+monitor master"}
+	// A Sentinel rewrites its configuration file, so it needs one.
+	s.conf = filepath.Join(s.dir, "sentinel.conf")
+	host, port, _ := net.SplitHostPort(master.Addr)
+	conf := fmt.Sprintf("sentinel monitor %s %s %s 1\n", name, host, port)
+	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return launch(t, s)
+}
+
 func launch(t testing.TB, s *Server) *Server {
 	t.Helper()
+	if s.ready == "" {
+		s.ready = "Ready to accept connections"
+	}
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server is not installed; install it with `%s` (`make deps` does)", Install)
@@ -116,6 +137,9 @@ func (s *Server) start(bin string) error {
 	if s.tls {
 		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(s.port)}
 	}
+	if s.conf != "" {
+		ports = append([]string{s.conf}, ports...)
+	}
 	s.cmd = exec.Command(bin, append(append(ports, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--logfile", "", "--loglevel", "notice",
@@ -137,7 +161,7 @@ func (s *Server) start(bin string) error {
 		signalled := false
 		for sc.Scan() {
 			s.log.add(sc.Text())
-			if !signalled && strings.Contains(sc.Text(), "Ready to accept connections") {
+			if !signalled && strings.Contains(sc.Text(), s.ready) {
 				close(ready)
 				signalled = true
 			}
