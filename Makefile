@@ -26,8 +26,9 @@ FUZZ_TIME ?= 5s
 
 # Debian packages that some test needs, installed by `make deps` where
 # missing: chromium for the browser tests of the gateway (e2e/, driven with
-# chromedp at /usr/bin/chromium). Later: redis-server (the Redis store).
-APT_PACKAGES ?= chromium
+# chromedp at /usr/bin/chromium); redis-server for the Redis store's tests
+# (idp/redisstore/), which start a server of their own and fail without one.
+APT_PACKAGES ?= chromium redis-server
 # Folders whose package-lock.json `make deps` installs with `npm ci`.
 NPM_DIRS ?= examples/spa
 

@@ -102,6 +102,10 @@ func newMemoryThrottle() *memoryThrottle {
 	return &memoryThrottle{entries: make(map[string]*throttleEntry)}
 }
 
+// NewMemoryThrottle returns the [ThrottleStore] that a provider uses when
+// its Config names none: counts in this process's memory.
+func NewMemoryThrottle() ThrottleStore { return newMemoryThrottle() }
+
 // Reserve implements [ThrottleStore].
 func (t *memoryThrottle) Reserve(_ context.Context, now time.Time, keys []ThrottleKey) (time.Duration, error) {
 	t.mu.Lock()

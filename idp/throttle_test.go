@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/idp/throttletest"
 )
 
 // gateComparer is a PasswordComparer that rejects every password, counts
@@ -403,4 +404,10 @@ func TestLoginLogLineSize(t *testing.T) {
 	if !failed || !throttled {
 		t.Fatalf("want a failed and a throttled login in the log:\n%.2000s", logs.String())
 	}
+}
+
+// TestMemoryThrottle runs the throttle's behaviour table against the
+// memory of one process.
+func TestMemoryThrottle(t *testing.T) {
+	throttletest.Run(t, func(t *testing.T) idp.ThrottleStore { return idp.NewMemoryThrottle() })
 }

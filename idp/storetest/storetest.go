@@ -16,8 +16,9 @@ import (
 
 // Clock is a settable time source for stores under test.
 type Clock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu      sync.Mutex
+	now     time.Time
+	advance []func(time.Duration)
 }
 
 // NewClock returns a clock at a fixed instant.
@@ -30,10 +31,24 @@ func (c *Clock) Now() time.Time {
 	return c.now
 }
 
-// Advance moves the clock forward.
+// Advance moves the clock forward, and calls the functions given to
+// OnAdvance.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
+	hooks := c.advance
+	c.mu.Unlock()
+	for _, f := range hooks {
+		f(d)
+	}
+}
+
+// OnAdvance has Advance call f with each step: for a store whose entries
+// expire by a clock that the test cannot set, such as a server's, f makes
+// them as much older.
+func (c *Clock) OnAdvance(f func(d time.Duration)) {
+	c.mu.Lock()
+	c.advance = append(c.advance, f)
 	c.mu.Unlock()
 }
 
