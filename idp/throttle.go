@@ -82,6 +82,7 @@ type ThrottleStore interface {
 type memoryThrottle struct {
 	mu      sync.Mutex
 	entries map[string]*throttleEntry
+	pruned  time.Time // when the table was last pruned
 }
 
 type throttleEntry struct {
@@ -95,8 +96,11 @@ type throttleEntry struct {
 }
 
 // maxThrottleEntries bounds the table; past it, entries that no longer
-// delay anyone are dropped.
-const maxThrottleEntries = 100_000
+// delay anyone are dropped, at most once per pruneInterval.
+const (
+	maxThrottleEntries = 100_000
+	pruneInterval      = time.Second
+)
 
 func newMemoryThrottle() *memoryThrottle {
 	return &memoryThrottle{entries: make(map[string]*throttleEntry)}
@@ -119,8 +123,13 @@ func (t *memoryThrottle) Reserve(_ context.Context, now time.Time, keys []Thrott
 	if longest > 0 {
 		return longest, nil
 	}
-	if len(t.entries) >= maxThrottleEntries {
+	if len(t.entries) >= maxThrottleEntries && now.Sub(t.pruned).Abs() >= pruneInterval {
+		// At most once per pruneInterval: a table kept full of entries
+		// that still delay someone (many names from many addresses) would
+		// otherwise make every attempt pay for a scan of all of it. It
+		// grows past the bound meanwhile, by what arrives in a second.
 		t.prune(now)
+		t.pruned = now
 	}
 	for _, k := range keys {
 		e := t.entries[k.Key]
