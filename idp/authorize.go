@@ -279,7 +279,7 @@ func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *
 	data, _ := json.Marshal(grant)
 	if err := p.store.Put(r.Context(), codeKey(code), data, p.codeTTL); err != nil {
 		p.log.ErrorContext(r.Context(), "storing authorization code", "client_id", c.ID, "error", err)
-		p.redirectWithError(w, r, req, oauthErr(ErrServerError, "the code could not be stored"))
+		p.redirectWithError(w, r, req, oauthErr(ErrTemporarilyUnavailable, "the code could not be stored; try again shortly"))
 		return
 	}
 	v := url.Values{"code": {code}, "iss": {p.issuer}}

@@ -18,6 +18,7 @@ const (
 	ErrInvalidScope            = "invalid_scope"
 	ErrAccessDenied            = "access_denied"
 	ErrServerError             = "server_error"
+	ErrTemporarilyUnavailable  = "temporarily_unavailable"
 	ErrInvalidToken            = "invalid_token"
 	ErrInsufficientScope       = "insufficient_scope"
 	ErrLoginRequired           = "login_required"
@@ -48,6 +49,20 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Cause }
 
 func oauthErr(code, description string) *Error { return &Error{Code: code, Description: description} }
+
+// unavailable is the error of a request that the store failed: a Store
+// that does not answer (a Redis server down or slow) is a condition that
+// passes, which RFC 6749 §4.1.2.1 names temporarily_unavailable. The token
+// endpoint answers it with 503 and Retry-After as well: a client that
+// retries later succeeds, where server_error would say something is broken.
+func unavailable(description string, cause error) *Error {
+	return &Error{Code: ErrTemporarilyUnavailable, Description: description, Cause: cause}
+}
+
+// unavailableRetryAfter is the Retry-After, in seconds, of a
+// temporarily_unavailable answer: long enough for a failover, short enough
+// that a user does not notice the retry.
+const unavailableRetryAfter = "5"
 
 // cleanDescription keeps an error_description within the characters RFC
 // 6749 §5.2 allows (%x20-21 / %x23-5B / %x5D-7E): others, such as quotes

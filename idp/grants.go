@@ -85,7 +85,7 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 	// No device cookie here: the client, not the user's browser, calls.
 	attempt, wait, terr := p.reserveLogin(ctx, username, ip, "")
 	if terr != nil {
-		return nil, &Error{Code: ErrServerError, Description: "the login could not be checked", Cause: terr}
+		return nil, unavailable("the login could not be checked", terr)
 	}
 	if wait > 0 {
 		p.log.WarnContext(ctx, "login throttled", "username", loggedName(username), "client_ip", ip, "client_id", c.ID)
@@ -109,7 +109,7 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 	}
 	if family != "" {
 		if resp.RefreshToken, ierr = p.startFamily(ctx, c, family, user.Subject, scopes, authTime, ""); ierr != nil {
-			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be stored", Cause: ierr}
+			return nil, unavailable("the refresh token could not be stored", ierr)
 		}
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "password", "scope", resp.Scope)

@@ -70,7 +70,7 @@ func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	} else if c != nil {
 		if data, err := p.store.Get(ctx, refreshKey(token)); err == nil {
 			var g refreshGrant
-			if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && !p.familyRevoked(ctx, g.Family) {
+			if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && p.familyLive(ctx, g.Family) {
 				resp = introspection{
 					Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: g.ClientID, Subject: g.Subject,
 					Issuer: p.issuer, Expiry: g.Expires, TokenType: "refresh_token",

@@ -87,7 +87,8 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	attempt, wait, err := p.reserveLogin(r.Context(), page.Username, ip, p.deviceFor(r, page.Username))
 	if err != nil {
 		p.log.ErrorContext(r.Context(), "login throttle", "error", err)
-		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again later."})
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
 		return
 	}
 	if wait > 0 {

@@ -44,6 +44,9 @@ func (p *Provider) startFamily(ctx context.Context, c *client, family, subject s
 	}, "")
 }
 
+// errFamilyExpired is storeRefreshToken's error for a family past its end.
+var errFamilyExpired = errors.New("refresh token family expired")
+
 // storeRefreshToken stores g under token (a new one when token is empty),
 // its expiry set by the client's expiration policy, and returns the token.
 func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGrant, token string) (string, error) {
@@ -54,7 +57,7 @@ func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGr
 	}
 	ttl := time.Unix(g.Expires, 0).Sub(now)
 	if ttl <= 0 {
-		return "", errors.New("refresh token family expired")
+		return "", errFamilyExpired
 	}
 	if token == "" {
 		token = p.randomString(32)
@@ -84,7 +87,7 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		return p.refreshReplay(r, c, t, token)
 	}
 	if err != nil {
-		return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be checked", Cause: err}
+		return nil, unavailable("the refresh token could not be checked", err)
 	}
 	var g refreshGrant
 	if err := json.Unmarshal(data, &g); err != nil {
@@ -95,7 +98,11 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		p.revokeFamily(ctx, g)
 		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token was issued to another client", Cause: fmt.Errorf("client %q presented a refresh token of client %q", c.ID, g.ClientID)}
 	}
-	if p.familyRevoked(ctx, g.Family) {
+	switch revoked, err := p.familyRevoked(ctx, g.Family); {
+	case err != nil:
+		// Fail closed: a revocation that cannot be read may be there.
+		return nil, unavailable("the refresh token could not be checked", err)
+	case revoked:
 		return nil, oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
 	}
 	scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
@@ -111,25 +118,25 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		next = token
 		if c.RefreshTokenExpiration == RefreshSliding {
 			if _, err := p.storeRefreshToken(ctx, c, g, token); err != nil {
-				return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token expired", Cause: err}
+				return nil, refreshStoreErr(err)
 			}
 		}
 	} else {
 		if next, err = p.storeRefreshToken(ctx, c, g, ""); err != nil {
-			return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token expired", Cause: err}
+			return nil, refreshStoreErr(err)
 		}
 		// Remember the rotated-out token for as long as the family lives,
 		// so that a replay of it is recognised.
 		used, _ := json.Marshal(g)
 		if err := p.store.Put(ctx, usedRefreshKey(token), used, time.Unix(g.End, 0).Sub(p.now())); err != nil {
-			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be rotated", Cause: err}
+			return nil, unavailable("the refresh token could not be rotated", err)
 		}
 		if c.RefreshTokenReuseGrace > 0 {
 			// The only place a usable token is kept in the store, and only
 			// for the grace period.
 			gr, _ := json.Marshal(graceRecord{Successor: next})
 			if err := p.store.Put(ctx, graceRefreshKey(token), gr, c.RefreshTokenReuseGrace); err != nil {
-				return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be rotated", Cause: err}
+				return nil, unavailable("the refresh token could not be rotated", err)
 			}
 		}
 	}
@@ -148,7 +155,7 @@ func (p *Provider) refreshReplay(r *http.Request, c *client, t *tokenRequest, to
 			if json.Unmarshal(data, &gr) == nil {
 				if data, err := p.store.Get(ctx, refreshKey(gr.Successor)); err == nil {
 					var g refreshGrant
-					if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && !p.familyRevoked(ctx, g.Family) {
+					if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && p.familyLive(ctx, g.Family) {
 						scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
 						if oe != nil {
 							return nil, oe
@@ -203,9 +210,29 @@ func narrowScopes(granted []string, raw string) ([]string, *Error) {
 	return scopes, nil
 }
 
-func (p *Provider) familyRevoked(ctx context.Context, family string) bool {
+// familyRevoked says whether family was revoked, or the store's failure.
+func (p *Provider) familyRevoked(ctx context.Context, family string) (bool, error) {
 	_, err := p.store.Get(ctx, revokedFamilyKey(family))
-	return err == nil
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// familyLive says whether family is known not to be revoked: a store that
+// fails answers no.
+func (p *Provider) familyLive(ctx context.Context, family string) bool {
+	revoked, err := p.familyRevoked(ctx, family)
+	return !revoked && err == nil
+}
+
+// refreshStoreErr is the error of a refresh whose next token could not be
+// stored: an expired family, or a store that failed.
+func refreshStoreErr(err error) *Error {
+	if errors.Is(err, errFamilyExpired) {
+		return &Error{Code: ErrInvalidGrant, Description: "the refresh token expired", Cause: err}
+	}
+	return unavailable("the refresh token could not be stored", err)
 }
 
 func (p *Provider) revokeFamily(ctx context.Context, g refreshGrant) {

@@ -37,7 +37,7 @@ func (p *Provider) serveRevocation(w http.ResponseWriter, r *http.Request) {
 	} else if claims, err := p.verifyAccessToken(token); err == nil && claims.ClientID == c.ID {
 		ttl := time.Unix(claims.Expiry, 0).Sub(p.now())
 		if err := p.store.Put(ctx, revokedKey(claims.ID), []byte{1}, ttl); err != nil {
-			p.tokenError(w, r, &Error{Code: ErrServerError, Description: "the token could not be revoked", Cause: err})
+			p.tokenError(w, r, unavailable("the token could not be revoked", err))
 			return
 		}
 		p.log.InfoContext(ctx, "token revoked", "client_id", c.ID, "sub", claims.Subject, "token_type", "access_token")

@@ -156,6 +156,9 @@ func (p *Provider) tokenError(w http.ResponseWriter, r *http.Request, e *Error) 
 		w.Header().Set("WWW-Authenticate", `Basic realm="`+p.issuer+`", charset="UTF-8"`)
 	case ErrServerError:
 		status = http.StatusInternalServerError
+	case ErrTemporarilyUnavailable:
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", unavailableRetryAfter)
 	}
 	if e.Cause != nil {
 		p.log.WarnContext(r.Context(), "token request failed", "error_code", e.Code, "error", e.Cause)
@@ -243,7 +246,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 		return nil, oauthErr(ErrInvalidGrant, "the code is invalid, expired or already used")
 	}
 	if err != nil {
-		return nil, &Error{Code: ErrServerError, Description: "the code could not be checked", Cause: err}
+		return nil, unavailable("the code could not be checked", err)
 	}
 	var g codeGrant
 	if err := json.Unmarshal(data, &g); err != nil {
@@ -279,12 +282,12 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 		record.Family = family
 		resp.RefreshToken, err = p.startFamily(ctx, c, family, user.Subject, g.Scopes, g.AuthTime, g.SID)
 		if err != nil {
-			return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be stored", Cause: err}
+			return nil, unavailable("the refresh token could not be stored", err)
 		}
 	}
 	used, _ := json.Marshal(record)
 	if err := p.store.Put(ctx, usedCodeKey(code), used, max(c.AccessTokenLifetime, p.codeTTL)); err != nil {
-		return nil, &Error{Code: ErrServerError, Description: "the code could not be recorded", Cause: err}
+		return nil, unavailable("the code could not be recorded", err)
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "authorization_code", "scope", resp.Scope)
 	return resp, nil
