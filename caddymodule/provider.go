@@ -114,9 +114,16 @@ type Provider struct {
 	// the per-username limit. Default: see [ProviderLoginThrottle].
 	LoginThrottle *ProviderLoginThrottle `json:"login_throttle,omitempty"`
 
+	// Store, when set, keeps the provider's shared state (codes, refresh
+	// tokens, revocations, consents, ended sessions, login throttle counts)
+	// somewhere other than Caddy's storage: in Redis, for several nodes.
+	// Signing and cookie keys stay in Caddy's storage (or files).
+	Store *ProviderStore `json:"store,omitempty"`
+
 	provider *idp.Provider
 	logger   *zap.Logger
 	storeKey string // key of the store in storePool, once it holds one
+	redisKey string // key of the client in redisPool, once it holds one
 }
 
 // ProviderClient is a client (relying party) of a [Provider].
@@ -364,6 +371,18 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("cookie keys: %w", err)
 	}
 
+	if p.Store != nil && p.Store.Redis != nil {
+		r, redisKey, err := loadRedis(p.Store.Redis, p.logger)
+		if err != nil {
+			return err
+		}
+		p.redisKey = redisKey
+		// One engine for both: a cluster counts each failed login once.
+		cfg.ThrottleStore = r
+		p.provider, err = idp.New(cfg, r)
+		return err
+	}
+
 	storeKey := storageIdentity(storage) + " " + prefix + "/store"
 	store, _, err := storePool.LoadOrNew(storeKey, func() (caddy.Destructor, error) {
 		return newStorageStore(storage, prefix+"/store", nil, p.logger), nil
@@ -389,12 +408,18 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 
 // Cleanup releases the provider's store.
 func (p *Provider) Cleanup() error {
-	if p.storeKey == "" {
-		return nil
+	var errs []error
+	if p.storeKey != "" {
+		_, err := storePool.Delete(p.storeKey)
+		errs = append(errs, err)
+		p.storeKey = ""
 	}
-	_, err := storePool.Delete(p.storeKey)
-	p.storeKey = ""
-	return err
+	if p.redisKey != "" {
+		_, err := redisPool.Delete(p.redisKey)
+		errs = append(errs, err)
+		p.redisKey = ""
+	}
+	return errors.Join(errs...)
 }
 
 // idpConfig checks the module's configuration and turns it into the idp

@@ -83,6 +83,19 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			device <free> <base> <max>
 //			device_cookie_lifetime <duration>
 //		}
+//		store redis {
+//			address <host:port...>
+//			username <name>
+//			password <password or {env.X}>
+//			db <n>
+//			key_prefix <prefix>
+//			tls
+//			master_name <sentinel master>
+//			cluster
+//			dial_timeout <duration>
+//			read_timeout <duration>
+//			write_timeout <duration>
+//		}
 //	}
 //
 // The issuer is required, as the argument or in the block. client, user,
@@ -208,6 +221,16 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			p.LoginThrottle = t
+
+		case "store":
+			if p.Store != nil {
+				return d.Err("store is declared twice")
+			}
+			st, err := parseStore(d)
+			if err != nil {
+				return err
+			}
+			p.Store = st
 
 		default:
 			return d.Errf("unrecognized oidc_provider option %q", d.Val())

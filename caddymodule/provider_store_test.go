@@ -1,0 +1,143 @@
+package caddymodule
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authgate/authgate/internal/redistest"
+)
+
+// closedAddr returns a 127.0.0.1 address on which nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// passwordGrant posts a password grant for alice through p.
+func passwordGrant(t *testing.T, p *Provider) *http.Response {
+	t.Helper()
+	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"wrong"}, "scope": {"openid"}}
+	req := httptest.NewRequest(http.MethodPost, p.Issuer+"/connect/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("app", "s3cret-value")
+	w := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+	if err := p.ServeHTTP(w, req, next); err != nil {
+		t.Fatal(err)
+	}
+	return w.Result()
+}
+
+func redisProvider(addr string) *Provider {
+	p := testProvider("https://login.example.com")
+	p.Clients[0].PasswordGrant = true
+	p.Store = &ProviderStore{Redis: &RedisStore{Addresses: []string{addr}, KeyPrefix: "test:"}}
+	return p
+}
+
+// TestProvisionRedisStoreSharedAndUsed: providers with one Redis
+// configuration share one client, released by the last Cleanup, and the
+// provider keeps its throttle counts there.
+func TestProvisionRedisStoreSharedAndUsed(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := newTestContext(t, t.TempDir())
+	a, b := redisProvider(srv.Addr), redisProvider(srv.Addr)
+	provision(t, ctx, a)
+	provision(t, ctx, b)
+	if a.redisKey == "" || a.redisKey != b.redisKey {
+		t.Fatalf("redis keys %q and %q, want one shared", a.redisKey, b.redisKey)
+	}
+	if strings.Contains(a.redisKey, srv.Addr) {
+		t.Fatalf("pool key %q is not a digest", a.redisKey)
+	}
+	if refs, _ := redisPool.References(a.redisKey); refs != 2 {
+		t.Fatalf("redis client has %d references, want 2", refs)
+	}
+
+	if resp := passwordGrant(t, a); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("wrong password: status %d, want 400", resp.StatusCode)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	keys, err := rc.Keys(context.Background(), "test:{throttle}:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 {
+		t.Fatal("no throttle count in Redis after a failed login")
+	}
+
+	key := a.redisKey
+	a.Cleanup()
+	b.Cleanup()
+	if _, ok := redisPool.References(key); ok {
+		t.Fatal("redis client still pooled after every cleanup")
+	}
+}
+
+// TestProvisionRedisStoreDown: provisioning needs no Redis, and a request
+// that needs it gets 503 temporarily_unavailable within the timeouts.
+func TestProvisionRedisStoreDown(t *testing.T) {
+	p := redisProvider(closedAddr(t))
+	p.Store.Redis.DialTimeout = caddy.Duration(200 * time.Millisecond)
+	provision(t, newTestContext(t, t.TempDir()), p)
+	start := time.Now()
+	resp := passwordGrant(t, p)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("answered after %s", d)
+	}
+}
+
+func TestRedisStoreOptionsErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		r       RedisStore
+		wantErr string
+	}{
+		{"no address", RedisStore{Password: "hunter2"}, "store redis: address is required"},
+		{"address from unset variable", RedisStore{Addresses: []string{"{env.AUTHGATE_TEST_UNSET}"}}, "store redis: address is required"},
+		{"several without mode", RedisStore{Addresses: []string{"a:1", "b:1"}, Password: "hunter2"}, "master_name"},
+		{"sentinel and cluster", RedisStore{Addresses: []string{"a:1"}, MasterName: "m", Cluster: true}, "exclusive"},
+		{"cluster db", RedisStore{Addresses: []string{"a:1"}, Cluster: true, DB: 1}, "db must be 0"},
+		{"negative timeout", RedisStore{Addresses: []string{"a:1"}, ReadTimeout: caddy.Duration(-time.Second)}, "read_timeout -1s is negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := testProvider("https://login.example.com")
+			p.Store = &ProviderStore{Redis: &tt.r}
+			err := p.Provision(newTestContext(t, t.TempDir()))
+			if err == nil {
+				p.Cleanup()
+				t.Fatalf("Provision succeeded, want error containing %q", tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error = %q, want it to contain %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error %q reveals the password", err)
+			}
+			if err := p.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
