@@ -59,6 +59,11 @@ func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo st
 	value, err := g.codec.encode(g.flowPrefix, f)
 	if err != nil {
 		g.logger.Error("encoding flow cookie", zap.Error(err))
+		if errors.Is(err, errSessionKeyUnavailable) {
+			w.Header().Set("Retry-After", "5")
+			writePage(w, http.StatusServiceUnavailable, "Sign-in unavailable", "The sign-in could not be started. Try again shortly.", "", "")
+			return
+		}
 		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The sign-in could not be started.", "", "")
 		return
 	}

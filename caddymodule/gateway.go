@@ -108,6 +108,13 @@ type Gateway struct {
 	// only gateways of the same issuer and client_id share a login.
 	SessionKeys []string `json:"session_keys,omitempty"`
 
+	// Store, when set and SessionKeys is not, keeps the generated session
+	// key in Redis instead of Caddy's storage: created once by whichever
+	// node needs it first, and used by every node, so that any node
+	// accepts the cookies of any other with no key in the Caddyfile. Give
+	// it the same store as the provider's (one client serves both).
+	Store *StateStore `json:"store,omitempty"`
+
 	// Headers maps upstream header names to ID token claims, in addition
 	// to the X-Auth-Request-* defaults.
 	Headers map[string]string `json:"headers,omitempty"`
@@ -190,6 +197,7 @@ type Gateway struct {
 	foreignCookie   *sync.Once      // warns once that another gateway's cookie came here
 	secretGiven     bool            // client_secret was configured, before its placeholders were resolved
 	refresherKey    string          // the key of refresher in refreshers, once loaded
+	redisKey        string          // the key of the store's client in redisPool, once loaded
 }
 
 // GatewayCookie configures the gateway's cookies.
@@ -317,7 +325,16 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	for _, k := range g.SessionKeys {
 		secrets = append(secrets, repl.ReplaceAll(k, ""))
 	}
-	if len(secrets) == 0 {
+	var shared *sharedSessionKey
+	if len(secrets) == 0 && g.Store != nil && g.Store.Redis != nil {
+		r, key, err := loadRedis(g.Store.Redis, g.logger)
+		if err != nil {
+			return err
+		}
+		g.redisKey = key
+		shared = &sharedSessionKey{store: r, issuer: g.Issuer, clientID: g.ClientID, maxAge: g.lifetime}
+	}
+	if len(secrets) == 0 && shared == nil {
 		data, _, err := loadOrCreate(ctx, ctx.Storage(), sessionKeyStorageKey, func() ([]byte, error) {
 			b := make([]byte, 32)
 			if _, err := io.ReadFull(randReader, b); err != nil {
@@ -336,7 +353,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.binding = sessionBinding(g.Issuer, g.ClientID)
 	g.foreignCookie = new(sync.Once)
 	var err error
-	if g.codec, err = newSessionCodec(secrets, g.Issuer, g.ClientID, g.lifetime); err != nil {
+	if shared != nil {
+		// Loaded at the first request: Provision makes no connection.
+		g.codec = &sessionCodec{tag: g.binding, shared: shared}
+	} else if g.codec, err = newSessionCodec(secrets, g.Issuer, g.ClientID, g.lifetime); err != nil {
 		return err
 	}
 	g.strip = newHeaderStripper(g.identityHeaderNames())
@@ -483,14 +503,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return next.ServeHTTP(upstream, r)
 }
 
-// Cleanup releases the gateway's share of its refresher.
+// Cleanup releases the gateway's share of its refresher and store.
 func (g *Gateway) Cleanup() error {
-	if g.refresherKey == "" {
-		return nil
+	var errs []error
+	if g.refresherKey != "" {
+		_, err := refreshers.Delete(g.refresherKey)
+		errs = append(errs, err)
+		g.refresherKey = ""
 	}
-	_, err := refreshers.Delete(g.refresherKey)
-	g.refresherKey = ""
-	return err
+	if g.redisKey != "" {
+		_, err := redisPool.Delete(g.redisKey)
+		errs = append(errs, err)
+		g.redisKey = ""
+	}
+	return errors.Join(errs...)
 }
 
 // deriveKey makes a key from a session key secret for one purpose of the

@@ -42,6 +42,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			secure auto|always|never
 //		}
 //		session_key <secret>
+//		store redis { ... }   (as oidc_provider's)
 //		header <Header-Name> <claim>
 //		pass_access_token
 //		allow email <address or *@domain>
@@ -118,6 +119,15 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if d.NextArg() {
 				return d.ArgErr()
 			}
+		case "store":
+			if g.Store != nil {
+				return d.Err("store is declared twice")
+			}
+			st, err := parseStore(d)
+			if err != nil {
+				return err
+			}
+			g.Store = st
 		case "header":
 			args := d.RemainingArgs()
 			if len(args) != 2 {

@@ -32,6 +32,13 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 		return id, true
 	}
 	s, err := g.openSession(raw)
+	if errors.Is(err, errSessionKeyUnavailable) {
+		// The cookie may well be good: keep it, and say to come back.
+		g.logger.Error("session key unavailable", zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		writePage(w, http.StatusServiceUnavailable, "Unavailable", "The session could not be checked. Try again shortly.", "", "")
+		return nil, false
+	}
 	if err != nil {
 		if !errors.Is(err, errForeignCookie) {
 			g.clearSessionCookies(w, r)

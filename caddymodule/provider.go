@@ -118,7 +118,7 @@ type Provider struct {
 	// tokens, revocations, consents, ended sessions, login throttle counts)
 	// somewhere other than Caddy's storage: in Redis, for several nodes.
 	// Signing and cookie keys stay in Caddy's storage (or files).
-	Store *ProviderStore `json:"store,omitempty"`
+	Store *StateStore `json:"store,omitempty"`
 
 	provider *idp.Provider
 	logger   *zap.Logger

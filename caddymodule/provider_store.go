@@ -20,11 +20,11 @@ import (
 	"github.com/authgate/authgate/idp/redisstore"
 )
 
-// ProviderStore says where the provider keeps what it must share between
+// StateStore says where the provider keeps what it must share between
 // requests and nodes: codes, refresh token families, revocations,
 // consents, ended sessions and the login throttle's counts. Unset, that is
 // Caddy's configured storage (and the throttle counts in memory).
-type ProviderStore struct {
+type StateStore struct {
 	// Redis keeps everything in Redis, for several Caddy instances that
 	// serve one issuer.
 	Redis *RedisStore `json:"redis,omitempty"`
@@ -266,7 +266,7 @@ func (l *lazyRedis) Forget(ctx context.Context, keys []string) error {
 //	}
 //
 // the dispenser on "store".
-func parseStore(d *caddyfile.Dispenser) (*ProviderStore, error) {
+func parseStore(d *caddyfile.Dispenser) (*StateStore, error) {
 	var kind string
 	if !d.Args(&kind) || d.NextArg() {
 		return nil, d.ArgErr()
@@ -337,5 +337,5 @@ func parseStore(d *caddyfile.Dispenser) (*ProviderStore, error) {
 	if len(r.Addresses) == 0 {
 		return nil, d.Err("store redis: address is required")
 	}
-	return &ProviderStore{Redis: r}, nil
+	return &StateStore{Redis: r}, nil
 }

@@ -47,7 +47,7 @@ func passwordGrant(t *testing.T, p *Provider) *http.Response {
 func redisProvider(addr string) *Provider {
 	p := testProvider("https://login.example.com")
 	p.Clients[0].PasswordGrant = true
-	p.Store = &ProviderStore{Redis: &RedisStore{Addresses: []string{addr}, KeyPrefix: "test:"}}
+	p.Store = &StateStore{Redis: &RedisStore{Addresses: []string{addr}, KeyPrefix: "test:"}}
 	return p
 }
 
@@ -123,7 +123,7 @@ func TestRedisStoreOptionsErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := testProvider("https://login.example.com")
-			p.Store = &ProviderStore{Redis: &tt.r}
+			p.Store = &StateStore{Redis: &tt.r}
 			err := p.Provision(newTestContext(t, t.TempDir()))
 			if err == nil {
 				p.Cleanup()

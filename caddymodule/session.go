@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -120,13 +121,32 @@ var errForeignCookie = errors.New("the cookie belongs to another gateway (anothe
 // tampered or outdated one of ours (cleared). What is accepted rests on
 // the keys and the binding sealed in the session, never on the tag.
 type sessionCodec struct {
-	tag    string
+	tag  string
+	keys atomic.Pointer[sessionKeys] // nil until a shared key is loaded
+
+	// shared, when not nil, loads the session key that every node shares
+	// (gateway_store.go), at the first use rather than in Provision.
+	shared *sharedSessionKey
+}
+
+// sessionKeys are the securecookie codecs of a sessionCodec's keys.
+type sessionKeys struct {
 	codecs []securecookie.Codec
 	first  *securecookie.SecureCookie
 }
 
 func newSessionCodec(secrets []string, issuer, clientID string, maxAge time.Duration) (*sessionCodec, error) {
 	c := &sessionCodec{tag: sessionBinding(issuer, clientID)}
+	k, err := newSessionKeys(secrets, issuer, clientID, maxAge)
+	if err != nil {
+		return nil, err
+	}
+	c.keys.Store(k)
+	return c, nil
+}
+
+func newSessionKeys(secrets []string, issuer, clientID string, maxAge time.Duration) (*sessionKeys, error) {
+	k := new(sessionKeys)
 	for i, s := range secrets {
 		if len(s) < 16 {
 			return nil, fmt.Errorf("oidc_gateway: session key %d is shorter than 16 characters", i+1)
@@ -147,14 +167,26 @@ func newSessionCodec(secrets []string, issuer, clientID string, maxAge time.Dura
 		if _, err := sc.Encode("probe", "probe"); err != nil {
 			return nil, fmt.Errorf("oidc_gateway: session key %d: %w", i+1, err)
 		}
-		c.codecs = append(c.codecs, sc)
+		k.codecs = append(k.codecs, sc)
 	}
-	c.first = c.codecs[0].(*securecookie.SecureCookie)
-	return c, nil
+	k.first = k.codecs[0].(*securecookie.SecureCookie)
+	return k, nil
+}
+
+// loaded returns the codec's keys, loading the shared key first if need be.
+func (c *sessionCodec) loaded() (*sessionKeys, error) {
+	if k := c.keys.Load(); k != nil {
+		return k, nil
+	}
+	return c.shared.load(c)
 }
 
 func (c *sessionCodec) encode(name string, v any) (string, error) {
-	sealed, err := c.first.Encode(name, v)
+	k, err := c.loaded()
+	if err != nil {
+		return "", err
+	}
+	sealed, err := k.first.Encode(name, v)
 	if err != nil {
 		return "", err
 	}
@@ -172,7 +204,11 @@ func (c *sessionCodec) decode(name, value string, dst any) error {
 	case tag != c.tag:
 		return errForeignCookie
 	}
-	return securecookie.DecodeMulti(name, sealed, dst, c.codecs...)
+	k, err := c.loaded()
+	if err != nil {
+		return err
+	}
+	return securecookie.DecodeMulti(name, sealed, dst, k.codecs...)
 }
 
 // readSessionCookie returns the session cookie's value, its chunks joined,

@@ -4,8 +4,8 @@
 // by one script per call, so that a cluster counts each failed login once.
 //
 // It needs Redis 6.2 or later (GETDEL), as a single server, behind Redis
-// Sentinel, or as a Redis Cluster. Every key it writes has a time to live,
-// and it never lists keys (no KEYS or SCAN): a key's value and lifetime are
+// Sentinel, or as a Redis Cluster. Every key it writes has a time to live
+// (but those of LoadOrCreate, a few shared secrets), and it never lists keys (no KEYS or SCAN): a key's value and lifetime are
 // all it reads.
 //
 // Key layout, under Options.KeyPrefix ("authgate:" by default):
@@ -224,4 +224,33 @@ func (s *Store) readErr(op string, err error) error {
 		return idp.ErrNotFound
 	}
 	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+// LoadOrCreate returns the value under key, storing the one that create
+// makes first when there is none: of several processes that call it at
+// once, exactly one value wins (SET NX) and all of them return it. It is
+// for a secret that every node must share and none may replace, such as
+// the gateway's session key, and the one kind of key this store writes
+// without a time to live: losing it ends every session sealed with it.
+func (s *Store) LoadOrCreate(ctx context.Context, key string, create func() ([]byte, error)) ([]byte, error) {
+	v, err := s.client.Get(ctx, s.prefix+key).Bytes()
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("redisstore: load: %w", err)
+	}
+	nv, err := create()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.client.SetNX(ctx, s.prefix+key, nv, 0).Err(); err != nil {
+		return nil, fmt.Errorf("redisstore: create: %w", err)
+	}
+	// Whether this call or another won, the stored value is the one.
+	v, err = s.client.Get(ctx, s.prefix+key).Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: load: %w", err)
+	}
+	return v, nil
 }

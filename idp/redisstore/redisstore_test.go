@@ -458,3 +458,45 @@ func TestSentinel(t *testing.T) {
 		t.Errorf("on the master: Get = %q, %v; want v", v, err)
 	}
 }
+
+// TestLoadOrCreate: of many concurrent callers on two clients, exactly one
+// value is stored and every caller gets it; later calls create nothing.
+func TestLoadOrCreate(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newStore(t, srv.Addr, Options{KeyPrefix: "lc:"})
+	b := newStore(t, srv.Addr, Options{KeyPrefix: "lc:"})
+	const n = 16
+	var created atomic.Int64
+	got := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, err := s.LoadOrCreate(context.Background(), "gateway/session_key", func() ([]byte, error) {
+				return fmt.Appendf(nil, "value-%d", created.Add(1)), nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = string(v)
+		}()
+	}
+	wg.Wait()
+	for i, v := range got {
+		if v == "" || v != got[0] {
+			t.Fatalf("caller %d got %q, caller 0 %q", i, v, got[0])
+		}
+	}
+	before := created.Load()
+	if v, err := a.LoadOrCreate(context.Background(), "gateway/session_key", func() ([]byte, error) {
+		created.Add(1)
+		return []byte("other"), nil
+	}); err != nil || string(v) != got[0] || created.Load() != before {
+		t.Fatalf("second call: %q, %v, created %d more", v, err, created.Load()-before)
+	}
+}
