@@ -116,13 +116,15 @@ func loadRedis(r *RedisStore, logger *zap.Logger) (*lazyRedis, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	// The key is a digest: the pool's keys should not hold a password.
-	keyed := opts
-	keyed.TLS = nil // not marshalable; r.TLS says all there is
-	b, err := json.Marshal(struct {
-		O   redisstore.Options
-		TLS bool
-	}{keyed, r.TLS})
+	// The key is a digest of the resolved configuration (RedisStore with
+	// its placeholders replaced): the pool's keys should not hold a
+	// password.
+	resolved := RedisStore{
+		Addresses: opts.Addrs, Username: opts.Username, Password: opts.Password,
+		DB: opts.DB, KeyPrefix: opts.KeyPrefix, TLS: r.TLS, MasterName: opts.MasterName,
+		Cluster: opts.Cluster, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
+	}
+	b, err := json.Marshal(resolved)
 	if err != nil {
 		return nil, "", fmt.Errorf("store redis: %w", err)
 	}
