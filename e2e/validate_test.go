@@ -67,6 +67,42 @@ func TestValidate(t *testing.T) {
 			wantErr: true,
 			want:    []string{"oidc_provider", "redirect_uri", "oauth2/callback"},
 		},
+		{
+			// Nothing listens there: validating needs no Redis.
+			name: "redis store",
+			provider: `
+		client demo-app {
+			secret ` + secret + `
+			redirect_uri http://app.test/oauth2/callback
+		}
+		store redis {
+			address 127.0.0.1:9
+			password ` + secret + `
+		}`,
+		},
+		{
+			name: "redis store without address",
+			provider: `
+		store redis {
+			password ` + secret + `
+		} # bad`,
+			wantErr: true,
+			want:    []string{"oidc_provider", "store redis: address is required"},
+		},
+		{
+			name: "redis store with several addresses and no mode",
+			provider: `
+		client demo-app {
+			secret ` + secret + `
+			redirect_uri http://app.test/oauth2/callback
+		}
+		store redis {
+			address 127.0.0.1:9 127.0.0.1:10
+			password ` + secret + `
+		}`,
+			wantErr: true,
+			want:    []string{"oidc_provider", "store redis", "master_name"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
