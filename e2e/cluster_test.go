@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"text/template"
 	"time"
@@ -133,22 +135,31 @@ func newCluster(t *testing.T) *cluster {
 // of node i and returns the status and the decoded body.
 func (c *cluster) postToken(t *testing.T, i int, form url.Values) (int, map[string]any, http.Header) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodPost, c.provider[i]+"/connect/token", strings.NewReader(form.Encode()))
+	status, body, header, err := c.tryPostToken(testContext(t), i, form)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return status, body, header
+}
+
+// tryPostToken is postToken for other goroutines than the test's.
+func (c *cluster) tryPostToken(ctx context.Context, i int, form url.Values) (int, map[string]any, http.Header, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.provider[i]+"/connect/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return 0, nil, nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth("demo-app", clientSecret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, nil, err
 	}
-	body := caddytest.ReadBody(t, resp)
+	defer resp.Body.Close()
 	var out map[string]any
-	if err := json.Unmarshal([]byte(body), &out); err != nil {
-		t.Fatalf("token endpoint of node %d: status %d, body %q", i, resp.StatusCode, body)
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return 0, nil, nil, fmt.Errorf("token endpoint of node %d: status %d: %w", i, resp.StatusCode, err)
 	}
-	return resp.StatusCode, out, resp.Header
+	return resp.StatusCode, out, resp.Header, nil
 }
 
 // code runs the code flow on node A and returns a code and its verifier.
@@ -205,6 +216,39 @@ func TestCluster(t *testing.T) {
 		// The replay revoked the family: the newest token is dead too.
 		if status, body, _ := c.postToken(t, 0, refresh(third["refresh_token"].(string))); status != http.StatusBadRequest || body["error"] != "invalid_grant" {
 			t.Fatalf("the newest token on A after the replay: %d %v, want invalid_grant", status, body)
+		}
+	})
+
+	t.Run("concurrent refreshes across nodes", func(t *testing.T) {
+		code, verifier := c.code(t, "offline_access")
+		status, first, _ := c.postToken(t, 0, exchange(code, verifier))
+		if status != http.StatusOK || first["refresh_token"] == nil {
+			t.Fatalf("exchange: %d %v", status, first)
+		}
+		rt := first["refresh_token"].(string)
+		const n = 64
+		ctx := testContext(t)
+		statuses := make(chan int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				status, _, _, err := c.tryPostToken(ctx, i%2, refresh(rt))
+				if err != nil {
+					t.Error(err)
+				}
+				statuses <- status
+			}()
+		}
+		wg.Wait()
+		close(statuses)
+		counts := map[int]int{}
+		for s := range statuses {
+			counts[s]++
+		}
+		if counts[http.StatusOK] != 1 || counts[http.StatusBadRequest] != n-1 {
+			t.Fatalf("statuses %v, want one 200 and %d 400", counts, n-1)
 		}
 	})
 
