@@ -20,7 +20,9 @@ func TestMemoryThrottlePruneRate(t *testing.T) {
 		th.entries["live:"+strconv.Itoa(i)] = &throttleEntry{failures: 1, last: start, until: start.Add(time.Hour), forgive: time.Hour}
 	}
 	// stale is an entry a prune would drop: no wait, every failure forgiven.
-	stale := func() { th.entries["stale"] = &throttleEntry{failures: 1, last: start.Add(-2 * time.Hour), forgive: time.Minute} }
+	stale := func() {
+		th.entries["stale"] = &throttleEntry{failures: 1, last: start.Add(-2 * time.Hour), forgive: time.Minute}
+	}
 	stale()
 	if _, err := th.Reserve(ctx, start, []ThrottleKey{{Key: "a", Limit: live}}); err != nil {
 		t.Fatal(err)
