@@ -2,12 +2,14 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -28,17 +30,26 @@ const sweepInterval = 5 * time.Minute
 //
 // Each entry is one storage key (see entryKey) whose value is the expiry
 // as 8 bytes of big-endian Unix nanoseconds followed by the data.
-// Take holds the storage's lock for the entry, which makes it atomic across
-// processes; an in-process mutex per entry is taken first, so that
-// goroutines of one process queue on it rather than on the storage lock
-// (certmagic's FileStorage polls a held lock only once a second). Put
-// takes only the in-process mutex: nothing puts a key that another process
-// may be taking.
+//
+// On Caddy's file_system storage, Take renames the entry's file to a name
+// of its own, then reads and removes it: rename(2) is atomic, so of several
+// Takes, in this process or in any other sharing the folder, exactly one
+// finds the file. That costs one rename where the storage's lock costs a
+// lock file created, synced and removed per Take (and a goroutine keeping
+// it fresh), which was most of a refresh's file work.
+//
+// On any other storage, Take holds the storage's lock for the entry, which
+// makes it atomic across processes; an in-process mutex per entry is taken
+// first, so that goroutines of one process queue on it rather than on the
+// storage lock (certmagic's FileStorage polls a held lock only once a
+// second). Put takes only the in-process mutex: nothing puts a key that
+// another process may be taking.
 //
 // Expired entries read as absent, and a background sweep deletes them
 // every [sweepInterval] until Destruct. No request lists the storage.
 type storageStore struct {
 	storage certmagic.Storage
+	files   *certmagic.FileStorage // storage, when it is Caddy's file_system
 	prefix  string
 	now     func() time.Time
 	logger  *zap.Logger
@@ -62,6 +73,7 @@ func newStorageStore(storage certmagic.Storage, prefix string, now func() time.T
 		logger:  logger,
 		done:    make(chan struct{}),
 	}
+	s.files, _ = storage.(*certmagic.FileStorage)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.sweepEvery(ctx, sweepInterval)
@@ -93,6 +105,9 @@ func (s *storageStore) Get(ctx context.Context, key string) ([]byte, error) {
 // Take implements [idp.Store].
 func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err error) {
 	name := s.entryKey(key)
+	if s.files != nil {
+		return s.takeFile(name)
+	}
 	unlock, err := s.lock(ctx, name)
 	if err != nil {
 		return nil, err
@@ -118,6 +133,33 @@ func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err 
 		return nil, fmt.Errorf("deleting %s: %w", name, err)
 	}
 	return value, nil
+}
+
+// takeFile takes the entry name of a file_system storage by renaming its
+// file. The new name keeps the entry's folder, so that if this process
+// stops before removing the file, the sweep finds and removes it once it
+// has expired; ".taken-" and the random suffix keep it from being any
+// entry's name.
+func (s *storageStore) takeFile(name string) ([]byte, error) {
+	path := s.files.Filename(name)
+	var suffix [8]byte
+	rand.Read(suffix[:])
+	taken := path + ".taken-" + hex.EncodeToString(suffix[:])
+	if err := os.Rename(path, taken); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, idp.ErrNotFound
+		}
+		return nil, fmt.Errorf("taking %s: %w", name, err)
+	}
+	entry, err := os.ReadFile(taken)
+	if rerr := os.Remove(taken); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("taking %s: %w", name, err)
+	}
+	value, _, err := s.decode(name, entry)
+	return value, err
 }
 
 // Delete implements [idp.Store].
@@ -176,6 +218,12 @@ func (s *storageStore) load(ctx context.Context, name string) ([]byte, time.Time
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("loading %s: %w", name, err)
 	}
+	return s.decode(name, entry)
+}
+
+// decode splits the entry at name into its data and expiry, or returns
+// idp.ErrNotFound and the expiry if it has expired.
+func (s *storageStore) decode(name string, entry []byte) ([]byte, time.Time, error) {
 	if len(entry) < 8 {
 		return nil, time.Time{}, fmt.Errorf("loading %s: entry of %d bytes has no expiry", name, len(entry))
 	}

@@ -3,10 +3,14 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,4 +179,110 @@ func TestKeyedMutexFreesEntries(t *testing.T) {
 	if len(k.m) != 0 {
 		t.Fatalf("%d mutexes left after unlocking all", len(k.m))
 	}
+}
+
+// opaqueStorage hides a storage's type, so that the store treats it as
+// any storage plugin: Take goes through the storage's locks.
+type opaqueStorage struct{ certmagic.Storage }
+
+func TestStorageStoreConformanceLocked(t *testing.T) {
+	storetest.Run(t, func(t *testing.T, c *storetest.Clock) idp.Store {
+		return newTestStorageStore(t, opaqueStorage{&certmagic.FileStorage{Path: t.TempDir()}}, c.Now)
+	})
+}
+
+func TestStorageStoreFileTakeNoLockFiles(t *testing.T) {
+	// On Caddy's file_system storage, Take renames the entry away: no lock
+	// file is created, synced and removed, no goroutine keeps it fresh.
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := newTestStorageStore(t, &certmagic.FileStorage{Path: dir}, nil)
+	if err := s.Put(ctx, "code/x", []byte("v"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Take(ctx, "code/x"); err != nil || string(v) != "v" {
+		t.Fatalf("Take = %q, %v; want v, nil", v, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "locks")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Take made the storage's locks folder (stat error %v)", err)
+	}
+	names, err := s.storage.List(ctx, s.prefix, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if !strings.HasSuffix(n, "/code") {
+			t.Errorf("left behind after Take: %s", n)
+		}
+	}
+}
+
+// BenchmarkStorageStoreRefresh does the store operations of a refresh
+// with rotation (take the token, check its family, put its successor and
+// the used record) from 8 goroutines, each with its own chain, on Caddy's
+// file_system storage through its locks (as every Take did before), on it
+// with Take by rename, and on the memory store for scale.
+func BenchmarkStorageStoreRefresh(b *testing.B) {
+	stores := []struct {
+		name string
+		new  func(b *testing.B) idp.Store
+	}{
+		{"file_system-locks", func(b *testing.B) idp.Store {
+			return newTestStorageStore(b, opaqueStorage{&certmagic.FileStorage{Path: b.TempDir()}}, nil)
+		}},
+		{"file_system-rename", func(b *testing.B) idp.Store {
+			return newTestStorageStore(b, &certmagic.FileStorage{Path: b.TempDir()}, nil)
+		}},
+		{"memory", func(b *testing.B) idp.Store { return idp.NewMemoryStore(nil) }},
+	}
+	for _, st := range stores {
+		b.Run(st.name, func(b *testing.B) {
+			s := st.new(b)
+			ctx := context.Background()
+			var chains atomic.Int64
+			grant := []byte(strings.Repeat("g", 200))
+			b.SetParallelism(4) // 8 goroutines on 2 CPUs
+			cpu0 := processCPU()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				chain := chains.Add(1)
+				n := 0
+				key := func(kind string, i int) string { return fmt.Sprintf("%s/%d-%d", kind, chain, i) }
+				if err := s.Put(ctx, key("rt", n), grant, time.Hour); err != nil {
+					b.Error(err)
+					return
+				}
+				for pb.Next() {
+					if _, err := s.Take(ctx, key("rt", n)); err != nil {
+						b.Error(err)
+						return
+					}
+					if _, err := s.Get(ctx, fmt.Sprintf("rtfamily/%d", chain)); !errors.Is(err, idp.ErrNotFound) {
+						b.Errorf("family: %v", err)
+						return
+					}
+					if err := s.Put(ctx, key("rt", n+1), grant, time.Hour); err != nil {
+						b.Error(err)
+						return
+					}
+					if err := s.Put(ctx, key("rtused", n), grant, time.Hour); err != nil {
+						b.Error(err)
+						return
+					}
+					n++
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+		})
+	}
+}
+
+// processCPU returns the CPU time, user and system, this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
