@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -37,6 +39,7 @@ var (
 	tokenTime    = flag.Duration("token.time", 400*time.Millisecond, "length of one run of one case")
 	tokenRounds  = flag.Int("token.rounds", 12, "runs of each case, the cases taking turns")
 	tokenMax     = flag.Int("token.max", 200_000, "most requests of one run")
+	tokenProfile = flag.String("token.cpuprofile", "", "directory to write a CPU profile of Caddy under each case to, taken after the measured rounds for -load.cpuprofile-time")
 )
 
 // The target: a grant's CPU per token at most this many times the
@@ -179,6 +182,44 @@ func BenchmarkToken(b *testing.B) {
 			b.ReportMetric(micros(tc.floorPerToken()), "floor-µs/token")
 		})
 	}
+
+	if *tokenProfile != "" {
+		for _, tc := range cases {
+			path, err := tc.profile(s, *tokenProfile, *loadProfTime)
+			if err != nil {
+				b.Fatalf("profiling %s: %v", tc.name, err)
+			}
+			fmt.Printf("BenchmarkToken: CPU profile of Caddy under %s: %s\n", tc.name, path)
+		}
+	}
+}
+
+// profile runs the case while Caddy's admin endpoint takes a CPU profile
+// of length d, and writes the profile into dir.
+func (tc *tokenCase) profile(s *server, dir string, d time.Duration) (string, error) {
+	secs := max(int(d.Round(time.Second)/time.Second), 1)
+	done := make(chan runResult, 1)
+	go func() { done <- tc.run(s, time.Duration(secs+1)*time.Second) }()
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.AdminAddr, secs))
+	var body bytes.Buffer
+	if err == nil {
+		_, err = body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d: %s", resp.StatusCode, body.Bytes())
+		}
+	}
+	if r := <-done; r.failures > 0 && err == nil {
+		err = fmt.Errorf("%d requests failed, first: %w", r.failures, r.firstErr)
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "caddy-token-"+strings.NewReplacer(" ", "-", "+", "-").Replace(tc.name)+".pprof")
+	return path, os.WriteFile(path, body.Bytes(), 0o644)
 }
 
 func newTokenCase(name, issuer string, form url.Values, refresh bool, algs ...string) *tokenCase {

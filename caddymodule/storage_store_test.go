@@ -53,34 +53,53 @@ func TestStorageStoreSharedStorage(t *testing.T) {
 }
 
 func TestStorageStoreTakeAcrossStores(t *testing.T) {
-	t.Parallel()
-	if testing.Short() {
-		t.Skip("waits on the file storage's lock polling")
-	}
 	// Goroutines of two stores on one storage race for one key: only the
-	// storage lock keeps them apart.
-	ctx := context.Background()
-	storage := &certmagic.FileStorage{Path: t.TempDir()}
-	stores := []*storageStore{newTestStorageStore(t, storage, nil), newTestStorageStore(t, storage, nil)}
-	if err := stores[0].Put(ctx, "code/race", []byte("v"), time.Minute); err != nil {
-		t.Fatal(err)
+	// rename of the entry's file (file_system) or the storage's lock (any
+	// other storage) keeps them apart.
+	tests := []struct {
+		name    string
+		storage func(dir string) certmagic.Storage
+		slow    bool
+	}{
+		{"file_system", func(dir string) certmagic.Storage { return &certmagic.FileStorage{Path: dir} }, false},
+		{"locked", func(dir string) certmagic.Storage { return opaqueStorage{&certmagic.FileStorage{Path: dir}} }, true},
 	}
-	var wins atomic.Int32
-	var wg sync.WaitGroup
-	for i := range 6 {
-		wg.Go(func() {
-			_, err := stores[i%2].Take(ctx, "code/race")
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case !errors.Is(err, idp.ErrNotFound):
-				t.Errorf("Take: %v", err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if tt.slow && testing.Short() {
+				t.Skip("waits on the file storage's lock polling")
+			}
+			ctx := context.Background()
+			storage := tt.storage(t.TempDir())
+			stores := []*storageStore{newTestStorageStore(t, storage, nil), newTestStorageStore(t, storage, nil)}
+			for round := range 20 {
+				key := fmt.Sprintf("code/race-%d", round)
+				if err := stores[0].Put(ctx, key, []byte("v"), time.Minute); err != nil {
+					t.Fatal(err)
+				}
+				var wins atomic.Int32
+				var wg sync.WaitGroup
+				for i := range 6 {
+					wg.Go(func() {
+						_, err := stores[i%2].Take(ctx, key)
+						switch {
+						case err == nil:
+							wins.Add(1)
+						case !errors.Is(err, idp.ErrNotFound):
+							t.Errorf("Take: %v", err)
+						}
+					})
+				}
+				wg.Wait()
+				if wins.Load() != 1 {
+					t.Fatalf("round %d: %d Takes won, want 1", round, wins.Load())
+				}
+				if tt.slow {
+					break // each round waits on lock polling
+				}
 			}
 		})
-	}
-	wg.Wait()
-	if wins.Load() != 1 {
-		t.Fatalf("%d Takes won, want 1", wins.Load())
 	}
 }
 
@@ -211,9 +230,64 @@ func TestStorageStoreFileTakeNoLockFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range names {
-		if !strings.HasSuffix(n, "/code") {
+		if !strings.HasSuffix(n, "/code") && !strings.Contains(n, "/spare") {
 			t.Errorf("left behind after Take: %s", n)
 		}
+	}
+}
+
+func TestStorageStoreFilePutReusesTakenFile(t *testing.T) {
+	// A file taken on file_system is written again by the next Put rather
+	// than a new file created: creating files is what costs most.
+	ctx := context.Background()
+	storage := &certmagic.FileStorage{Path: t.TempDir()}
+	s := newTestStorageStore(t, storage, nil)
+	inode := func(key string) uint64 {
+		t.Helper()
+		fi, err := os.Stat(storage.Filename(s.entryKey(key)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino
+	}
+	if err := s.Put(ctx, "rt/a", []byte("a"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	taken := inode("rt/a")
+	if _, err := s.Take(ctx, "rt/a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "rtused/a", []byte("used"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := inode("rtused/a"); got != taken {
+		t.Errorf("Put after Take made a new file (inode %d), want the taken one (%d) written again", got, taken)
+	}
+	// Another store on the storage (a restart) reads it whole.
+	other := newTestStorageStore(t, storage, nil)
+	if v, err := other.Get(ctx, "rtused/a"); err != nil || string(v) != "used" {
+		t.Fatalf("Get from another store = %q, %v; want used, nil", v, err)
+	}
+
+	// A spare removed meanwhile (by a sweep, here or in another process)
+	// sends Put back to the storage's Store.
+	if _, err := s.Take(ctx, "rtused/a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(s.spares.dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "rt/b", []byte("b"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Take(ctx, "rt/b"); err != nil || string(v) != "b" {
+		t.Fatalf("Take after a lost spare = %q, %v; want b, nil", v, err)
+	}
+
+	// Destruct removes the spares.
+	s.Destruct()
+	if _, err := os.Stat(s.spares.dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("spares folder after Destruct: stat error %v", err)
 	}
 }
 
