@@ -2,11 +2,13 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	bolt "go.etcd.io/bbolt"
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/idp"
@@ -307,6 +310,8 @@ func BenchmarkStorageStoreRefresh(b *testing.B) {
 		{"file_system-rename", func(b *testing.B) idp.Store {
 			return newTestStorageStore(b, &certmagic.FileStorage{Path: b.TempDir()}, nil)
 		}},
+		{"bbolt", func(b *testing.B) idp.Store { return newBoltStore(b, false) }},
+		{"bbolt-batch", func(b *testing.B) idp.Store { return newBoltStore(b, true) }},
 		{"memory", func(b *testing.B) idp.Store { return idp.NewMemoryStore(nil) }},
 	}
 	for _, st := range stores {
@@ -359,4 +364,82 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// boltStore is an idp.Store on one bbolt file, only for
+// BenchmarkStorageStoreRefresh to measure an embedded database against the
+// file_system store: each entry is its expiry (8 bytes) and its data, each
+// operation one transaction, and batch makes concurrent writes share one
+// commit (one sync) with bbolt's Batch.
+type boltStore struct {
+	db    *bolt.DB
+	batch bool
+}
+
+var boltBucket = []byte("store")
+
+func newBoltStore(b *testing.B, batch bool) *boltStore {
+	b.Helper()
+	db, err := bolt.Open(filepath.Join(b.TempDir(), "store.db"), 0o600, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(boltBucket)
+		return err
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return &boltStore{db: db, batch: batch}
+}
+
+func (s *boltStore) update(fn func(*bolt.Tx) error) error {
+	if s.batch {
+		return s.db.Batch(fn)
+	}
+	return s.db.Update(fn)
+}
+
+func (s *boltStore) Put(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	entry := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(entry, uint64(time.Now().Add(ttl).UnixNano()))
+	copy(entry[8:], value)
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(boltBucket).Put([]byte(key), entry) })
+}
+
+func boltValue(entry []byte) ([]byte, error) {
+	if len(entry) < 8 || !time.Now().Before(time.Unix(0, int64(binary.BigEndian.Uint64(entry)))) {
+		return nil, idp.ErrNotFound
+	}
+	return slices.Clone(entry[8:]), nil
+}
+
+func (s *boltStore) Get(_ context.Context, key string) (v []byte, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v, err = boltValue(tx.Bucket(boltBucket).Get([]byte(key)))
+		return err
+	})
+	return v, err
+}
+
+func (s *boltStore) Take(_ context.Context, key string) (v []byte, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(boltBucket)
+		entry := bk.Get([]byte(key))
+		if entry == nil {
+			v = nil
+			return idp.ErrNotFound
+		}
+		v, err = boltValue(entry)
+		if derr := bk.Delete([]byte(key)); derr != nil {
+			return derr
+		}
+		return err
+	})
+	return v, err
+}
+
+func (s *boltStore) Delete(_ context.Context, key string) error {
+	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(boltBucket).Delete([]byte(key)) })
 }
