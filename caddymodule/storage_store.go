@@ -88,7 +88,9 @@ func newStorageStore(storage certmagic.Storage, prefix string, now func() time.T
 		done:    make(chan struct{}),
 	}
 	if s.files, _ = storage.(*certmagic.FileStorage); s.files != nil {
-		s.spares.dir = s.files.Filename(prefix + "/spare/" + randomHex(8))
+		// ".spare" is no entry's kind (see validKind), so no key's entry
+		// can fall in it; the random folder keeps each store to its own.
+		s.spares.dir = s.files.Filename(prefix + "/.spare/" + randomHex(8))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel

@@ -233,7 +233,7 @@ func TestStorageStoreFileTakeNoLockFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range names {
-		if !strings.HasSuffix(n, "/code") && !strings.Contains(n, "/spare") {
+		if !strings.HasSuffix(n, "/code") && !strings.Contains(n, "/.spare") {
 			t.Errorf("left behind after Take: %s", n)
 		}
 	}
