@@ -447,3 +447,31 @@ func (s *boltStore) Take(_ context.Context, key string) ([]byte, error) {
 func (s *boltStore) Delete(_ context.Context, key string) error {
 	return s.update(func(tx *bolt.Tx) error { return tx.Bucket(boltBucket).Delete([]byte(key)) })
 }
+
+func TestStorageStoreSweepSpares(t *testing.T) {
+	// Spares keep the expiry of the entry they held: the sweep removes
+	// them once it has passed (those of a store that stopped uncleanly
+	// too), and Put then does without.
+	ctx := context.Background()
+	clock := storetest.NewClock()
+	s := newTestStorageStore(t, &certmagic.FileStorage{Path: t.TempDir()}, clock.Now)
+	if err := s.Put(ctx, "code/a", []byte("a"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Take(ctx, "code/a"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep before expiry = %d, %v; want 0, nil", n, err)
+	}
+	clock.Advance(time.Minute)
+	if n, err := s.sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep = %d, %v; want the spare, 1, nil", n, err)
+	}
+	if err := s.Put(ctx, "code/b", []byte("b"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Get(ctx, "code/b"); err != nil || string(v) != "b" {
+		t.Fatalf("Get = %q, %v; want b, nil", v, err)
+	}
+}
