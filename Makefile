@@ -4,7 +4,8 @@
 #   make test   install what the tests need, vet and staticcheck, test, fuzz every target briefly
 #   make fuzz   only the fuzzing; `make fuzz FUZZ_TIME=60s` is the long run
 #   make bench  run the benchmarks: micro-benchmarks, then the load
-#               benchmark of the gateway against plain reverse_proxy
+#               benchmarks of the gateway against plain reverse_proxy and
+#               of the provider's token endpoint against its signing floor
 #
 # The whole of `make test` is meant to stay well under 15 minutes on 2 cores.
 
@@ -84,7 +85,8 @@ fuzz:
 test: deps vet unit fuzz
 
 # The micro-benchmarks run as long as -benchtime says; the load benchmark of
-# ./bench/ times its own rounds (about a minute), so it runs once.
+# ./bench/ time their own rounds (about a minute and half a minute), so they
+# run once.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v '/bench$$')
 	$(GO) test -run '^$$' -bench . -benchtime=1x -timeout 10m ./bench/

@@ -2,12 +2,15 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -28,17 +31,39 @@ const sweepInterval = 5 * time.Minute
 //
 // Each entry is one storage key (see entryKey) whose value is the expiry
 // as 8 bytes of big-endian Unix nanoseconds followed by the data.
-// Take holds the storage's lock for the entry, which makes it atomic across
-// processes; an in-process mutex per entry is taken first, so that
-// goroutines of one process queue on it rather than on the storage lock
-// (certmagic's FileStorage polls a held lock only once a second). Put
-// takes only the in-process mutex: nothing puts a key that another process
-// may be taking.
+//
+// On Caddy's file_system storage, Take renames the entry's file to a name
+// of its own, then reads and removes it: rename(2) is atomic, so of several
+// Takes, in this process or in any other sharing the folder, exactly one
+// finds the file. That costs one rename where the storage's lock costs a
+// lock file created, synced and removed per Take (and a goroutine keeping
+// it fresh), which was most of a refresh's file work.
+//
+// On any other storage, Take holds the storage's lock for the entry, which
+// makes it atomic across processes; an in-process mutex per entry is taken
+// first, so that goroutines of one process queue on it rather than on the
+// storage lock (certmagic's FileStorage polls a held lock only once a
+// second). Put takes only the in-process mutex: nothing puts a key that
+// another process may be taking.
+//
+// Creating a file is what a file_system store pays most for: on ext4 an
+// inode allocation costs far more CPU than writing over a file that exists
+// (measured: ~0.8 ms against ~0.04 ms per file on the benchmark machine).
+// So a file taken on file_system is not removed but kept as a spare, in a
+// folder of this store's own (spareDir), and Put writes the next entry
+// into a spare and renames it into place, as certmagic's Store does with
+// a new temporary file: written and synced first, so that readers and a
+// restart see the old entry or the whole new one. Spares still hold the
+// taken entry and its expiry, so that the sweep removes those of a store
+// that stopped without removing its own; a spare gone when Put wants it
+// only sends Put back to the storage's Store.
 //
 // Expired entries read as absent, and a background sweep deletes them
 // every [sweepInterval] until Destruct. No request lists the storage.
 type storageStore struct {
 	storage certmagic.Storage
+	files   *certmagic.FileStorage // storage, when it is Caddy's file_system
+	spares  spareFiles             // with files: taken files to write again
 	prefix  string
 	now     func() time.Time
 	logger  *zap.Logger
@@ -62,6 +87,11 @@ func newStorageStore(storage certmagic.Storage, prefix string, now func() time.T
 		logger:  logger,
 		done:    make(chan struct{}),
 	}
+	if s.files, _ = storage.(*certmagic.FileStorage); s.files != nil {
+		// ".spare" is no entry's kind (see validKind), so no key's entry
+		// can fall in it; the random folder keeps each store to its own.
+		s.spares.dir = s.files.Filename(prefix + "/.spare/" + randomHex(8))
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	go s.sweepEvery(ctx, sweepInterval)
@@ -77,6 +107,9 @@ func (s *storageStore) Put(ctx context.Context, key string, value []byte, ttl ti
 
 	unlock := s.locks.lock(name)
 	defer unlock()
+	if s.files != nil && s.putSpare(name, entry) {
+		return nil
+	}
 	if err := s.storage.Store(ctx, name, entry); err != nil {
 		return fmt.Errorf("storing %s: %w", name, err)
 	}
@@ -93,6 +126,9 @@ func (s *storageStore) Get(ctx context.Context, key string) ([]byte, error) {
 // Take implements [idp.Store].
 func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err error) {
 	name := s.entryKey(key)
+	if s.files != nil {
+		return s.takeFile(name)
+	}
 	unlock, err := s.lock(ctx, name)
 	if err != nil {
 		return nil, err
@@ -120,6 +156,158 @@ func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err 
 	return value, nil
 }
 
+// takeFile takes the entry name of a file_system storage by renaming its
+// file. The new name keeps the entry's folder, so that if this process
+// stops before removing the file, the sweep finds and removes it once it
+// has expired; ".taken-" and the random suffix keep it from being any
+// entry's name.
+func (s *storageStore) takeFile(name string) ([]byte, error) {
+	path := s.files.Filename(name)
+	taken, spare := s.spares.name()
+	if !spare {
+		taken = path + ".taken-" + randomHex(8)
+	}
+	err := os.Rename(path, taken)
+	if spare && errors.Is(err, fs.ErrNotExist) {
+		// Either the entry is absent or the spare folder is: it is made
+		// on first use (a miss makes no folder), and made again if
+		// something removed it.
+		if _, serr := os.Stat(path); serr == nil {
+			if err = s.spares.mkdir(); err == nil {
+				err = os.Rename(path, taken)
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, idp.ErrNotFound
+		}
+		return nil, fmt.Errorf("taking %s: %w", name, err)
+	}
+	entry, err := os.ReadFile(taken)
+	if !spare || err != nil || !s.spares.put(taken) {
+		if rerr := os.Remove(taken); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("taking %s: %w", name, err)
+	}
+	value, _, err := s.decode(name, entry)
+	return value, err
+}
+
+// putSpare writes entry into a spare file and renames it to name; false
+// if there is no spare or it failed, for Put to fall back on the
+// storage's Store.
+func (s *storageStore) putSpare(name string, entry []byte) bool {
+	spare, ok := s.spares.get()
+	if !ok {
+		return false
+	}
+	f, err := os.OpenFile(spare, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		// Removed by a sweep, here or in another process: it had expired.
+		return false
+	}
+	_, err = f.Write(entry)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		path := s.files.Filename(name)
+		err = os.Rename(spare, path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The entry's folder is missing (a first entry of its kind).
+			if err = os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+				err = os.Rename(spare, path)
+			}
+		}
+	}
+	if err != nil {
+		os.Remove(spare)
+		return false
+	}
+	return true
+}
+
+// spareFiles are the paths of files this store has taken and may write
+// again, all in dir, which is the store's own.
+type spareFiles struct {
+	dir string
+
+	mu     sync.Mutex
+	paths  []string
+	exists bool // dir has been made
+}
+
+// maxSpares bounds the files a store keeps to write again.
+const maxSpares = 1024
+
+// name returns a new path in dir for a file to take, and whether the
+// store has room for another spare.
+func (sp *spareFiles) name() (string, bool) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if len(sp.paths) >= maxSpares {
+		return "", false
+	}
+	return filepath.Join(sp.dir, randomHex(8)), true
+}
+
+func (sp *spareFiles) mkdir() error {
+	if err := os.MkdirAll(sp.dir, 0o700); err != nil {
+		return err
+	}
+	sp.mu.Lock()
+	sp.exists = true
+	sp.mu.Unlock()
+	return nil
+}
+
+// put keeps path as a spare; false if there are enough.
+func (sp *spareFiles) put(path string) bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if len(sp.paths) >= maxSpares {
+		return false
+	}
+	sp.paths = append(sp.paths, path)
+	return true
+}
+
+func (sp *spareFiles) get() (string, bool) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if len(sp.paths) == 0 {
+		return "", false
+	}
+	p := sp.paths[len(sp.paths)-1]
+	sp.paths = sp.paths[:len(sp.paths)-1]
+	return p, true
+}
+
+// removeAll removes the spares and their folder.
+func (sp *spareFiles) removeAll() error {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	sp.paths = nil
+	if sp.dir == "" || !sp.exists {
+		return nil
+	}
+	sp.exists = false
+	return os.RemoveAll(sp.dir)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // Delete implements [idp.Store].
 func (s *storageStore) Delete(ctx context.Context, key string) error {
 	name := s.entryKey(key)
@@ -129,12 +317,12 @@ func (s *storageStore) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// Destruct stops the sweep; it implements [caddy.Destructor] for the
+// Destruct stops the sweep and removes the spare files; it implements [caddy.Destructor] for the
 // store's usage pool.
 func (s *storageStore) Destruct() error {
 	s.stop()
 	<-s.done
-	return nil
+	return s.spares.removeAll()
 }
 
 // entryKey returns the storage key of a store key: the prefix, the key's
@@ -176,6 +364,12 @@ func (s *storageStore) load(ctx context.Context, name string) ([]byte, time.Time
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("loading %s: %w", name, err)
 	}
+	return s.decode(name, entry)
+}
+
+// decode splits the entry at name into its data and expiry, or returns
+// idp.ErrNotFound and the expiry if it has expired.
+func (s *storageStore) decode(name string, entry []byte) ([]byte, time.Time, error) {
 	if len(entry) < 8 {
 		return nil, time.Time{}, fmt.Errorf("loading %s: entry of %d bytes has no expiry", name, len(entry))
 	}
