@@ -214,17 +214,24 @@ type runResult struct {
 // run sends requests from workers clients until d has passed or loadMax
 // requests have been sent, and measures them.
 func (c *loadCase) run(s *server, workers int, d time.Duration) runResult {
+	return runWorkers(s, workers, *loadMax, d, c.worker)
+}
+
+// runWorkers runs worker on workers goroutines at once until d has passed
+// or max requests have been sent, and measures them: their latencies, and
+// the CPU that Caddy and this process spent meanwhile.
+func runWorkers(s *server, workers, max int, d time.Duration, worker func(*gate, *atomic.Int64) workerResult) runResult {
 	var (
 		wg        sync.WaitGroup
 		mu        sync.Mutex
 		res       runResult
 		remaining atomic.Int64
 	)
-	remaining.Store(int64(*loadMax))
+	remaining.Store(int64(max))
 	g := &gate{open: make(chan struct{})}
 	for range workers {
 		wg.Go(func() {
-			w := c.worker(g, &remaining)
+			w := worker(g, &remaining)
 			mu.Lock()
 			defer mu.Unlock()
 			res.requests += len(w.latencies)

@@ -18,7 +18,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"text/tabwriter"
@@ -357,40 +356,9 @@ func (tc *tokenCase) post(form url.Values) (tokenResponse, error) {
 }
 
 // run sends token requests from the case's workers until d has passed or
-// tokenMax requests have been sent, as loadCase.run does.
+// tokenMax requests have been sent.
 func (tc *tokenCase) run(s *server, d time.Duration) runResult {
-	var (
-		wg        sync.WaitGroup
-		mu        sync.Mutex
-		res       runResult
-		remaining atomic.Int64
-	)
-	remaining.Store(int64(*tokenMax))
-	g := &gate{open: make(chan struct{})}
-	for range *tokenWorkers {
-		wg.Go(func() {
-			w := tc.worker(g, &remaining)
-			mu.Lock()
-			defer mu.Unlock()
-			res.requests += len(w.latencies)
-			res.failures += w.failures
-			if res.firstErr == nil {
-				res.firstErr = w.firstErr
-			}
-			res.latencies = append(res.latencies, w.latencies...)
-		})
-	}
-	cpu0, ok0 := s.cpuTime()
-	own0 := ownCPUTime()
-	t0 := time.Now()
-	g.end = t0.Add(d)
-	close(g.open)
-	wg.Wait()
-	res.elapsed = time.Since(t0)
-	res.ownCPU = ownCPUTime() - own0
-	cpu1, ok1 := s.cpuTime()
-	res.cpu, res.cpuOK = cpu1-cpu0, ok0 && ok1
-	return res
+	return runWorkers(s, *tokenWorkers, *tokenMax, d, tc.worker)
 }
 
 func (tc *tokenCase) worker(g *gate, remaining *atomic.Int64) workerResult {
