@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/oauth2"
 )
 
@@ -221,7 +222,7 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 	if prev == nil && subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
 		return nil, fmt.Errorf("id token nonce does not match the login")
 	}
-	if !validHeaderValue(idt.Subject) {
+	if !httpguts.ValidHeaderFieldValue(idt.Subject) {
 		return nil, errBadSubject
 	}
 	if prev != nil && idt.Subject != prev.Subject {

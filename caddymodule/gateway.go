@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -335,13 +334,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		shared = &sharedSessionKey{store: r, issuer: g.Issuer, clientID: g.ClientID, maxAge: g.lifetime}
 	}
 	if len(secrets) == 0 && shared == nil {
-		data, _, err := loadOrCreate(ctx, ctx.Storage(), sessionKeyStorageKey, func() ([]byte, error) {
-			b := make([]byte, 32)
-			if _, err := io.ReadFull(randReader, b); err != nil {
-				return nil, err
-			}
-			return []byte(base64.RawURLEncoding.EncodeToString(b)), nil
-		})
+		data, _, err := loadOrCreate(ctx, ctx.Storage(), sessionKeyStorageKey, newSessionKeySecret)
 		if err != nil {
 			return fmt.Errorf("session key: %w", err)
 		}

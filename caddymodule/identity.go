@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -217,7 +218,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	if err == nil && !slices.ContainsFunc(idt.Audience, func(a string) bool { return slices.Contains(g.Audience, a) }) {
 		err = errWrongAudience
 	}
-	if err == nil && !validHeaderValue(idt.Subject) {
+	if err == nil && !httpguts.ValidHeaderFieldValue(idt.Subject) {
 		err = errBadSubject
 	}
 	if err == nil && !isAccessToken(token) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gorilla/securecookie"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 )
 
 // randReader is the source of every secret the gateway makes.
@@ -441,7 +442,7 @@ func (g *Gateway) newIdentity(subject string, claims map[string]any) *identity {
 	add := func(name, value string) {
 		switch {
 		case value == "":
-		case !validHeaderValue(value):
+		case !httpguts.ValidHeaderFieldValue(value):
 			// The proxy would fail the request; cutting the value down
 			// could make it read as someone else's. Not sent, like a
 			// claim the user does not have.
@@ -470,17 +471,6 @@ func (g *Gateway) newIdentity(subject string, claims map[string]any) *identity {
 		add(h, claimString(claims[claim]))
 	}
 	return id
-}
-
-// validHeaderValue reports whether v may be sent as a header value (RFC
-// 9110 §5.5): no control characters but tab.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // sessionCache maps the exact bytes of a session cookie or bearer token to
