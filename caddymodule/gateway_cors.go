@@ -74,6 +74,7 @@ type corsPolicy struct {
 	methods     string
 	headers     string
 	maxAge      string
+	varyOrigin  bool // answers depend on Origin: not "*" for all
 }
 
 // validate checks the options; the Caddyfile parser reports the same
@@ -138,6 +139,7 @@ func newCORSPolicy(c *GatewayCORS) *corsPolicy {
 		}
 		p.origins[o] = true
 	}
+	p.varyOrigin = !p.anyOrigin || p.credentials
 	methods, headers, maxAge := c.Methods, c.Headers, time.Duration(c.MaxAge)
 	if len(methods) == 0 {
 		methods = defaultCORSMethods
@@ -225,24 +227,25 @@ func (g *Gateway) corsWriters(w http.ResponseWriter, r *http.Request) (own, upst
 	if g.cors == nil {
 		return w, w
 	}
-	if !g.cors.anyOrigin || g.cors.credentials {
+	if g.cors.varyOrigin {
 		w.Header().Add("Vary", "Origin") // the answer depends on it
 	}
+	wrap := func(origin string, own bool) http.ResponseWriter {
+		return &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors, origin: origin, own: own}
+	}
 	origin := r.Header.Get("Origin")
-	if !g.cors.allows(origin) {
-		if origin == "" || g.cors.forward {
-			return w, w
-		}
+	switch {
+	case !g.cors.allows(origin) && (origin == "" || g.cors.forward):
+		return w, w
+	case !g.cors.allows(origin):
 		// The gateway's list is the policy: an upstream that lets any
 		// origin read, as permissive framework defaults do, must not let
 		// one the list leaves out.
-		return w, &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors}
+		return w, wrap("", false)
+	case g.cors.forward:
+		return wrap(origin, true), w
 	}
-	own = &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors, origin: origin, own: true}
-	if g.cors.forward {
-		return own, w
-	}
-	return own, &corsWriter{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, policy: g.cors, origin: origin}
+	return wrap(origin, true), wrap(origin, false)
 }
 
 // corsWriter sets the CORS headers for origin when the answer starts,

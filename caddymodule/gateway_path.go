@@ -36,7 +36,10 @@ func checkPath(p string, allowDots bool) error {
 				return errAmbiguousPath
 			}
 		}
-		if strings.Contains(p, ";") || !allowDots && strings.Contains(p, ".") {
+		// A dot segment starts the path or follows a separator: paths with
+		// dots only in names (/app.js) skip the split.
+		dots := !allowDots && (strings.HasPrefix(p, ".") || strings.Contains(p, "/.") || strings.Contains(p, `\.`))
+		if dots || strings.Contains(p, ";") {
 			segs := strings.FieldsFunc(p, func(c rune) bool { return c == '/' || c == '\\' })
 			last := !strings.HasSuffix(p, "/") && !strings.HasSuffix(p, `\`)
 			for i, seg := range segs {
