@@ -46,12 +46,7 @@ func (hashComparer) Compare(hashed, plaintext []byte) (bool, error) {
 	case bytes.HasPrefix(hashed, []byte(argon2idPrefix)):
 		return caddyauth.Argon2idHash{}.Compare(hashed, plaintext)
 	case bytes.HasPrefix(hashed, []byte(bcryptPrefix)):
-		// bcrypt reads only the first 72 bytes of a password, so that
-		// anything after them would match too: a longer password is
-		// refused, as `caddy hash-password` refuses to hash one, but
-		// only once hashed, so that it takes as long as any other.
-		ok, err := caddyauth.BcryptHash{}.Compare(hashed, plaintext)
-		return ok && len(plaintext) <= maxBcryptPassword, err
+		return idp.BcryptComparer{}.Compare(hashed, plaintext)
 	default:
 		return false, errUnknownHash
 	}
@@ -67,11 +62,7 @@ func (hashComparer) HashCost(hashed []byte) (string, error) {
 		}
 		return fmt.Sprintf("argon2id m=%d,t=%d,p=%d,len=%d", a.memory, a.time, a.threads, a.keyLen), nil
 	case bytes.HasPrefix(hashed, []byte(bcryptPrefix)):
-		cost, err := bcrypt.Cost(hashed)
-		if err != nil {
-			return "", err
-		}
-		return fmt.Sprintf("bcrypt cost %d", cost), nil
+		return idp.BcryptComparer{}.HashCost(hashed)
 	default:
 		return "", errUnknownHash
 	}
@@ -94,11 +85,8 @@ func (c hashComparer) FakeHash(hashed []byte) ([]byte, error) {
 		key := argon2.IDKey([]byte(rand.Text()), salt, a.time, a.memory, a.threads, a.keyLen)
 		fake = fmt.Appendf(nil, "%sv=%d$m=%d,t=%d,p=%d$%s$%s", argon2idPrefix, argon2.Version, a.memory, a.time, a.threads,
 			base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
-	} else {
-		bcost, _ := bcrypt.Cost(hashed)
-		if fake, err = bcrypt.GenerateFromPassword([]byte(rand.Text()), bcost); err != nil {
-			return nil, fmt.Errorf("making a bcrypt hash of cost %d: %w", bcost, err)
-		}
+	} else if fake, err = (idp.BcryptComparer{}).FakeHash(hashed); err != nil {
+		return nil, fmt.Errorf("making a bcrypt hash of %s: %w", cost, err)
 	}
 	fakeHashes.Store(cost, fake)
 	return fake, nil
@@ -126,9 +114,6 @@ func parseArgon2id(hash []byte) (argon2idHash, error) {
 	a.keyLen, a.saltLen = uint32(len(key)), uint32(len(salt))
 	return a, nil
 }
-
-// maxBcryptPassword is the most of a password that bcrypt reads.
-const maxBcryptPassword = 72
 
 // minArgon2idKeyLen is the shortest argon2id key accepted: 128 bits.
 const minArgon2idKeyLen = 16

@@ -14,7 +14,7 @@ import (
 // recordingBcrypt is the default comparer, recording every hash that a
 // password is compared against.
 type recordingBcrypt struct {
-	bcryptComparer
+	BcryptComparer
 	mu  sync.Mutex
 	got [][]byte
 }
@@ -23,7 +23,7 @@ func (c *recordingBcrypt) Compare(hashed, plaintext []byte) (bool, error) {
 	c.mu.Lock()
 	c.got = append(c.got, hashed)
 	c.mu.Unlock()
-	return c.bcryptComparer.Compare(hashed, plaintext)
+	return c.BcryptComparer.Compare(hashed, plaintext)
 }
 
 // last returns the hash of the last comparison.
@@ -186,7 +186,7 @@ func TestBcryptComparerLongPassword(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if ok, err := (bcryptComparer{}).Compare(hash, tt.password); ok != tt.want || err != nil {
+			if ok, err := (BcryptComparer{}).Compare(hash, tt.password); ok != tt.want || err != nil {
 				t.Fatalf("Compare = %v, %v; want %v", ok, err, tt.want)
 			}
 		})

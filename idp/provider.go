@@ -153,7 +153,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		p.staticAud = strings.TrimSuffix(cfg.Issuer, "/") + "/resources"
 	}
 	if p.comparer == nil {
-		p.comparer = bcryptComparer{}
+		p.comparer = BcryptComparer{}
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -471,15 +471,16 @@ func cmp(d, def time.Duration) time.Duration {
 	return d
 }
 
-// bcryptComparer is the default [PasswordComparer], and a [FakeHasher].
-type bcryptComparer struct{}
+// BcryptComparer is the default [PasswordComparer], and a [FakeHasher],
+// for bcrypt hashes of any cost.
+type BcryptComparer struct{}
 
 // Compare implements [PasswordComparer]. bcrypt reads only the first 72
 // bytes of a password, so that anything after them would match too: a
 // longer password is refused, as [bcrypt.GenerateFromPassword] refuses
 // to hash one, but only once hashed, so that it takes as long as any
 // other.
-func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
+func (BcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
 	err := bcrypt.CompareHashAndPassword(hashed, plaintext)
 	if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
 		return false, nil
@@ -491,7 +492,7 @@ func (bcryptComparer) Compare(hashed, plaintext []byte) (bool, error) {
 const maxBcryptPassword = 72
 
 // HashCost implements [FakeHasher].
-func (bcryptComparer) HashCost(hashed []byte) (string, error) {
+func (BcryptComparer) HashCost(hashed []byte) (string, error) {
 	cost, err := bcrypt.Cost(hashed)
 	if err != nil {
 		return "", err
@@ -500,7 +501,7 @@ func (bcryptComparer) HashCost(hashed []byte) (string, error) {
 }
 
 // FakeHash implements [FakeHasher].
-func (bcryptComparer) FakeHash(hashed []byte) ([]byte, error) {
+func (BcryptComparer) FakeHash(hashed []byte) ([]byte, error) {
 	cost, err := bcrypt.Cost(hashed)
 	if err != nil {
 		return nil, err
