@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/gorilla/securecookie"
 )
@@ -89,7 +88,7 @@ func (p *Provider) checkCSRF(r *http.Request, token string) error {
 	if err := securecookie.DecodeMulti(csrfTokenName, token, &t, p.cookieSet...); err != nil {
 		return fmt.Errorf("idp: CSRF token: %w", err)
 	}
-	if age := p.now().Sub(time.Unix(t.Issued, 0)); age > csrfTokenTTL || age < -time.Minute {
+	if !p.fresh(t.Issued, csrfTokenTTL) {
 		return errors.New("idp: CSRF token expired")
 	}
 	sameOrigin := false

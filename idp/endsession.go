@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -153,7 +152,7 @@ func (p *Provider) decodeLogoutRequest(raw string, lr *logoutRequest) error {
 	if err := securecookie.DecodeMulti(logoutReqName, raw, lr, p.cookieSet...); err != nil {
 		return err
 	}
-	if age := p.now().Sub(time.Unix(lr.Issued, 0)); age > authRequestTTL || age < -time.Minute {
+	if !p.fresh(lr.Issued, authRequestTTL) {
 		return errors.New("idp: sign-out request expired")
 	}
 	return nil

@@ -94,11 +94,19 @@ func (p *Provider) decodeAuthRequest(s string) (*authRequest, error) {
 	if err := securecookie.DecodeMulti(authReqName, s, &req, p.cookieSet...); err != nil {
 		return nil, err
 	}
-	if age := p.now().Sub(time.Unix(req.Issued, 0)); age > authRequestTTL || age < -time.Minute {
+	if !p.fresh(req.Issued, authRequestTTL) {
 		return nil, errors.New("idp: login request expired")
 	}
 	if _, ok := p.clients[req.ClientID]; !ok {
 		return nil, errors.New("idp: login request for an unknown client")
 	}
 	return &req, nil
+}
+
+// fresh reports whether something sealed at issued (unix seconds) is still
+// good for ttl: not older, and not from more than a minute ahead, which
+// only clock skew between nodes explains.
+func (p *Provider) fresh(issued int64, ttl time.Duration) bool {
+	age := p.now().Sub(time.Unix(issued, 0))
+	return age <= ttl && age >= -time.Minute
 }
