@@ -321,11 +321,17 @@ func (w *workerResult) fail(err error) {
 // profile runs the case while Caddy's admin endpoint takes a CPU profile
 // of length d, and writes the profile into dir.
 func (c *loadCase) profile(s *server, dir string, d time.Duration) (string, error) {
+	return profileUnder(s, dir, "caddy-"+c.name+".pprof", d, func(d time.Duration) runResult { return c.run(s, *loadWorkers, d) })
+}
+
+// profileUnder runs load while Caddy's admin endpoint takes a CPU profile
+// of length d, and writes the profile into dir as name.
+func profileUnder(s *server, dir, name string, d time.Duration, load func(time.Duration) runResult) (string, error) {
 	secs := max(int(d.Round(time.Second)/time.Second), 1)
 	// The load goes on a second longer than the profile, so that the
 	// profile sees load all along.
 	done := make(chan runResult, 1)
-	go func() { done <- c.run(s, *loadWorkers, time.Duration(secs+1)*time.Second) }()
+	go func() { done <- load(time.Duration(secs+1) * time.Second) }()
 	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.AdminAddr, secs))
 	var body bytes.Buffer
 	if err == nil {
@@ -344,7 +350,7 @@ func (c *loadCase) profile(s *server, dir string, d time.Duration) (string, erro
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, "caddy-"+c.name+".pprof")
+	path := filepath.Join(dir, name)
 	return path, os.WriteFile(path, body.Bytes(), 0o644)
 }
 

@@ -13,8 +13,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -211,29 +209,8 @@ func BenchmarkToken(b *testing.B) {
 // profile runs the case while Caddy's admin endpoint takes a CPU profile
 // of length d, and writes the profile into dir.
 func (tc *tokenCase) profile(s *server, dir string, d time.Duration) (string, error) {
-	secs := max(int(d.Round(time.Second)/time.Second), 1)
-	done := make(chan runResult, 1)
-	go func() { done <- tc.run(s, time.Duration(secs+1)*time.Second) }()
-	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.AdminAddr, secs))
-	var body bytes.Buffer
-	if err == nil {
-		_, err = body.ReadFrom(resp.Body)
-		resp.Body.Close()
-		if err == nil && resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("status %d: %s", resp.StatusCode, body.Bytes())
-		}
-	}
-	if r := <-done; r.failures > 0 && err == nil {
-		err = fmt.Errorf("%d requests failed, first: %w", r.failures, r.firstErr)
-	}
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "caddy-token-"+strings.NewReplacer(" ", "-", "+", "-").Replace(tc.name)+".pprof")
-	return path, os.WriteFile(path, body.Bytes(), 0o644)
+	name := "caddy-token-" + strings.NewReplacer(" ", "-", "+", "-").Replace(tc.name) + ".pprof"
+	return profileUnder(s, dir, name, d, func(d time.Duration) runResult { return tc.run(s, d) })
 }
 
 func newTokenCase(name, issuer string, form url.Values, refresh bool, algs ...string) *tokenCase {
