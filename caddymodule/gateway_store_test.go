@@ -50,13 +50,9 @@ func TestGatewaySharedSessionKey(t *testing.T) {
 func TestGatewaySharedSessionKeyDown(t *testing.T) {
 	g := redisGateway(t, closedAddr(t))
 	for range 2 {
-		start := time.Now()
 		_, err := g.codec.encode(g.cookieName, &session{ID: "i", Subject: "alice"})
 		if !errors.Is(err, errSessionKeyUnavailable) {
 			t.Fatalf("encode: %v, want errSessionKeyUnavailable", err)
-		}
-		if d := time.Since(start); d > 2*time.Second {
-			t.Fatalf("encode took %s", d)
 		}
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/authgate/authgate/internal/caddytest"
 )
 
 // Install is the command that installs redis-server (`make deps` runs it).
@@ -116,7 +118,7 @@ func launch(t testing.TB, s *Server) *Server {
 	// The port is free when picked but may be taken before the server
 	// binds it: then the server exits, and another port is tried.
 	for try := 0; ; try++ {
-		s.port = freePort(t)
+		s.port = caddytest.FreePort(t)
 		err := s.start(bin)
 		if err == nil {
 			break
@@ -254,13 +256,3 @@ func (s *Server) Restart() {
 
 // Log returns what the server has printed.
 func (s *Server) Log() string { return s.log.String() }
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
