@@ -28,13 +28,28 @@ func providerStoragePrefix(issuer string) string {
 	return "authgate/provider/" + hex.EncodeToString(sum[:])[:16]
 }
 
+// keyStore is where keys live: values without expiry, read at
+// provisioning and by key rotation, and a lock that one process of all
+// that share the store holds at a time. certmagic.Storage is one; the
+// provider's configured store (Redis, the default database) is another, so
+// that every node signs with the same keys. Load answers fs.ErrNotExist
+// for an absent key.
+type keyStore interface {
+	Load(ctx context.Context, key string) ([]byte, error)
+	Store(ctx context.Context, key string, value []byte) error
+	Lock(ctx context.Context, name string) error
+	Unlock(ctx context.Context, name string) error
+}
+
+var _ keyStore = certmagic.Storage(nil)
+
 // loadOrCreate returns the value at key in storage. If there is none, it
 // takes the storage's lock for key, loads again (another instance sharing
 // the storage may have just made it), and otherwise makes the value with
 // create and stores it; created reports that. So instances that share
 // storage and start together all end up with the one value that was
 // stored, which is what keys need.
-func loadOrCreate(ctx context.Context, storage certmagic.Storage, key string, create func() ([]byte, error)) (data []byte, created bool, err error) {
+func loadOrCreate(ctx context.Context, storage keyStore, key string, create func() ([]byte, error)) (data []byte, created bool, err error) {
 	data, err = storage.Load(ctx, key)
 	if err == nil {
 		return data, false, nil
@@ -81,7 +96,7 @@ type storedSigningKeys struct {
 // loadOrCreateSigningKeys returns the signing keys stored at key, making
 // and storing one RS256 key (which OpenID Connect requires) and one ES256
 // key the first time.
-func loadOrCreateSigningKeys(ctx context.Context, storage certmagic.Storage, key string) ([]idp.SigningKey, bool, error) {
+func loadOrCreateSigningKeys(ctx context.Context, storage keyStore, key string) ([]idp.SigningKey, bool, error) {
 	data, created, err := loadOrCreate(ctx, storage, key, func() ([]byte, error) {
 		var stored storedSigningKeys
 		for _, alg := range []string{idp.RS256, idp.ES256} {
@@ -136,7 +151,7 @@ const cookieKeySize = 32
 
 // loadOrCreateCookieKeys returns the cookie key pairs stored at key,
 // making and storing one random pair the first time.
-func loadOrCreateCookieKeys(ctx context.Context, storage certmagic.Storage, key string) ([][2][]byte, bool, error) {
+func loadOrCreateCookieKeys(ctx context.Context, storage keyStore, key string) ([][2][]byte, bool, error) {
 	data, created, err := loadOrCreate(ctx, storage, key, func() ([]byte, error) {
 		pair := storedCookieKeyPair{HashKey: make([]byte, cookieKeySize), BlockKey: make([]byte, cookieKeySize)}
 		rand.Read(pair.HashKey)
