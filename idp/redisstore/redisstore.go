@@ -16,9 +16,17 @@
 //	                                before), times in Unix microseconds
 //
 // Store keys are letters, digits, '-', '_' and '/', so they never meet the
-// throttle's. The "{throttle}" hash tag puts every throttle count in one
-// Cluster slot, which a script that checks and counts several keys at once
-// needs; store entries are single keys and spread over the cluster.
+// throttle's.
+//
+// In a Redis Cluster, a command or script may only touch keys of one hash
+// slot. Every Store call is one command on one key, so store entries carry
+// no hash tag and spread over the cluster's slots. The throttle's Reserve
+// checks and counts a login's keys in one script: its client IP, its
+// username, and the pair; and since every IP meets every username in some
+// login, no tag narrower than one for all counts can keep each login's
+// keys together. The "{throttle}" tag puts every count in one slot, hence
+// on one master: counts are small and change only at logins, far fewer
+// than the token requests that the store entries serve.
 package redisstore
 
 import (
@@ -68,6 +76,8 @@ type Options struct {
 	TLS *tls.Config
 
 	// KeyPrefix is put before every key. Default: [DefaultKeyPrefix].
+	// In a Cluster, a prefix with a hash tag ("{...}") would put every
+	// key in one slot.
 	KeyPrefix string
 
 	// Timeouts of one connection attempt and of one command's write and

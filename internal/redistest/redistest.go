@@ -1,6 +1,7 @@
 // Package redistest runs a real redis-server for the tests of the Redis
 // store: on a free 127.0.0.1 port, in a temporary folder, with nothing
-// saved to disk, ended by its process id when the test ends. A machine
+// saved to disk unless the test asks for it, ended by its process id when
+// the test ends; alone, as a Redis Cluster, or watched by a Sentinel. A machine
 // without redis-server fails the test with the command that installs it:
 // the Redis store is tested against the real server or not at all.
 package redistest
@@ -39,6 +40,8 @@ type Server struct {
 	port  int
 	args  []string
 	tls   bool   // speaks only TLS
+	node  bool   // a Cluster node
+	bus   int    // a Cluster node's bus port
 	conf  string // a configuration file, before the options
 	ready string // the line it prints once it serves
 	cmd   *exec.Cmd
@@ -89,9 +92,11 @@ func StartTLS(t testing.TB, certPEM, keyPEM []byte, args ...string) *Server {
 	return launch(t, s)
 }
 
-// launch runs s, on a free port, until the test's end.
 // StartSentinel starts a Redis Sentinel that watches master under name.
-func StartSentinel(t testing.TB, master *Server, name string) *Server {
+// conf are further lines of its configuration file, such as
+// "requirepass <password>" (what clients of the Sentinel must send) or
+// "sentinel auth-pass <name> <password>" (what it sends to the master).
+func StartSentinel(t testing.TB, master *Server, name string, conf ...string) *Server {
 	t.Helper()
 	// A Sentinel does not say it is ready; it serves by the time it
 	// reports the master it watches.
@@ -99,13 +104,17 @@ func StartSentinel(t testing.TB, master *Server, name string) *Server {
 	// A Sentinel rewrites its configuration file, so it needs one.
 	s.conf = filepath.Join(s.dir, "sentinel.conf")
 	host, port, _ := net.SplitHostPort(master.Addr)
-	conf := fmt.Sprintf("sentinel monitor %s %s %s 1\n", name, host, port)
-	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+	text := fmt.Sprintf("sentinel monitor %s %s %s 1\n", name, host, port)
+	for _, line := range conf {
+		text += line + "\n"
+	}
+	if err := os.WriteFile(s.conf, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return launch(t, s)
 }
 
+// launch runs s, on a free port, until the test's end.
 func launch(t testing.TB, s *Server) *Server {
 	t.Helper()
 	if s.ready == "" {
@@ -119,6 +128,9 @@ func launch(t testing.TB, s *Server) *Server {
 	// binds it: then the server exits, and another port is tried.
 	for try := 0; ; try++ {
 		s.port = caddytest.FreePort(t)
+		if s.node {
+			s.bus = caddytest.FreePort(t)
+		}
 		err := s.start(bin)
 		if err == nil {
 			break
@@ -138,6 +150,9 @@ func (s *Server) start(bin string) error {
 	ports := []string{"--port", strconv.Itoa(s.port)}
 	if s.tls {
 		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(s.port)}
+	}
+	if s.node {
+		ports = append(ports, "--cluster-port", strconv.Itoa(s.bus))
 	}
 	if s.conf != "" {
 		ports = append([]string{s.conf}, ports...)
@@ -229,8 +244,8 @@ func (s *Server) signal(sig os.Signal) {
 	}
 }
 
-// Kill ends the server's process, by its id, and waits for it to exit.
-// Its data is gone.
+// Kill ends the server's process (SIGKILL, as a crash), by its id, and
+// waits for it to exit. What it had not written to disk is gone.
 func (s *Server) Kill() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
@@ -244,8 +259,30 @@ func (s *Server) Kill() {
 	<-s.done
 }
 
-// Restart kills the server and starts a new one on the same address,
-// empty, as after a crash of a server that keeps nothing on disk.
+// Stop shuts the server down as an operator would (SIGTERM), by its id,
+// and waits for it to exit: its port is closed, and a server started with
+// "--appendonly", "yes" has written all it had to disk. A server that
+// does not exit within startTimeout is killed.
+func (s *Server) Stop() {
+	s.t.Helper()
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(startTimeout):
+		s.t.Errorf("redis-server did not exit %s after SIGTERM; killing it", startTimeout)
+		s.Kill()
+	}
+}
+
+// Restart kills the server if it still runs and starts it again on the
+// same address and folder. Its data is what it kept on disk: none by
+// default, as after a crash of a server that keeps nothing, and what its
+// append-only file holds for one started with "--appendonly", "yes".
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Kill()
