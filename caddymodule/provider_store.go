@@ -50,6 +50,11 @@ type RedisStore struct {
 	TLS bool `json:"tls,omitempty"`
 	// MasterName is the master that the Sentinels at Addresses watch.
 	MasterName string `json:"master_name,omitempty"`
+	// SentinelUsername and SentinelPassword authenticate with the
+	// Sentinels themselves, when they require it (their own requirepass
+	// or ACL user); Username and Password are the master's.
+	SentinelUsername string `json:"sentinel_username,omitempty"`
+	SentinelPassword string `json:"sentinel_password,omitempty"`
 	// Cluster says that Addresses are nodes of a Redis Cluster.
 	Cluster bool `json:"cluster,omitempty"`
 	// Timeouts of a connection attempt and of a command. Defaults: 2s,
@@ -64,15 +69,19 @@ type RedisStore struct {
 // Errors name the option, never the password.
 func (r *RedisStore) options(repl *caddy.Replacer) (redisstore.Options, error) {
 	o := redisstore.Options{
-		Username:     repl.ReplaceAll(r.Username, ""),
-		Password:     repl.ReplaceAll(r.Password, ""),
-		DB:           r.DB,
-		KeyPrefix:    repl.ReplaceAll(r.KeyPrefix, ""),
-		MasterName:   repl.ReplaceAll(r.MasterName, ""),
-		Cluster:      r.Cluster,
-		DialTimeout:  time.Duration(r.DialTimeout),
-		ReadTimeout:  time.Duration(r.ReadTimeout),
-		WriteTimeout: time.Duration(r.WriteTimeout),
+		Username:   repl.ReplaceAll(r.Username, ""),
+		Password:   repl.ReplaceAll(r.Password, ""),
+		DB:         r.DB,
+		KeyPrefix:  repl.ReplaceAll(r.KeyPrefix, ""),
+		MasterName: repl.ReplaceAll(r.MasterName, ""),
+		// Resolved here and kept out of every error and log line, as the
+		// data password is.
+		SentinelUsername: repl.ReplaceAll(r.SentinelUsername, ""),
+		SentinelPassword: repl.ReplaceAll(r.SentinelPassword, ""),
+		Cluster:          r.Cluster,
+		DialTimeout:      time.Duration(r.DialTimeout),
+		ReadTimeout:      time.Duration(r.ReadTimeout),
+		WriteTimeout:     time.Duration(r.WriteTimeout),
 	}
 	for _, a := range r.Addresses {
 		if a = repl.ReplaceAll(a, ""); a != "" {
@@ -95,6 +104,8 @@ func (r *RedisStore) options(repl *caddy.Replacer) (redisstore.Options, error) {
 		return o, errors.New("store redis: address is required")
 	case o.Cluster && o.MasterName != "":
 		return o, errors.New("store redis: master_name (Sentinel) and cluster are exclusive")
+	case o.MasterName == "" && (o.SentinelUsername != "" || o.SentinelPassword != ""):
+		return o, errors.New("store redis: sentinel_username and sentinel_password need master_name (Sentinel)")
 	case o.Cluster && o.DB != 0:
 		return o, errors.New("store redis: db must be 0 with cluster")
 	case len(o.Addrs) > 1 && !o.Cluster && o.MasterName == "":
@@ -122,6 +133,7 @@ func loadRedis(r *RedisStore, logger *zap.Logger) (*lazyRedis, string, error) {
 	resolved := RedisStore{
 		Addresses: opts.Addrs, Username: opts.Username, Password: opts.Password,
 		DB: opts.DB, KeyPrefix: opts.KeyPrefix, TLS: r.TLS, MasterName: opts.MasterName,
+		SentinelUsername: opts.SentinelUsername, SentinelPassword: opts.SentinelPassword,
 		Cluster: opts.Cluster, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
 	}
 	b, err := json.Marshal(resolved)
@@ -261,6 +273,8 @@ func (l *lazyRedis) Forget(ctx context.Context, keys []string) error {
 //		key_prefix <prefix>
 //		tls
 //		master_name <name>
+//		sentinel_username <name>
+//		sentinel_password <password>
 //		cluster
 //		dial_timeout <duration>
 //		read_timeout <duration>
@@ -299,6 +313,14 @@ func parseStore(d *caddyfile.Dispenser) (*StateStore, error) {
 			}
 		case "master_name":
 			if err := parseOnce(d, &r.MasterName); err != nil {
+				return nil, err
+			}
+		case "sentinel_username":
+			if err := parseOnce(d, &r.SentinelUsername); err != nil {
+				return nil, err
+			}
+		case "sentinel_password":
+			if err := parseOnce(d, &r.SentinelPassword); err != nil {
 				return nil, err
 			}
 		case "db":

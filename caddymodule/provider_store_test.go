@@ -2,16 +2,20 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	_ "github.com/caddyserver/caddy/v2/modules/logging" // the file log writer of newLoggedContext
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authgate/authgate/internal/caddytest"
@@ -98,6 +102,78 @@ func TestProvisionRedisStoreDown(t *testing.T) {
 	}
 }
 
+// TestProvisionRedisSentinelAuth: a provider reaches its master through
+// Sentinels that require a user and password of their own, given by
+// sentinel_username and sentinel_password (placeholders replaced); with a
+// wrong Sentinel password, requests get 503, and nothing logged or
+// returned holds it.
+func TestProvisionRedisSentinelAuth(t *testing.T) {
+	master := redistest.Start(t, "--requirepass", "data-pw")
+	sentinel := redistest.StartSentinel(t, master, "authgate-master",
+		"sentinel auth-pass authgate-master data-pw",
+		"user default off",
+		"user watcher on >sentinel-pw allchannels +@all")
+	t.Setenv("AUTHGATE_TEST_SENTINEL_PW", "sentinel-pw")
+	t.Setenv("AUTHGATE_TEST_WRONG_SENTINEL_PW", "wrong-sentinel-pw")
+	tests := []struct {
+		name, password string
+		want           int
+	}{
+		{"right", "{env.AUTHGATE_TEST_SENTINEL_PW}", http.StatusBadRequest}, // alice's wrong password, counted in Redis
+		{"wrong", "{env.AUTHGATE_TEST_WRONG_SENTINEL_PW}", http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := redisProvider(sentinel.Addr)
+			p.Store.Redis.MasterName = "authgate-master"
+			p.Store.Redis.Password = "data-pw"
+			p.Store.Redis.SentinelUsername = "watcher"
+			p.Store.Redis.SentinelPassword = tt.password
+			p.Store.Redis.DialTimeout = caddy.Duration(500 * time.Millisecond)
+			logFile := filepath.Join(t.TempDir(), "caddy.log")
+			provision(t, newLoggedContext(t, t.TempDir(), logFile), p)
+			if resp := passwordGrant(t, p); resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			logs, err := os.ReadFile(logFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.want == http.StatusServiceUnavailable && !strings.Contains(string(logs), "redis store unavailable") {
+				t.Errorf("the log does not say that Redis is unavailable:\n%s", logs)
+			}
+			if strings.Contains(string(logs), "sentinel-pw") {
+				t.Fatalf("the log holds the Sentinel password:\n%s", logs)
+			}
+		})
+	}
+}
+
+// newLoggedContext is newTestContext with every log entry, of any level,
+// written to logFile.
+func newLoggedContext(t testing.TB, root, logFile string) caddy.Context {
+	t.Helper()
+	raw, err := json.Marshal(map[string]any{
+		"storage": map[string]any{"module": "file_system", "root": root},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{
+			"level":  "DEBUG",
+			"writer": map[string]any{"output": "file", "filename": logFile},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx, err := caddy.ProvisionContext(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
 func TestRedisStoreOptionsErrors(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -109,6 +185,7 @@ func TestRedisStoreOptionsErrors(t *testing.T) {
 		{"several without mode", RedisStore{Addresses: []string{"a:1", "b:1"}, Password: "hunter2"}, "master_name"},
 		{"sentinel and cluster", RedisStore{Addresses: []string{"a:1"}, MasterName: "m", Cluster: true}, "exclusive"},
 		{"cluster db", RedisStore{Addresses: []string{"a:1"}, Cluster: true, DB: 1}, "db must be 0"},
+		{"sentinel password without master_name", RedisStore{Addresses: []string{"a:1"}, SentinelPassword: "hunter2"}, "sentinel_password need master_name"},
 		{"negative timeout", RedisStore{Addresses: []string{"a:1"}, ReadTimeout: caddy.Duration(-time.Second)}, "read_timeout -1s is negative"},
 	}
 	for _, tt := range tests {

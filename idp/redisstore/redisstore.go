@@ -70,6 +70,11 @@ type Options struct {
 	// nodes' credentials.
 	Username string
 	Password string
+	// SentinelUsername and SentinelPassword authenticate with the
+	// Sentinels, for those that require it (their own requirepass or ACL
+	// user); unused without MasterName.
+	SentinelUsername string
+	SentinelPassword string
 	// DB is the database number; a Cluster has only 0.
 	DB int
 	// TLS, when not nil, is the configuration of TLS connections.
@@ -137,12 +142,15 @@ func New(opts Options) (*Store, error) {
 		IsClusterMode: opts.Cluster,
 		Username:      opts.Username,
 		Password:      opts.Password,
-		DB:            opts.DB,
-		TLSConfig:     opts.TLS,
-		DialTimeout:   opts.DialTimeout,
-		ReadTimeout:   opts.ReadTimeout,
-		WriteTimeout:  opts.WriteTimeout,
-		PoolSize:      opts.PoolSize,
+		// A Sentinel's own credentials.
+		SentinelUsername: opts.SentinelUsername,
+		SentinelPassword: opts.SentinelPassword,
+		DB:               opts.DB,
+		TLSConfig:        opts.TLS,
+		DialTimeout:      opts.DialTimeout,
+		ReadTimeout:      opts.ReadTimeout,
+		WriteTimeout:     opts.WriteTimeout,
+		PoolSize:         opts.PoolSize,
 		// A call must fail within its timeouts, not a multiple of them:
 		// no retry of a command (one that timed out may have run, and
 		// running Take or Reserve twice is wrong anyway), one dial per

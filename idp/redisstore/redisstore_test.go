@@ -469,6 +469,52 @@ func TestSentinel(t *testing.T) {
 	}
 }
 
+// TestSentinelAuth: Sentinels that require a user and password of their
+// own, in front of a master with another: the store works with both pairs
+// of credentials, and fails, fast and without echoing it, with a wrong
+// Sentinel password.
+func TestSentinelAuth(t *testing.T) {
+	master := redistest.Start(t, "--requirepass", "data-pw")
+	sentinel := redistest.StartSentinel(t, master, "authgate-master",
+		"sentinel auth-pass authgate-master data-pw",
+		"user default off",
+		"user watcher on >sentinel-pw allchannels +@all")
+	tests := []struct {
+		name     string
+		user, pw string
+		ok       bool
+	}{
+		{"right", "watcher", "sentinel-pw", true},
+		{"wrong password", "watcher", "wrong-sentinel-pw", false},
+		{"none", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := New(Options{
+				Addrs: []string{sentinel.Addr}, MasterName: "authgate-master", KeyPrefix: "sentinel-auth:",
+				Password: "data-pw", SentinelUsername: tt.user, SentinelPassword: tt.pw,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if !tt.ok {
+				failFast(t, s)
+				for op, err := range every(s, context.Background()) {
+					if tt.pw != "" && err != nil && strings.Contains(err.Error(), tt.pw) {
+						t.Errorf("%s: error %q holds the Sentinel password", op, err)
+					}
+				}
+				return
+			}
+			works(t, s)
+			if err := s.Ping(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // TestLoadOrCreate: of many concurrent callers on two clients, exactly one
 // value is stored and every caller gets it; later calls create nothing.
 func TestLoadOrCreate(t *testing.T) {
