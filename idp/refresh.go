@@ -95,21 +95,30 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 	}
 	if g.ClientID != c.ID {
 		// A token presented by the wrong client is burnt: it has leaked.
-		p.revokeFamily(ctx, g)
+		if err := p.revokeFamily(ctx, g); err != nil {
+			p.log.ErrorContext(ctx, "revoking the family of a refresh token presented by another client", "client_id", g.ClientID, "error", err)
+		}
 		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token was issued to another client", Cause: fmt.Errorf("client %q presented a refresh token of client %q", c.ID, g.ClientID)}
+	}
+	// A one-time token is taken now. Should the store fail before its
+	// successor is stored and its use recorded, the client is told to
+	// retry (503): the token must then be there again, and no record of
+	// its use, which would make the retry look like a replay.
+	rot := &rotation{token: token, data: data, g: g}
+	if c.RefreshTokenUsage == RefreshReuse {
+		rot = nil
 	}
 	switch revoked, err := p.familyRevoked(ctx, g.Family); {
 	case err != nil:
 		// Fail closed: a revocation that cannot be read may be there.
+		p.undoRotation(ctx, rot)
 		return nil, unavailable("the refresh token could not be checked", err)
 	case revoked:
 		return nil, oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
 	}
 	scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
 	if oe != nil {
-		if c.RefreshTokenUsage != RefreshReuse {
-			p.storeRefreshToken(ctx, c, g, token) // a bad scope does not burn the token
-		}
+		p.undoRotation(ctx, rot) // a bad scope does not burn the token
 		return nil, oe
 	}
 
@@ -122,61 +131,156 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 			}
 		}
 	} else {
-		if next, err = p.storeRefreshToken(ctx, c, g, ""); err != nil {
+		next = p.randomString(32)
+		rot.written = append(rot.written, refreshKey(next))
+		if _, err = p.storeRefreshToken(ctx, c, g, next); err != nil {
+			if !errors.Is(err, errFamilyExpired) {
+				p.undoRotation(ctx, rot)
+			}
 			return nil, refreshStoreErr(err)
-		}
-		// Remember the rotated-out token for as long as the family lives,
-		// so that a replay of it is recognised.
-		used, _ := json.Marshal(g)
-		if err := p.store.Put(ctx, usedRefreshKey(token), used, time.Unix(g.End, 0).Sub(p.now())); err != nil {
-			return nil, unavailable("the refresh token could not be rotated", err)
 		}
 		if c.RefreshTokenReuseGrace > 0 {
 			// The only place a usable token is kept in the store, and only
 			// for the grace period.
 			gr, _ := json.Marshal(graceRecord{Successor: next})
+			rot.written = append(rot.written, graceRefreshKey(token))
 			if err := p.store.Put(ctx, graceRefreshKey(token), gr, c.RefreshTokenReuseGrace); err != nil {
+				p.undoRotation(ctx, rot)
 				return nil, unavailable("the refresh token could not be rotated", err)
 			}
+		}
+		// Remember the rotated-out token for as long as the family lives,
+		// so that a replay of it is recognised. Last: once it is there, a
+		// retry of this request is a replay.
+		used, _ := json.Marshal(g)
+		rot.written = append(rot.written, usedRefreshKey(token))
+		if err := p.store.Put(ctx, usedRefreshKey(token), used, time.Unix(g.End, 0).Sub(p.now())); err != nil {
+			p.undoRotation(ctx, rot)
+			return nil, unavailable("the refresh token could not be rotated", err)
 		}
 	}
 	return p.refreshResponse(r, c, g, scopes, next)
 }
 
+// rotation is a one-time refresh token taken from the store for its
+// rotation: what undoRotation needs to put it back.
+type rotation struct {
+	token   string
+	data    []byte // its record, as stored
+	g       refreshGrant
+	written []string // keys this rotation has tried to write so far
+}
+
+// undoTimeout bounds undoRotation. It has a deadline of its own, not the
+// request's: the request's may be what ended the call that failed, or its
+// client may have hung up, and the token is the client's all the same.
+const undoTimeout = 2 * time.Second
+
+// undoRotation puts back a one-time refresh token taken for a rotation
+// that failed (a nil rot is a token that was not taken), with its record
+// and end as they were, then deletes what the rotation may have written.
+// If the store fails this too, the token is lost and its client must sign
+// in again: the log says so, as it is the one loss a store outage causes
+// a client that retries.
+func (p *Provider) undoRotation(ctx context.Context, rot *rotation) {
+	if rot == nil {
+		return
+	}
+	ttl := time.Unix(rot.g.Expires, 0).Sub(p.now())
+	if ttl <= 0 {
+		return // it has expired meanwhile: nothing to put back
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if err := p.store.Put(ctx, refreshKey(rot.token), rot.data, ttl); err != nil {
+		p.log.ErrorContext(ctx, "putting back a refresh token after a failed rotation: its client must sign in again", "client_id", rot.g.ClientID, "sub", rot.g.Subject, "error", err)
+		return
+	}
+	// With the token back, what remains of the rotation is harmless: a
+	// successor no one was given, a record of a use that a Take of the
+	// token overwrites. Deleting it is tidiness, so failures are only
+	// logged.
+	for _, key := range rot.written {
+		if err := p.store.Delete(ctx, key); err != nil {
+			p.log.WarnContext(ctx, "cleaning up after a failed refresh token rotation", "client_id", rot.g.ClientID, "error", err)
+			return
+		}
+	}
+}
+
 // refreshReplay handles a refresh token that is not (or no longer) valid:
 // within the grace period after its rotation it gets the same successor;
-// otherwise a rotated-out token revokes its family.
+// otherwise a rotated-out token revokes its family. A store that fails
+// any of these checks gets 503, never invalid_grant: the token may be
+// good, and a client drops a token that gets invalid_grant.
 func (p *Provider) refreshReplay(r *http.Request, c *client, t *tokenRequest, token string) (*tokenResponse, *Error) {
 	ctx := r.Context()
 	invalid := oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
 	if c.RefreshTokenReuseGrace > 0 {
-		if data, err := p.store.Get(ctx, graceRefreshKey(token)); err == nil {
-			var gr graceRecord
-			if json.Unmarshal(data, &gr) == nil {
-				if data, err := p.store.Get(ctx, refreshKey(gr.Successor)); err == nil {
-					var g refreshGrant
-					if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && p.familyLive(ctx, g.Family) {
-						scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
-						if oe != nil {
-							return nil, oe
-						}
-						return p.refreshResponse(r, c, g, scopes, gr.Successor)
-					}
-				}
-			}
+		resp, oe, done := p.refreshGrace(r, c, t, token)
+		if done {
+			return resp, oe
 		}
 	}
 	data, err := p.store.Get(ctx, usedRefreshKey(token))
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return nil, invalid
+	case err != nil:
+		return nil, unavailable("the refresh token could not be checked", err)
 	}
 	var g refreshGrant
 	if json.Unmarshal(data, &g) != nil {
 		return nil, invalid
 	}
-	p.revokeFamily(ctx, g)
+	if err := p.revokeFamily(ctx, g); err != nil {
+		// Told to retry, the client (or the thief) presents the token
+		// again, and its family is revoked then.
+		return nil, unavailable("the refresh token could not be checked", err)
+	}
 	p.log.WarnContext(ctx, "refresh token reused: its family is revoked", "client_id", g.ClientID, "sub", g.Subject)
 	return nil, invalid
+}
+
+// refreshGrace answers a token rotated out less than the client's grace
+// period ago with its successor; done is false when it is not such a
+// token, or its successor is no longer valid.
+func (p *Provider) refreshGrace(r *http.Request, c *client, t *tokenRequest, token string) (resp *tokenResponse, oe *Error, done bool) {
+	ctx := r.Context()
+	data, err := p.store.Get(ctx, graceRefreshKey(token))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, nil, false
+	case err != nil:
+		return nil, unavailable("the refresh token could not be checked", err), true
+	}
+	var gr graceRecord
+	if json.Unmarshal(data, &gr) != nil {
+		return nil, nil, false
+	}
+	data, err = p.store.Get(ctx, refreshKey(gr.Successor))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, nil, false // rotated in turn, or revoked
+	case err != nil:
+		return nil, unavailable("the refresh token could not be checked", err), true
+	}
+	var g refreshGrant
+	if json.Unmarshal(data, &g) != nil || g.ClientID != c.ID {
+		return nil, nil, false
+	}
+	switch revoked, err := p.familyRevoked(ctx, g.Family); {
+	case err != nil:
+		return nil, unavailable("the refresh token could not be checked", err), true
+	case revoked:
+		return nil, nil, false
+	}
+	scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
+	if oe != nil {
+		return nil, oe, true
+	}
+	resp, oe = p.refreshResponse(r, c, g, scopes, gr.Successor)
+	return resp, oe, true
 }
 
 // refreshResponse issues new access and ID tokens for a refresh, with the
@@ -235,12 +339,14 @@ func refreshStoreErr(err error) *Error {
 	return unavailable("the refresh token could not be stored", err)
 }
 
-func (p *Provider) revokeFamily(ctx context.Context, g refreshGrant) {
+// revokeFamily revokes every refresh token of g's family until its end.
+func (p *Provider) revokeFamily(ctx context.Context, g refreshGrant) error {
 	ttl := time.Unix(g.End, 0).Sub(p.now())
 	if ttl <= 0 {
-		return
+		return nil
 	}
 	if err := p.store.Put(ctx, revokedFamilyKey(g.Family), []byte{1}, ttl); err != nil {
-		p.log.ErrorContext(ctx, "revoking refresh token family", "client_id", g.ClientID, "error", err)
+		return fmt.Errorf("revoking refresh token family: %w", err)
 	}
+	return nil
 }

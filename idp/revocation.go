@@ -2,6 +2,7 @@ package idp
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 )
@@ -27,10 +28,22 @@ func (p *Provider) serveRevocation(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	// token_type_hint only orders the look-ups (§2.1); both kinds are tried.
-	if data, err := p.store.Get(ctx, refreshKey(token)); err == nil {
+	data, err := p.store.Get(ctx, refreshKey(token))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		// 200 would say the token is revoked (§2.2); 503 has the client
+		// retry (§2.2.1).
+		p.tokenError(w, r, unavailable("the token could not be revoked", err))
+		return
+	}
+	if err == nil {
 		var g refreshGrant
 		if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID {
-			p.revokeFamily(ctx, g)
+			if err := p.revokeFamily(ctx, g); err != nil {
+				p.tokenError(w, r, unavailable("the token could not be revoked", err))
+				return
+			}
+			// The family's revocation already refuses the token; deleting
+			// it only tidies.
 			p.store.Delete(ctx, refreshKey(token))
 			p.log.InfoContext(ctx, "token revoked", "client_id", c.ID, "sub", g.Subject, "token_type", "refresh_token")
 		}

@@ -242,7 +242,11 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	ctx := r.Context()
 	data, err := p.store.Take(ctx, codeKey(code))
 	if errors.Is(err, ErrNotFound) {
-		p.revokeReplayedCode(r, c, code)
+		if err := p.revokeReplayedCode(r, c, code); err != nil {
+			// Not invalid_grant: the replay check did not happen, and the
+			// retry this asks for revokes what the code issued.
+			return nil, unavailable("the code could not be checked", err)
+		}
 		return nil, oauthErr(ErrInvalidGrant, "the code is invalid, expired or already used")
 	}
 	if err != nil {
@@ -322,31 +326,34 @@ func checkPKCE(challenge, method string, t *tokenRequest) *Error {
 }
 
 // revokeReplayedCode revokes what a code issued when it is presented again
-// (RFC 6749 §4.1.2: the code was likely stolen).
-func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) {
+// (RFC 6749 §4.1.2: the code was likely stolen). It returns the store's
+// failure, if any: then the replay may have been missed, or its tokens not
+// revoked.
+func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) error {
 	ctx := r.Context()
 	data, err := p.store.Get(ctx, usedCodeKey(code))
-	if err != nil {
-		return
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil // never issued, expired, or redeemed too long ago
+	case err != nil:
+		return fmt.Errorf("reading a redeemed code's record: %w", err)
 	}
 	var u usedCode
 	if json.Unmarshal(data, &u) != nil {
-		return
+		return nil
 	}
 	if u.Family != "" {
 		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, c.AbsoluteRefreshTokenLifetime); err != nil {
-			p.log.ErrorContext(ctx, "revoking refresh tokens of a replayed code", "client_id", c.ID, "error", err)
+			return fmt.Errorf("revoking the refresh tokens of a replayed code: %w", err)
 		}
 	}
-	ttl := time.Unix(u.Expires, 0).Sub(p.now())
-	if ttl <= 0 {
-		return
-	}
-	if err := p.store.Put(ctx, revokedKey(u.JTI), []byte{1}, ttl); err != nil {
-		p.log.ErrorContext(ctx, "revoking tokens of a replayed code", "client_id", c.ID, "error", err)
-		return
+	if ttl := time.Unix(u.Expires, 0).Sub(p.now()); ttl > 0 {
+		if err := p.store.Put(ctx, revokedKey(u.JTI), []byte{1}, ttl); err != nil {
+			return fmt.Errorf("revoking the access token of a replayed code: %w", err)
+		}
 	}
 	p.log.WarnContext(ctx, "authorization code replayed: tokens it issued are revoked", "client_id", c.ID, "jti", u.JTI)
+	return nil
 }
 
 // issueTokens signs an access token and, for openid requests, an ID token.
