@@ -7,15 +7,19 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"text/template"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -90,7 +94,9 @@ func newCluster(t *testing.T) *cluster {
 	if caddyBin == "" {
 		t.Skip("end-to-end tests do not run under -short")
 	}
-	c := &cluster{redis: redistest.Start(t)}
+	// Persistence as the README recommends, so that what the nodes keep
+	// survives a restart of Redis.
+	c := &cluster{redis: redistest.Start(t, "--appendonly", "yes", "--appendfsync", "everysec")}
 	var providerPort, gatewayPort [2]int
 	for i := range 2 {
 		providerPort[i], gatewayPort[i] = caddytest.FreePort(t), caddytest.FreePort(t)
@@ -334,6 +340,66 @@ func TestCluster(t *testing.T) {
 			}
 			if attempt == 20 {
 				t.Fatalf("after Resume, %d attempts: %d %v, want invalid_grant", attempt, status, body)
+			}
+		}
+	})
+
+	t.Run("redis stopped then started again", func(t *testing.T) {
+		code, verifier := c.code(t, "offline_access")
+		status, first, _ := c.postToken(t, 0, exchange(code, verifier))
+		if status != http.StatusOK || first["refresh_token"] == nil {
+			t.Fatalf("exchange: %d %v", status, first)
+		}
+		rt := first["refresh_token"].(string)
+		bogus := exchange("no-such-code", oauth2.GenerateVerifier())
+
+		c.redis.Stop()
+		if conn, err := net.DialTimeout("tcp", c.redis.Addr, time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+			if conn != nil {
+				conn.Close()
+			}
+			t.Fatalf("dialing the stopped redis-server: %v, want connection refused", err)
+		}
+		for _, tt := range []struct {
+			name string
+			node int
+			form url.Values
+		}{
+			{"a code on A", 0, bogus},
+			{"a code on B", 1, bogus},
+			// The token is not taken while Redis is away: it works after.
+			{"the refresh token on B", 1, refresh(rt)},
+		} {
+			status, body, header := c.postToken(t, tt.node, tt.form)
+			if status != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" || header.Get("Retry-After") == "" {
+				t.Fatalf("%s with Redis stopped: %d %v, Retry-After %q; want 503 temporarily_unavailable", tt.name, status, body, header.Get("Retry-After"))
+			}
+		}
+
+		// Same port, same folder: the append-only file brings the data back.
+		c.redis.Restart()
+		for i := range 2 {
+			for attempt := 1; ; attempt++ {
+				status, body, _ := c.postToken(t, i, bogus)
+				if status == http.StatusBadRequest && body["error"] == "invalid_grant" {
+					break
+				}
+				if status != http.StatusServiceUnavailable || attempt == 20 {
+					t.Fatalf("node %d after the restart, attempt %d: %d %v; want 503 until invalid_grant", i, attempt, status, body)
+				}
+			}
+		}
+		status, next, _ := c.postToken(t, 1, refresh(rt))
+		if status != http.StatusOK || next["refresh_token"] == nil {
+			t.Fatalf("a refresh token issued before the restart, on B after it: %d %v", status, next)
+		}
+		for i, node := range c.nodes {
+			log, err := os.ReadFile(node.LogPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(log), "panic") {
+				t.Errorf("node %d's log holds a panic:\n%s", i, log)
 			}
 		}
 	})
