@@ -244,6 +244,43 @@ func TestValidateDemo(t *testing.T) {
 	}
 }
 
+// TestValidateClusterExample: examples/cluster/Caddyfile validates as
+// each node of examples/cluster/run.sh loads it, and names the missing
+// Redis address when its variable is unset.
+func TestValidateClusterExample(t *testing.T) {
+	t.Parallel()
+	if caddyBin == "" {
+		t.Skip("end-to-end tests do not run under -short")
+	}
+	text, err := os.ReadFile(filepath.Join("..", "examples", "cluster", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := []string{"REDIS_ADDRESS=127.0.0.1:6380", "DEMO_APP_SECRET=demo-app-secret"}
+	tests := []struct {
+		name    string
+		env     []string
+		wantErr string
+	}{
+		{name: "node 1", env: shared},
+		{name: "node 2", env: append([]string{"AUTHGATE_NODE=2", "AUTHGATE_ADMIN=localhost:2102",
+			"AUTHGATE_PROVIDER_PORT=9002", "AUTHGATE_APP_PORT=8002"}, shared...)},
+		{name: "no redis address", env: append([]string{"REDIS_ADDRESS="}, shared[1:]...), wantErr: "store redis: address is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := caddyValidate(t, t.TempDir(), string(text), tt.env...)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("caddy validate of examples/cluster/Caddyfile: %v:\n%s", err, out)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(out, tt.wantErr)):
+				t.Errorf("caddy validate: %v, want an error naming %q:\n%s", err, tt.wantErr, out)
+			}
+		})
+	}
+}
+
 // caddyValidate runs `caddy validate` on text as the Caddyfile in dir, with
 // env added to the environment, and returns its output; err is nil when
 // it succeeded, an *exec.ExitError when it failed.
