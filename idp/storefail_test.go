@@ -289,3 +289,42 @@ func TestRevocationStoreFails(t *testing.T) {
 		})
 	}
 }
+
+// TestCodeExchangeStoreFails: whichever call of a code exchange the store
+// fails, the client gets 503 temporarily_unavailable and the same code
+// works once the store is back: a code taken before the failure is put
+// back, so an outage does not cost the user a login. The tokens of the
+// retry work; nothing of the failed attempt revokes them.
+func TestCodeExchangeStoreFails(t *testing.T) {
+	ts, ns := newNthServer(t, 0)
+	newCode := func() (code, verifier string) {
+		t.Helper()
+		v, ch := pkce("v")
+		q := authorizeParams(ch)
+		q.Set("scope", "openid profile offline_access")
+		u := login(t, ts, browser(t), q, "alice", testPassword)
+		return u.Query().Get("code"), v
+	}
+	code, verifier := newCode()
+	calls := callsOf(t, ns, func() { postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier)) })
+	for n := 1; n <= len(calls); n++ {
+		t.Run(calls[n-1], func(t *testing.T) {
+			code, verifier := newCode()
+			ns.arm(n, false)
+			resp, body := postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier))
+			ns.disarm()
+			checkUnavailable(t, resp, body)
+			resp, body = postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier))
+			wantStatus(t, "the same code after the failure", resp.StatusCode, body, http.StatusOK, "")
+			var tk tokens
+			json.Unmarshal([]byte(body), &tk)
+			if st, _ := userinfo(t, ts, tk.AccessToken); st != http.StatusOK {
+				t.Errorf("userinfo with the retry's access token: %d, want 200", st)
+			}
+			st, _, body := refreshWith(t, ts, "demo-app", testSecret, tk.RefreshToken, "")
+			wantStatus(t, "the retry's refresh token", st, body, http.StatusOK, "")
+			resp, body = postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier))
+			wantStatus(t, "the code a third time", resp.StatusCode, body, http.StatusBadRequest, "invalid_grant")
+		})
+	}
+}

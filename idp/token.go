@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -279,6 +280,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	}
 	resp, jti, err := p.issueTokens(c, user, g.Scopes, g.Nonce, g.AuthTime, g.SID, family)
 	if err != nil {
+		p.putBackCode(ctx, code, data, g)
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
 	}
 	record := usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()}
@@ -286,15 +288,35 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 		record.Family = family
 		resp.RefreshToken, err = p.startFamily(ctx, c, family, user.Subject, g.Scopes, g.AuthTime, g.SID)
 		if err != nil {
+			p.putBackCode(ctx, code, data, g)
 			return nil, unavailable("the refresh token could not be stored", err)
 		}
 	}
 	used, _ := json.Marshal(record)
 	if err := p.store.Put(ctx, usedCodeKey(code), used, max(c.AccessTokenLifetime, p.codeTTL)); err != nil {
+		p.putBackCode(ctx, code, data, g)
 		return nil, unavailable("the code could not be recorded", err)
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "authorization_code", "scope", resp.Scope)
 	return resp, nil
+}
+
+// putBackCode returns a code taken for an exchange that the store then
+// failed, with its record and end as they were, so that the client's retry
+// after the outage redeems it rather than sending the user to log in
+// again. Nobody was given the tokens of the failed attempt: a refresh
+// token stored before the failure is an orphan no one holds, and the
+// retry issues its own. If the store fails this too, the code is lost.
+func (p *Provider) putBackCode(ctx context.Context, code string, data []byte, g codeGrant) {
+	ttl := time.Unix(g.Expires, 0).Sub(p.now())
+	if ttl <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if err := p.store.Put(ctx, codeKey(code), data, ttl); err != nil {
+		p.log.ErrorContext(ctx, "putting back a code after a failed exchange: its user must log in again", "client_id", g.ClientID, "sub", g.Subject, "error", err)
+	}
 }
 
 // checkPKCE verifies code_verifier against the challenge of the
