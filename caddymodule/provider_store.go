@@ -523,7 +523,8 @@ func loadBolt(path string, logger *slog.Logger) (*boltstore.Store, error) {
 	v, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
 		s, err := boltstore.Open(path, boltstore.Options{Logger: logger})
 		if errors.Is(err, boltstore.ErrLocked) {
-			return nil, fmt.Errorf("store: %s is open in another process: one file serves one Caddy process; "+
+			return nil, fmt.Errorf("store: %s is open in another process: one file serves one Caddy process. "+
+				"If that is the Caddy running this configuration, `caddy reload` applies a new one to it; "+
 				"several processes serving one issuer need `store redis` (or `store storage` on storage they share)", path)
 		}
 		if err != nil {
