@@ -43,6 +43,17 @@ func (s *MemoryStore) Put(_ context.Context, key string, value []byte, ttl time.
 	return nil
 }
 
+// PutAll implements [MultiPutter].
+func (s *MemoryStore) PutAll(_ context.Context, entries []Entry) error {
+	now := s.now()
+	s.mu.Lock()
+	for _, e := range entries {
+		s.entries[e.Key] = memEntry{value: append([]byte(nil), e.Value...), expires: now.Add(e.TTL)}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 // Get implements [Store].
 func (s *MemoryStore) Get(_ context.Context, key string) ([]byte, error) {
 	s.mu.Lock()
@@ -119,4 +130,7 @@ func (s *MemoryStore) sweepEvery(d time.Duration) {
 	}
 }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store       = (*MemoryStore)(nil)
+	_ MultiPutter = (*MemoryStore)(nil)
+)

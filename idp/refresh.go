@@ -38,18 +38,37 @@ func revokedFamilyKey(family string) string { return "rtfamily/" + family }
 // startFamily issues the first refresh token of a login's family, whose
 // access tokens carry the family as grant_id.
 func (p *Provider) startFamily(ctx context.Context, c *client, family, subject string, scopes []string, authTime int64, sid string) (string, error) {
-	return p.storeRefreshToken(ctx, c, refreshGrant{
-		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
-		Family: family, End: p.now().Add(c.AbsoluteRefreshTokenLifetime).Unix(),
-	}, "")
+	return p.storeRefreshToken(ctx, c, p.familyGrant(c, family, subject, scopes, authTime, sid), "")
 }
 
-// errFamilyExpired is storeRefreshToken's error for a family past its end.
+// familyGrant is the grant of the first refresh token of a family.
+func (p *Provider) familyGrant(c *client, family, subject string, scopes []string, authTime int64, sid string) refreshGrant {
+	return refreshGrant{
+		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
+		Family: family, End: p.now().Add(c.AbsoluteRefreshTokenLifetime).Unix(),
+	}
+}
+
+// errFamilyExpired is refreshEntry's error for a family past its end.
 var errFamilyExpired = errors.New("refresh token family expired")
 
 // storeRefreshToken stores g under token (a new one when token is empty),
 // its expiry set by the client's expiration policy, and returns the token.
 func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGrant, token string) (string, error) {
+	e, token, err := p.refreshEntry(c, g, token)
+	if err != nil {
+		return "", err
+	}
+	if err := p.store.Put(ctx, e.Key, e.Value, e.TTL); err != nil {
+		return "", fmt.Errorf("storing refresh token: %w", err)
+	}
+	return token, nil
+}
+
+// refreshEntry returns the store entry of g under token (a new one when
+// token is empty), its expiry set by the client's expiration policy, and
+// the token.
+func (p *Provider) refreshEntry(c *client, g refreshGrant, token string) (Entry, string, error) {
 	now := p.now()
 	g.Expires = g.End
 	if c.RefreshTokenExpiration == RefreshSliding {
@@ -57,16 +76,13 @@ func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGr
 	}
 	ttl := time.Unix(g.Expires, 0).Sub(now)
 	if ttl <= 0 {
-		return "", errFamilyExpired
+		return Entry{}, "", errFamilyExpired
 	}
 	if token == "" {
 		token = p.randomString(32)
 	}
 	data, _ := json.Marshal(g)
-	if err := p.store.Put(ctx, refreshKey(token), data, ttl); err != nil {
-		return "", fmt.Errorf("storing refresh token: %w", err)
-	}
-	return token, nil
+	return Entry{Key: refreshKey(token), Value: data, TTL: ttl}, token, nil
 }
 
 // refresh redeems a refresh token (RFC 6749 §6).
@@ -122,22 +138,24 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 			}
 		}
 	} else {
-		if next, err = p.storeRefreshToken(ctx, c, g, ""); err != nil {
+		e, tok, err := p.refreshEntry(c, g, "")
+		if err != nil {
 			return nil, refreshStoreErr(err)
 		}
-		// Remember the rotated-out token for as long as the family lives,
-		// so that a replay of it is recognised.
-		used, _ := json.Marshal(g)
-		if err := p.store.Put(ctx, usedRefreshKey(token), used, time.Unix(g.End, 0).Sub(p.now())); err != nil {
-			return nil, unavailable("the refresh token could not be rotated", err)
-		}
+		next = tok
+		// The successor, and the rotated-out token remembered for as long
+		// as the family lives, so that a replay of it is recognised: its
+		// record is the grant as it was stored, taken above.
+		entries := []Entry{e, {Key: usedRefreshKey(token), Value: data, TTL: time.Unix(g.End, 0).Sub(p.now())}}
 		if c.RefreshTokenReuseGrace > 0 {
 			// The only place a usable token is kept in the store, and only
 			// for the grace period.
 			gr, _ := json.Marshal(graceRecord{Successor: next})
-			if err := p.store.Put(ctx, graceRefreshKey(token), gr, c.RefreshTokenReuseGrace); err != nil {
-				return nil, unavailable("the refresh token could not be rotated", err)
-			}
+			entries = append(entries, Entry{Key: graceRefreshKey(token), Value: gr, TTL: c.RefreshTokenReuseGrace})
+		}
+		// One write: a store that syncs each write syncs once here.
+		if err := putAll(ctx, p.store, entries...); err != nil {
+			return nil, unavailable("the refresh token could not be rotated", err)
 		}
 	}
 	return p.refreshResponse(r, c, g, scopes, next)

@@ -1,10 +1,12 @@
 package idp_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,5 +167,96 @@ func TestEndSession(t *testing.T) {
 	resp = authorize(t, ts, c, q)
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=login_required") {
 		t.Fatalf("after end session: %s, want login_required", loc)
+	}
+}
+
+// writeCounter counts the writes a store is asked for, a PutAll counting
+// as one: what a store that syncs each write to disk, or sends it to a
+// server, pays for.
+type writeCounter struct {
+	idp.Store
+	mu     sync.Mutex
+	writes []string
+}
+
+func (w *writeCounter) note(op string) {
+	w.mu.Lock()
+	w.writes = append(w.writes, op)
+	w.mu.Unlock()
+}
+
+func (w *writeCounter) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ops := w.writes
+	w.writes = nil
+	return ops
+}
+
+func (w *writeCounter) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	w.note("Put " + strings.SplitN(key, "/", 2)[0])
+	return w.Store.Put(ctx, key, value, ttl)
+}
+
+func (w *writeCounter) Take(ctx context.Context, key string) ([]byte, error) {
+	w.note("Take " + strings.SplitN(key, "/", 2)[0])
+	return w.Store.Take(ctx, key)
+}
+
+func (w *writeCounter) Delete(ctx context.Context, key string) error {
+	w.note("Delete " + strings.SplitN(key, "/", 2)[0])
+	return w.Store.Delete(ctx, key)
+}
+
+func (w *writeCounter) PutAll(ctx context.Context, entries []idp.Entry) error {
+	var kinds []string
+	for _, e := range entries {
+		kinds = append(kinds, strings.SplitN(e.Key, "/", 2)[0])
+	}
+	w.note("PutAll " + strings.Join(kinds, "+"))
+	return w.Store.(idp.MultiPutter).PutAll(ctx, entries)
+}
+
+// TestTokenWrites: redeeming a code with offline_access and rotating a
+// refresh token each take the token once and store what they make in one
+// write, so that a store that syncs every write syncs twice per grant.
+func TestTokenWrites(t *testing.T) {
+	counter := new(writeCounter)
+	ts := newServerWithStore(t, func(c *idp.Config) {
+		c.Clients[0].AllowOfflineAccess = true
+		c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
+	}, func(s idp.Store) idp.Store {
+		counter.Store = s
+		return counter
+	})
+	code, verifier := func() (string, string) {
+		v, ch := pkce("v")
+		q := authorizeParams(ch)
+		q.Set("scope", "openid profile offline_access")
+		u := login(t, ts, browser(t), q, "alice", testPassword)
+		return u.Query().Get("code"), v
+	}()
+	counter.take()
+	resp, body := postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("exchange: %d %s", resp.StatusCode, body)
+	}
+	if got, want := strings.Join(counter.take(), ", "), "Take code, PutAll rt+usedcode"; got != want {
+		t.Errorf("code exchange writes: %s; want %s", got, want)
+	}
+	var tk tokens
+	json.Unmarshal([]byte(body), &tk)
+
+	st, next, body := refreshWith(t, ts, "demo-app", testSecret, tk.RefreshToken, "")
+	if st != http.StatusOK {
+		t.Fatalf("refresh: %d %s", st, body)
+	}
+	if got, want := strings.Join(counter.take(), ", "), "Take rt, PutAll rt+rtused"; got != want {
+		t.Errorf("refresh writes: %s; want %s", got, want)
+	}
+	// Both entries are there: the next token works, the old one is known
+	// as rotated out.
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, next.RefreshToken, ""); st != http.StatusOK {
+		t.Fatalf("refresh with the next token: %d %s", st, body)
 	}
 }

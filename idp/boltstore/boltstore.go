@@ -108,7 +108,10 @@ type Store struct {
 	locks  map[string]chan struct{} // held key locks; closed on Unlock
 }
 
-var _ idp.Store = (*Store)(nil)
+var (
+	_ idp.Store       = (*Store)(nil)
+	_ idp.MultiPutter = (*Store)(nil)
+)
 
 // write is one caller's part of a commit.
 type write struct {
@@ -313,26 +316,51 @@ func remove(tx *bolt.Tx, key []byte) ([]byte, error) {
 
 // Put implements [idp.Store].
 func (s *Store) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	if ttl <= 0 {
-		// Expired as soon as stored: nothing could read it.
-		return s.Delete(ctx, key)
-	}
-	k := []byte(key)
-	e := entry(value, s.now().Add(ttl))
-	ik := indexKey(e, k)
-	err := s.update(ctx, func(tx *bolt.Tx) error {
-		if _, err := remove(tx, k); err != nil {
-			return err
-		}
-		if err := tx.Bucket(bucketEntries).Put(k, e); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketExpiry).Put(ik, nil)
-	})
-	if err != nil {
+	if err := s.put(ctx, []idp.Entry{{Key: key, Value: value, TTL: ttl}}); err != nil {
 		return fmt.Errorf("boltstore: put: %w", err)
 	}
 	return nil
+}
+
+// PutAll implements [idp.MultiPutter]: one transaction, one commit.
+func (s *Store) PutAll(ctx context.Context, entries []idp.Entry) error {
+	if err := s.put(ctx, entries); err != nil {
+		return fmt.Errorf("boltstore: put all: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) put(ctx context.Context, entries []idp.Entry) error {
+	type stored struct{ key, entry, index []byte }
+	now := s.now()
+	all := make([]stored, len(entries))
+	for i, e := range entries {
+		all[i].key = []byte(e.Key)
+		if e.TTL > 0 {
+			// An entry with no time to live is expired as soon as stored:
+			// it only replaces the one before.
+			all[i].entry = entry(e.Value, now.Add(e.TTL))
+			all[i].index = indexKey(all[i].entry, all[i].key)
+		}
+	}
+	return s.update(ctx, func(tx *bolt.Tx) error {
+		entries, index := tx.Bucket(bucketEntries), tx.Bucket(bucketExpiry)
+		for _, e := range all {
+			if _, err := remove(tx, e.key); err != nil {
+				return err
+			}
+			if e.entry == nil {
+				continue
+			}
+			if err := entries.Put(e.key, e.entry); err != nil {
+				return err
+			}
+			if err := index.Put(e.index, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Get implements [idp.Store].

@@ -120,6 +120,27 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) idp.Store) {
 			}
 			wantValue(t, s, "revoked/a", "two")
 		}},
+		{"put all", func(t *testing.T, s idp.Store, c *Clock) {
+			mp, ok := s.(idp.MultiPutter)
+			if !ok {
+				t.Skip("not an idp.MultiPutter")
+			}
+			mustPut(t, s, "rt/a", "old", time.Minute)
+			err := mp.PutAll(ctx, []idp.Entry{
+				{Key: "rt/a", Value: []byte("one"), TTL: time.Minute},
+				{Key: "rtused/b", Value: []byte("two"), TTL: time.Hour},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantValue(t, s, "rt/a", "one")
+			wantValue(t, s, "rtused/b", "two")
+			c.Advance(time.Minute)
+			if _, err := s.Get(ctx, "rt/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Get after its ttl: error = %v, want ErrNotFound", err)
+			}
+			wantValue(t, s, "rtused/b", "two")
+		}},
 		{"concurrent take: exactly one wins", func(t *testing.T, s idp.Store, c *Clock) {
 			for round := range 5 {
 				key := fmt.Sprintf("code/race-%d", round)
