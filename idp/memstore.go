@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"time"
@@ -52,6 +53,22 @@ func (s *MemoryStore) PutAll(_ context.Context, entries []Entry) error {
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// Swap implements [Swapper].
+func (s *MemoryStore) Swap(_ context.Context, key string, old []byte, entries []Entry) (bool, error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if !ok || !now.Before(e.expires) || !bytes.Equal(e.value, old) {
+		return false, nil
+	}
+	delete(s.entries, key)
+	for _, e := range entries {
+		s.entries[e.Key] = memEntry{value: append([]byte(nil), e.Value...), expires: now.Add(e.TTL)}
+	}
+	return true, nil
 }
 
 // Get implements [Store].
@@ -133,4 +150,5 @@ func (s *MemoryStore) sweepEvery(d time.Duration) {
 var (
 	_ Store       = (*MemoryStore)(nil)
 	_ MultiPutter = (*MemoryStore)(nil)
+	_ Swapper     = (*MemoryStore)(nil)
 )

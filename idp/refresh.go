@@ -92,13 +92,9 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		return nil, oauthErr(ErrInvalidRequest, "refresh_token is required")
 	}
 	ctx := r.Context()
-	var data []byte
-	var err error
-	if c.RefreshTokenUsage == RefreshReuse {
-		data, err = p.store.Get(ctx, refreshKey(token))
-	} else {
-		data, err = p.store.Take(ctx, refreshKey(token))
-	}
+	// Read, not taken: a one-time token is replaced below, in one write,
+	// once it has passed every check.
+	data, err := p.store.Get(ctx, refreshKey(token))
 	if errors.Is(err, ErrNotFound) {
 		return p.refreshReplay(r, c, t, token)
 	}
@@ -110,7 +106,8 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be read", Cause: err}
 	}
 	if g.ClientID != c.ID {
-		// A token presented by the wrong client is burnt: it has leaked.
+		// A token presented by the wrong client has leaked: its family is
+		// revoked.
 		p.revokeFamily(ctx, g)
 		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token was issued to another client", Cause: fmt.Errorf("client %q presented a refresh token of client %q", c.ID, g.ClientID)}
 	}
@@ -123,10 +120,7 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 	}
 	scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
 	if oe != nil {
-		if c.RefreshTokenUsage != RefreshReuse {
-			p.storeRefreshToken(ctx, c, g, token) // a bad scope does not burn the token
-		}
-		return nil, oe
+		return nil, oe // a bad scope does not burn the token
 	}
 
 	var next string
@@ -145,7 +139,7 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		next = tok
 		// The successor, and the rotated-out token remembered for as long
 		// as the family lives, so that a replay of it is recognised: its
-		// record is the grant as it was stored, taken above.
+		// record is the grant as it was stored.
 		entries := []Entry{e, {Key: usedRefreshKey(token), Value: data, TTL: time.Unix(g.End, 0).Sub(p.now())}}
 		if c.RefreshTokenReuseGrace > 0 {
 			// The only place a usable token is kept in the store, and only
@@ -153,9 +147,15 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 			gr, _ := json.Marshal(graceRecord{Successor: next})
 			entries = append(entries, Entry{Key: graceRefreshKey(token), Value: gr, TTL: c.RefreshTokenReuseGrace})
 		}
-		// One write: a store that syncs each write syncs once here.
-		if err := putAll(ctx, p.store, entries...); err != nil {
+		// One write (RFC 9700 §4.14.2 rotation): of concurrent uses of the
+		// token one swaps it, and the others find the record of its use,
+		// written with the swap, and so are a reuse.
+		swapped, err := swap(ctx, p.store, refreshKey(token), data, entries...)
+		if err != nil {
 			return nil, unavailable("the refresh token could not be rotated", err)
+		}
+		if !swapped {
+			return p.refreshReplay(r, c, t, token)
 		}
 	}
 	return p.refreshResponse(r, c, g, scopes, next)

@@ -217,9 +217,20 @@ func (w *writeCounter) PutAll(ctx context.Context, entries []idp.Entry) error {
 	return w.Store.(idp.MultiPutter).PutAll(ctx, entries)
 }
 
-// TestTokenWrites: redeeming a code with offline_access and rotating a
-// refresh token each take the token once and store what they make in one
-// write, so that a store that syncs every write syncs twice per grant.
+func (w *writeCounter) Swap(ctx context.Context, key string, old []byte, entries []idp.Entry) (bool, error) {
+	kinds := []string{strings.SplitN(key, "/", 2)[0]}
+	for _, e := range entries {
+		kinds = append(kinds, strings.SplitN(e.Key, "/", 2)[0])
+	}
+	w.note("Swap " + strings.Join(kinds, "+"))
+	return w.Store.(idp.Swapper).Swap(ctx, key, old, entries)
+}
+
+// TestTokenWrites: redeeming a code with offline_access takes the code
+// and stores what it makes in one write; rotating a refresh token reads
+// it, then replaces it by its successor and the record of its use in one
+// write. So a store that syncs every write syncs twice per code and once
+// per refresh.
 func TestTokenWrites(t *testing.T) {
 	counter := new(writeCounter)
 	ts := newServerWithStore(t, func(c *idp.Config) {
@@ -251,12 +262,95 @@ func TestTokenWrites(t *testing.T) {
 	if st != http.StatusOK {
 		t.Fatalf("refresh: %d %s", st, body)
 	}
-	if got, want := strings.Join(counter.take(), ", "), "Take rt, PutAll rt+rtused"; got != want {
+	if got, want := strings.Join(counter.take(), ", "), "Swap rt+rt+rtused"; got != want {
 		t.Errorf("refresh writes: %s; want %s", got, want)
 	}
 	// Both entries are there: the next token works, the old one is known
 	// as rotated out.
 	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, next.RefreshToken, ""); st != http.StatusOK {
 		t.Fatalf("refresh with the next token: %d %s", st, body)
+	}
+}
+
+// TestRefreshConcurrentUse: of many simultaneous refreshes with one token,
+// exactly one succeeds, and the others are a reuse: the family is revoked,
+// so the winner's new token fails too.
+func TestRefreshConcurrentUse(t *testing.T) {
+	ts := offlineServer(t)
+	first := offlineTokens(t, ts)
+	const n = 8
+	var wg sync.WaitGroup
+	statuses := make([]int, n)
+	next := make([]string, n)
+	for i := range n {
+		wg.Go(func() {
+			form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first.RefreshToken}}
+			req, _ := http.NewRequest(http.MethodPost, ts.URL+idp.PathToken, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth("demo-app", testSecret)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var tk tokens
+			json.NewDecoder(resp.Body).Decode(&tk)
+			statuses[i], next[i] = resp.StatusCode, tk.RefreshToken
+		})
+	}
+	wg.Wait()
+	won := ""
+	for i, st := range statuses {
+		switch st {
+		case http.StatusOK:
+			if won != "" {
+				t.Fatalf("two refreshes with one token succeeded: %v", statuses)
+			}
+			won = next[i]
+		case http.StatusBadRequest:
+		default:
+			t.Fatalf("statuses %v, want one 200 and 400s", statuses)
+		}
+	}
+	if won == "" {
+		t.Fatalf("no refresh succeeded: %v", statuses)
+	}
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, won, ""); st != http.StatusBadRequest {
+		t.Fatalf("the winner's token after concurrent reuse: %d %s; want invalid_grant (family revoked)", st, body)
+	}
+}
+
+// plainStore hides every optional interface of its store.
+type plainStore struct{ s idp.Store }
+
+func (p plainStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return p.s.Put(ctx, key, value, ttl)
+}
+func (p plainStore) Get(ctx context.Context, key string) ([]byte, error)  { return p.s.Get(ctx, key) }
+func (p plainStore) Take(ctx context.Context, key string) ([]byte, error) { return p.s.Take(ctx, key) }
+func (p plainStore) Delete(ctx context.Context, key string) error         { return p.s.Delete(ctx, key) }
+
+// TestRefreshRotationPlainStore: on a store with only the four methods of
+// idp.Store (Caddy's storage), rotation and reuse detection work as well.
+func TestRefreshRotationPlainStore(t *testing.T) {
+	ts := newServerWithStore(t, func(c *idp.Config) {
+		c.Clients[0].AllowOfflineAccess = true
+		c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
+	}, func(s idp.Store) idp.Store { return plainStore{s} })
+	first := offlineTokens(t, ts)
+	st, second, body := refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, "")
+	if st != http.StatusOK || second.RefreshToken == "" {
+		t.Fatalf("refresh: %d %s", st, body)
+	}
+	third := second
+	if st, third, body = refreshWith(t, ts, "demo-app", testSecret, second.RefreshToken, ""); st != http.StatusOK {
+		t.Fatalf("second refresh: %d %s", st, body)
+	}
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, ""); st != http.StatusBadRequest {
+		t.Fatalf("reuse: %d %s; want invalid_grant", st, body)
+	}
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, third.RefreshToken, ""); st != http.StatusBadRequest {
+		t.Fatalf("newest token after reuse: %d %s; want invalid_grant", st, body)
 	}
 }

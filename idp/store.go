@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -56,4 +57,35 @@ func putAll(ctx context.Context, s Store, entries ...Entry) error {
 		}
 	}
 	return nil
+}
+
+// Swapper is a [Store] that can replace an entry by others in one atomic
+// write: Swap deletes key and stores entries if key holds old (and has
+// not expired), and otherwise changes nothing and reports false. Of
+// several Swaps of one key, at most one succeeds. A refresh reads its
+// token, checks it, and swaps it for its successor and the record of its
+// use: one write, with the record there as soon as the token is gone.
+type Swapper interface {
+	Swap(ctx context.Context, key string, old []byte, entries []Entry) (bool, error)
+}
+
+// swap is s's Swap if it has one. Otherwise it takes key, and stores
+// entries if the taken value is old: atomic in the take only, and a key
+// taken with another value is gone all the same (refresh tokens never
+// change value, so that does not happen to them).
+func swap(ctx context.Context, s Store, key string, old []byte, entries ...Entry) (bool, error) {
+	if sw, ok := s.(Swapper); ok {
+		return sw.Swap(ctx, key, old, entries)
+	}
+	v, err := s.Take(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !bytes.Equal(v, old) {
+		return false, nil
+	}
+	return true, putAll(ctx, s, entries...)
 }

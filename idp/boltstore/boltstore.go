@@ -111,6 +111,7 @@ type Store struct {
 var (
 	_ idp.Store       = (*Store)(nil)
 	_ idp.MultiPutter = (*Store)(nil)
+	_ idp.Swapper     = (*Store)(nil)
 )
 
 // write is one caller's part of a commit.
@@ -330,7 +331,41 @@ func (s *Store) PutAll(ctx context.Context, entries []idp.Entry) error {
 	return nil
 }
 
+// Swap implements [idp.Swapper]: the check, the delete and the puts are
+// one transaction.
+func (s *Store) Swap(ctx context.Context, key string, old []byte, entries []idp.Entry) (bool, error) {
+	k := []byte(key)
+	put := s.putFunc(entries)
+	var swapped bool
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		swapped = false // this may be a second run
+		v, ok := s.live(tx.Bucket(bucketEntries).Get(k))
+		if !ok || !bytes.Equal(v, old) {
+			return nil
+		}
+		if _, err := remove(tx, k); err != nil {
+			return err
+		}
+		if err := put(tx); err != nil {
+			return err
+		}
+		swapped = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("boltstore: swap: %w", err)
+	}
+	return swapped, nil
+}
+
 func (s *Store) put(ctx context.Context, entries []idp.Entry) error {
+	return s.update(ctx, s.putFunc(entries))
+}
+
+// putFunc returns the function that stores entries in a transaction,
+// their keys and values encoded beforehand: bbolt keeps what Put is given
+// until the transaction ends.
+func (s *Store) putFunc(entries []idp.Entry) func(*bolt.Tx) error {
 	type stored struct{ key, entry, index []byte }
 	now := s.now()
 	all := make([]stored, len(entries))
@@ -343,7 +378,7 @@ func (s *Store) put(ctx context.Context, entries []idp.Entry) error {
 			all[i].index = indexKey(all[i].entry, all[i].key)
 		}
 	}
-	return s.update(ctx, func(tx *bolt.Tx) error {
+	return func(tx *bolt.Tx) error {
 		entries, index := tx.Bucket(bucketEntries), tx.Bucket(bucketExpiry)
 		for _, e := range all {
 			if _, err := remove(tx, e.key); err != nil {
@@ -360,7 +395,7 @@ func (s *Store) put(ctx context.Context, entries []idp.Entry) error {
 			}
 		}
 		return nil
-	})
+	}
 }
 
 // Get implements [idp.Store].
