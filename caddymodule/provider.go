@@ -44,11 +44,12 @@ func init() {
 // placeholders.
 //
 // Unless signing keys are configured, the provider generates an RS256 and
-// an ES256 key on first start, and a key for its cookies, and keeps them in
-// Caddy's storage under `authgate/provider/<digest of the issuer>/`, next
-// to its authorization codes and revocations. Instances that share the
-// storage therefore serve one provider: tokens and logins survive restarts
-// and are good on every instance.
+// an ES256 key on first start, and a key for its cookies, and keeps them
+// with its authorization codes, refresh tokens and revocations in its
+// store: by default a bbolt file in Caddy's data directory,
+// `authgate/provider-<digest of the issuer>.db` (see [StateStore]), so
+// that tokens and logins survive reloads and restarts. Several Caddy
+// instances serving one issuer share a Redis store, or Caddy's storage.
 type Provider struct {
 	// Issuer is the provider's identifier, the http(s) URL that clients
 	// discover it at and that tokens name in `iss`, for example
@@ -105,7 +106,7 @@ type Provider struct {
 	// SEC 1) that sign tokens. The first key of each algorithm signs; the
 	// others are only published, so that tokens they signed keep verifying
 	// while keys rotate. Default: keys generated on first start and kept
-	// in Caddy's storage.
+	// in the provider's store.
 	SigningKeys []string `json:"signing_keys,omitempty"`
 
 	// LoginThrottle slows down password guessing: per username and client
@@ -114,16 +115,16 @@ type Provider struct {
 	// the per-username limit. Default: see [ProviderLoginThrottle].
 	LoginThrottle *ProviderLoginThrottle `json:"login_throttle,omitempty"`
 
-	// Store, when set, keeps the provider's shared state (codes, refresh
-	// tokens, revocations, consents, ended sessions, login throttle counts)
-	// somewhere other than Caddy's storage: in Redis, for several nodes.
-	// Signing and cookie keys stay in Caddy's storage (or files).
+	// Store says where the provider keeps its state (codes, refresh
+	// tokens, revocations, consents, ended sessions) and its generated
+	// keys: a bbolt file, Caddy's storage, or Redis (also the login
+	// throttle's counts, for several nodes; its keys stay in Caddy's
+	// storage). Default: the bbolt file, see [StateStore].
 	Store *StateStore `json:"store,omitempty"`
 
 	provider *idp.Provider
 	logger   *zap.Logger
-	storeKey string // key of the store in storePool, once it holds one
-	redisKey string // key of the client in redisPool, once it holds one
+	state    providerState // once provisioned, until Cleanup
 }
 
 // ProviderClient is a client (relying party) of a [Provider].
@@ -352,47 +353,33 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	cfg.ClientIP = clientIP
 	warnMixedCosts(p.logger, cfg.Users)
 
-	storage := ctx.Storage()
+	state, err := p.openState(ctx)
+	if err != nil {
+		return err
+	}
+	p.state = state
+	p.logger.Debug("provider state", zap.String("issuer", p.Issuer), zap.String("store", state.where))
+
 	prefix := providerStoragePrefix(p.Issuer)
 	if len(cfg.Keys) == 0 {
 		key := prefix + "/signing_keys.json"
 		var created bool
-		cfg.Keys, created, err = loadOrCreateSigningKeys(ctx, storage, key)
+		cfg.Keys, created, err = loadOrCreateSigningKeys(ctx, state.keys, key)
 		if err != nil {
 			return fmt.Errorf("signing keys: %w", err)
 		}
 		if created {
-			p.logger.Info("generated signing keys", zap.String("issuer", p.Issuer), zap.String("storage_key", key))
+			p.logger.Info("generated signing keys", zap.String("issuer", p.Issuer), zap.String("key", key), zap.String("store", state.where))
 		}
 	}
 	key := prefix + "/cookie_keys.json"
-	cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, storage, key)
+	cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, state.keys, key)
 	if err != nil {
 		return fmt.Errorf("cookie keys: %w", err)
 	}
 
-	if p.Store != nil && p.Store.Redis != nil {
-		r, redisKey, err := loadRedis(p.Store.Redis, p.logger)
-		if err != nil {
-			return err
-		}
-		p.redisKey = redisKey
-		// One engine for both: a cluster counts each failed login once.
-		cfg.ThrottleStore = r
-		p.provider, err = idp.New(cfg, r)
-		return err
-	}
-
-	storeKey := storageIdentity(storage) + " " + prefix + "/store"
-	store, _, err := storePool.LoadOrNew(storeKey, func() (caddy.Destructor, error) {
-		return newStorageStore(storage, prefix+"/store", nil, p.logger), nil
-	})
-	if err != nil {
-		return err
-	}
-	p.storeKey = storeKey
-
-	p.provider, err = idp.New(cfg, store.(*storageStore))
+	cfg.ThrottleStore = state.throttle
+	p.provider, err = idp.New(cfg, state.store)
 	return err
 }
 
@@ -408,18 +395,12 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 
 // Cleanup releases the provider's store.
 func (p *Provider) Cleanup() error {
-	var errs []error
-	if p.storeKey != "" {
-		_, err := storePool.Delete(p.storeKey)
-		errs = append(errs, err)
-		p.storeKey = ""
+	if p.state.release == nil {
+		return nil
 	}
-	if p.redisKey != "" {
-		_, err := redisPool.Delete(p.redisKey)
-		errs = append(errs, err)
-		p.redisKey = ""
-	}
-	return errors.Join(errs...)
+	err := p.state.release()
+	p.state = providerState{}
+	return err
 }
 
 // idpConfig checks the module's configuration and turns it into the idp

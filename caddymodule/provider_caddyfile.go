@@ -83,6 +83,8 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			device <free> <base> <max>
 //			device_cookie_lifetime <duration>
 //		}
+//		store bolt [<path>]
+//		store storage
 //		store redis {
 //			address <host:port...>
 //			username <name>

@@ -8,27 +8,59 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/idp/boltstore"
 	"github.com/authgate/authgate/idp/redisstore"
 )
 
-// StateStore says where the provider keeps what it must share between
-// requests and nodes: codes, refresh token families, revocations,
-// consents, ended sessions and the login throttle's counts. Unset, that is
-// Caddy's configured storage (and the throttle counts in memory).
+// StateStore says where the provider keeps what it must keep between
+// requests, reloads and restarts: codes, refresh token families,
+// revocations, consents, ended sessions, and with Bolt and Redis its
+// signing and cookie keys. At most one field is set. Unset, that is a
+// bbolt file in Caddy's data directory (see [BoltStore]).
 type StateStore struct {
+	// Bolt keeps everything in one bbolt file: the default, for a
+	// provider served by one Caddy process.
+	Bolt *BoltStore `json:"bolt,omitempty"`
+
+	// Storage keeps codes, tokens and the rest in Caddy's configured
+	// storage, and the keys there too, as versions before the bolt store
+	// did: slower, but shared by every Caddy instance that shares the
+	// storage (through a storage plugin).
+	Storage *StorageStateStore `json:"storage,omitempty"`
+
 	// Redis keeps everything in Redis, for several Caddy instances that
 	// serve one issuer.
 	Redis *RedisStore `json:"redis,omitempty"`
 }
+
+// BoltStore is the provider's bbolt file. The login throttle counts in
+// memory with it: one process serves the provider.
+type BoltStore struct {
+	// Path is the file. Default: `authgate/provider-<digest of the
+	// issuer>.db` in the folder of Caddy's file_system storage (Caddy's
+	// data directory unless the storage is configured), or in Caddy's
+	// data directory with any other storage.
+	Path string `json:"path,omitempty"`
+}
+
+// StorageStateStore selects Caddy's configured storage; it has no
+// options.
+type StorageStateStore struct{}
 
 // RedisStore is the address and credentials of a Redis server, Sentinel
 // set or Cluster. Placeholders (e.g. {env.REDIS_PASSWORD}) are replaced
@@ -265,6 +297,8 @@ func (l *lazyRedis) Forget(ctx context.Context, keys []string) error {
 
 // parseStore parses
 //
+//	store bolt [<path>]
+//	store storage
 //	store redis {
 //		address <host:port>...
 //		username <name>
@@ -283,12 +317,18 @@ func (l *lazyRedis) Forget(ctx context.Context, keys []string) error {
 //
 // the dispenser on "store".
 func parseStore(d *caddyfile.Dispenser) (*StateStore, error) {
-	var kind string
-	if !d.Args(&kind) || d.NextArg() {
+	if !d.NextArg() {
 		return nil, d.ArgErr()
 	}
-	if kind != "redis" {
-		return nil, d.Errf("store %q: the only store is redis", kind)
+	switch kind := d.Val(); kind {
+	case "bolt", "storage":
+		return parseLocalStore(d, kind)
+	case "redis":
+	default:
+		return nil, d.Errf("store %q: want bolt, storage or redis", kind)
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
 	}
 	r := new(RedisStore)
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
@@ -363,3 +403,186 @@ func parseStore(d *caddyfile.Dispenser) (*StateStore, error) {
 	}
 	return &StateStore{Redis: r}, nil
 }
+
+// parseLocalStore parses `store bolt [<path>]` and `store storage`, the
+// dispenser on the kind; neither takes a block.
+func parseLocalStore(d *caddyfile.Dispenser, kind string) (*StateStore, error) {
+	args := d.RemainingArgs()
+	if d.NextBlock(d.Nesting()) {
+		return nil, d.Errf("store %s takes no block", kind)
+	}
+	switch {
+	case kind == "storage" && len(args) == 0:
+		return &StateStore{Storage: &StorageStateStore{}}, nil
+	case kind == "bolt" && len(args) <= 1:
+		b := new(BoltStore)
+		if len(args) == 1 {
+			b.Path = args[0]
+		}
+		return &StateStore{Bolt: b}, nil
+	}
+	return nil, d.ArgErr()
+}
+
+// providerState is where a provisioned provider keeps its state and its
+// keys, as its store configuration says.
+type providerState struct {
+	store    idp.Store
+	throttle idp.ThrottleStore // nil: in this process's memory
+	keys     keyStore          // signing and cookie keys
+	where    string            // for the log: the store and where it is
+	poolKey  string            // its key in its usage pool, for tests
+	release  func() error      // gives the store back to its pool
+}
+
+// openState opens (or finds in its usage pool) the store that p's
+// configuration names, the bbolt file when it names none.
+func (p *Provider) openState(ctx caddy.Context) (providerState, error) {
+	st := p.Store
+	if st == nil {
+		st = &StateStore{Bolt: &BoltStore{}}
+	}
+	n := 0
+	for _, set := range []bool{st.Bolt != nil, st.Storage != nil, st.Redis != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return providerState{}, errors.New("store: want exactly one of bolt, storage and redis")
+	}
+	storage := ctx.Storage()
+	prefix := providerStoragePrefix(p.Issuer)
+
+	switch {
+	case st.Redis != nil:
+		r, key, err := loadRedis(st.Redis, p.logger)
+		if err != nil {
+			return providerState{}, err
+		}
+		return providerState{
+			// One engine for both: a cluster counts each failed login once.
+			store: r, throttle: r,
+			keys:    storage,
+			where:   "redis",
+			poolKey: key,
+			release: func() error { _, err := redisPool.Delete(key); return err },
+		}, nil
+
+	case st.Storage != nil:
+		key := storageIdentity(storage) + " " + prefix + "/store"
+		v, _, err := storePool.LoadOrNew(key, func() (caddy.Destructor, error) {
+			return newStorageStore(storage, prefix+"/store", nil, p.logger), nil
+		})
+		if err != nil {
+			return providerState{}, err
+		}
+		return providerState{
+			store:   v.(*storageStore),
+			keys:    storage,
+			where:   "storage",
+			poolKey: key,
+			release: func() error { _, err := storePool.Delete(key); return err },
+		}, nil
+	}
+
+	path := caddy.NewReplacer().ReplaceAll(st.Bolt.Path, "")
+	if path == "" {
+		path = defaultBoltPath(storage, p.Issuer)
+	}
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return providerState{}, fmt.Errorf("store bolt: %w", err)
+	}
+	b, err := loadBolt(path, ctx.Slogger())
+	if err != nil {
+		return providerState{}, err
+	}
+	release := func() error { _, err := boltPool.Delete(path); return err }
+	// Keys of versions before the bolt store were kept in Caddy's
+	// storage: taking them along keeps an upgrade's tokens and logins
+	// valid.
+	for _, name := range []string{prefix + "/signing_keys.json", prefix + "/cookie_keys.json"} {
+		imported, err := importKey(ctx, b, storage, name)
+		if err != nil {
+			release()
+			return providerState{}, fmt.Errorf("store bolt: importing %s from storage: %w", name, err)
+		}
+		if imported {
+			p.logger.Info("imported keys from storage into the provider's store",
+				zap.String("storage_key", name), zap.String("path", path))
+		}
+	}
+	return providerState{store: b, keys: b, where: "bolt " + path, poolKey: path, release: release}, nil
+}
+
+// defaultBoltPath is the default bbolt file of the provider of issuer:
+// in the folder of Caddy's file_system storage, so that Caddy processes
+// on different storage folders (tests' among them) have their own, or
+// else in Caddy's data directory.
+func defaultBoltPath(storage certmagic.Storage, issuer string) string {
+	sum := sha256.Sum256([]byte(issuer))
+	name := "provider-" + hex.EncodeToString(sum[:])[:16] + ".db"
+	if files, ok := storage.(*certmagic.FileStorage); ok {
+		return filepath.Join(files.Path, "authgate", name)
+	}
+	return filepath.Join(caddy.AppDataDir(), "authgate", name)
+}
+
+// boltPool holds the open bbolt files by path: bbolt opens a file once,
+// and a reload provisions the new configuration before it cleans up the
+// old one, so both must share it.
+var boltPool = caddy.NewUsagePool()
+
+// pooledBolt closes the file once no provider uses it.
+type pooledBolt struct{ *boltstore.Store }
+
+func (b pooledBolt) Destruct() error { return b.Close() }
+
+// loadBolt returns the open store of the file at path, opening it if no
+// provider has. The caller releases it with boltPool.Delete(path).
+func loadBolt(path string, logger *slog.Logger) (*boltstore.Store, error) {
+	v, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
+		s, err := boltstore.Open(path, boltstore.Options{Logger: logger})
+		if errors.Is(err, boltstore.ErrLocked) {
+			return nil, fmt.Errorf("store: %s is open in another process: one file serves one Caddy process. "+
+				"If that is the Caddy running this configuration, `caddy reload` applies a new one to it; "+
+				"several processes serving one issuer need `store redis` (or `store storage` on storage they share)", path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store bolt: %w", err)
+		}
+		return pooledBolt{s}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(pooledBolt).Store, nil
+}
+
+// importKey copies the value at name from storage into keys, unless keys
+// has one already or storage has none; imported reports a copy.
+func importKey(ctx context.Context, keys keyStore, storage certmagic.Storage, name string) (imported bool, err error) {
+	lockName := strings.ReplaceAll(name, "/", "_")
+	if err := keys.Lock(ctx, lockName); err != nil {
+		return false, err
+	}
+	defer func() {
+		if uerr := keys.Unlock(context.WithoutCancel(ctx), lockName); uerr != nil && err == nil {
+			imported, err = false, uerr
+		}
+	}()
+	if _, err := keys.Load(ctx, name); !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	data, err := storage.Load(ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, keys.Store(ctx, name, data)
+}
+
+var _ keyStore = (*boltstore.Store)(nil)

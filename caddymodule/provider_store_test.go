@@ -59,13 +59,13 @@ func TestProvisionRedisStoreSharedAndUsed(t *testing.T) {
 	a, b := redisProvider(srv.Addr), redisProvider(srv.Addr)
 	provision(t, ctx, a)
 	provision(t, ctx, b)
-	if a.redisKey == "" || a.redisKey != b.redisKey {
-		t.Fatalf("redis keys %q and %q, want one shared", a.redisKey, b.redisKey)
+	if a.state.poolKey == "" || a.state.poolKey != b.state.poolKey {
+		t.Fatalf("redis keys %q and %q, want one shared", a.state.poolKey, b.state.poolKey)
 	}
-	if strings.Contains(a.redisKey, srv.Addr) {
-		t.Fatalf("pool key %q is not a digest", a.redisKey)
+	if strings.Contains(a.state.poolKey, srv.Addr) {
+		t.Fatalf("pool key %q is not a digest", a.state.poolKey)
 	}
-	if refs, _ := redisPool.References(a.redisKey); refs != 2 {
+	if refs, _ := redisPool.References(a.state.poolKey); refs != 2 {
 		t.Fatalf("redis client has %d references, want 2", refs)
 	}
 
@@ -82,7 +82,7 @@ func TestProvisionRedisStoreSharedAndUsed(t *testing.T) {
 		t.Fatal("no throttle count in Redis after a failed login")
 	}
 
-	key := a.redisKey
+	key := a.state.poolKey
 	a.Cleanup()
 	b.Cleanup()
 	if _, ok := redisPool.References(key); ok {

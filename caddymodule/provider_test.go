@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -24,6 +25,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/filestorage"
 
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/idp/boltstore"
 )
 
 // newTestContext returns a Caddy context whose storage is the file system
@@ -108,64 +110,179 @@ func jwksKeyIDs(t testing.TB, p *Provider) []string {
 	return ids
 }
 
-func TestProvisionKeepsKeysInStorage(t *testing.T) {
+func TestProvisionKeepsKeys(t *testing.T) {
+	const issuer = "https://login.example.com"
+	prefix := providerStoragePrefix(issuer)
+	tests := []struct {
+		name  string
+		store *StateStore
+		// inStorage: the keys are files of Caddy's storage; otherwise they
+		// are in the bbolt file, and the storage has none.
+		inStorage bool
+	}{
+		{"default (bolt)", nil, false},
+		{"storage", &StateStore{Storage: &StorageStateStore{}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			newProvider := func(issuer string) *Provider {
+				p := testProvider(issuer)
+				p.Store = tt.store
+				return p
+			}
+			first := newProvider(issuer)
+			provision(t, newTestContext(t, root), first)
+			ids := jwksKeyIDs(t, first)
+			if len(ids) != 2 {
+				t.Fatalf("JWKS %q, want an RS256 and an ES256 key", ids)
+			}
+			for _, name := range []string{"signing_keys.json", "cookie_keys.json"} {
+				if _, err := os.Stat(filepath.Join(root, prefix, name)); (err == nil) != tt.inStorage {
+					t.Errorf("%s in storage: stat error %v", name, err)
+				}
+				if _, err := first.state.keys.Load(context.Background(), prefix+"/"+name); err != nil {
+					t.Errorf("%s not in the provider's key store: %v", name, err)
+				}
+			}
+
+			// A restart: same keys.
+			first.Cleanup()
+			second := newProvider(issuer)
+			provision(t, newTestContext(t, root), second)
+			if again := jwksKeyIDs(t, second); strings.Join(again, ",") != strings.Join(ids, ",") {
+				t.Fatalf("keys after restart %q, want %q", again, ids)
+			}
+
+			// Another issuer on the same storage has keys of its own.
+			other := newProvider("https://other.example.com")
+			provision(t, newTestContext(t, root), other)
+			for _, id := range jwksKeyIDs(t, other) {
+				if strings.Contains(strings.Join(ids, ","), id) {
+					t.Fatalf("issuers share key %s", id)
+				}
+			}
+		})
+	}
+}
+
+func TestProvisionBoltFile(t *testing.T) {
+	// The default store is a file per issuer next to the storage's
+	// folders; `store bolt <path>` puts it elsewhere.
 	root := t.TempDir()
 	const issuer = "https://login.example.com"
-
-	first := testProvider(issuer)
-	provision(t, newTestContext(t, root), first)
-	ids := jwksKeyIDs(t, first)
-	if len(ids) != 2 {
-		t.Fatalf("JWKS %q, want an RS256 and an ES256 key", ids)
+	p := testProvider(issuer)
+	provision(t, newTestContext(t, root), p)
+	want := filepath.Join(root, "authgate", "provider-"+strings.TrimPrefix(providerStoragePrefix(issuer), "authgate/provider/")+".db")
+	if p.state.poolKey != want {
+		t.Fatalf("store file %s, want %s", p.state.poolKey, want)
 	}
-	prefix := providerStoragePrefix(issuer)
-	for _, name := range []string{"signing_keys.json", "cookie_keys.json"} {
-		if _, err := os.Stat(filepath.Join(root, prefix, name)); err != nil {
-			t.Errorf("%s not in storage: %v", name, err)
-		}
+	if _, err := os.Stat(want); err != nil {
+		t.Fatal(err)
 	}
 
-	// A restart, or another instance on the same storage: same keys.
-	second := testProvider(issuer)
-	provision(t, newTestContext(t, root), second)
-	if again := jwksKeyIDs(t, second); strings.Join(again, ",") != strings.Join(ids, ",") {
-		t.Fatalf("keys after restart %q, want %q", again, ids)
+	elsewhere := filepath.Join(t.TempDir(), "state", "login.db")
+	q := testProvider(issuer)
+	q.Store = &StateStore{Bolt: &BoltStore{Path: elsewhere}}
+	provision(t, newTestContext(t, root), q)
+	if q.state.poolKey != elsewhere {
+		t.Fatalf("store file %s, want %s", q.state.poolKey, elsewhere)
 	}
+	if _, err := os.Stat(elsewhere); err != nil {
+		t.Fatal(err)
+	}
+}
 
-	// Another issuer on the same storage has keys of its own.
-	other := testProvider("https://other.example.com")
-	provision(t, newTestContext(t, root), other)
-	for _, id := range jwksKeyIDs(t, other) {
-		if strings.Contains(strings.Join(ids, ","), id) {
-			t.Fatalf("issuers share key %s", id)
+func TestProvisionBoltFileInUse(t *testing.T) {
+	// bbolt opens a file in one process: a second (here another open of
+	// the file, which its lock treats alike) is told at once what to use
+	// instead.
+	path := filepath.Join(t.TempDir(), "login.db")
+	other, err := boltstore.Open(path, boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	p := testProvider("https://login.example.com")
+	p.Store = &StateStore{Bolt: &BoltStore{Path: path}}
+	err = p.Provision(newTestContext(t, t.TempDir()))
+	p.Cleanup()
+	if err == nil {
+		t.Fatal("Provision on a file open elsewhere succeeded")
+	}
+	for _, want := range []string{"store", path, "another process", "store redis", "store storage"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
 }
 
-func TestProvisionSharesStore(t *testing.T) {
+func TestProvisionBoltImportsKeysFromStorage(t *testing.T) {
+	// A version before the bolt store kept the keys in Caddy's storage: the
+	// first start on the bolt store takes them along, so that tokens and
+	// logins stay valid.
 	root := t.TempDir()
-	ctx := newTestContext(t, root)
-	a, b := testProvider("https://login.example.com"), testProvider("https://login.example.com")
-	provision(t, ctx, a)
-	provision(t, ctx, b)
-	if a.storeKey != b.storeKey {
-		t.Fatalf("store keys %q and %q differ", a.storeKey, b.storeKey)
-	}
-	if refs, _ := storePool.References(a.storeKey); refs != 2 {
-		t.Fatalf("store has %d references, want 2", refs)
-	}
-	if err := a.Cleanup(); err != nil {
+	const issuer = "https://login.example.com"
+	old := testProvider(issuer)
+	old.Store = &StateStore{Storage: &StorageStateStore{}}
+	provision(t, newTestContext(t, root), old)
+	ids := jwksKeyIDs(t, old)
+	prefix := providerStoragePrefix(issuer)
+	cookieKeys, err := os.ReadFile(filepath.Join(root, prefix, "cookie_keys.json"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if refs, _ := storePool.References(b.storeKey); refs != 1 {
-		t.Fatalf("store has %d references after one cleanup, want 1", refs)
+	old.Cleanup()
+
+	p := testProvider(issuer)
+	provision(t, newTestContext(t, root), p)
+	if got := jwksKeyIDs(t, p); strings.Join(got, ",") != strings.Join(ids, ",") {
+		t.Fatalf("keys on the bolt store %q, want the storage's %q", got, ids)
 	}
-	key := b.storeKey
-	if err := b.Cleanup(); err != nil {
-		t.Fatal(err)
+	if got, err := p.state.keys.Load(context.Background(), prefix+"/cookie_keys.json"); err != nil || string(got) != string(cookieKeys) {
+		t.Fatalf("cookie keys in the bolt store: %v; want the storage's", err)
 	}
-	if _, ok := storePool.References(key); ok {
-		t.Fatal("store still pooled after every cleanup")
+}
+
+func TestProvisionSharesStore(t *testing.T) {
+	// Two providers of one issuer (a reload provisions the new
+	// configuration before it cleans up the old) share one open store,
+	// released by the last Cleanup.
+	tests := []struct {
+		name  string
+		store *StateStore
+		pool  *caddy.UsagePool
+	}{
+		{"default (bolt)", nil, boltPool},
+		{"storage", &StateStore{Storage: &StorageStateStore{}}, storePool},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := newTestContext(t, t.TempDir())
+			a, b := testProvider("https://login.example.com"), testProvider("https://login.example.com")
+			a.Store, b.Store = tt.store, tt.store
+			provision(t, ctx, a)
+			provision(t, ctx, b)
+			if a.state.poolKey == "" || a.state.poolKey != b.state.poolKey {
+				t.Fatalf("store keys %q and %q, want one", a.state.poolKey, b.state.poolKey)
+			}
+			key := a.state.poolKey
+			if refs, _ := tt.pool.References(key); refs != 2 {
+				t.Fatalf("store has %d references, want 2", refs)
+			}
+			if err := a.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			if refs, _ := tt.pool.References(key); refs != 1 {
+				t.Fatalf("store has %d references after one cleanup, want 1", refs)
+			}
+			if err := b.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := tt.pool.References(key); ok {
+				t.Fatal("store still pooled after every cleanup")
+			}
+		})
 	}
 }
 
@@ -269,7 +386,7 @@ func TestProvisionErrors(t *testing.T) {
 			if err := p.Cleanup(); err != nil {
 				t.Fatal(err)
 			}
-			if p.storeKey != "" {
+			if p.state.release != nil {
 				t.Fatal("store kept after cleanup")
 			}
 		})

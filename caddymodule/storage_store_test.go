@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/idp/boltstore"
 	"github.com/authgate/authgate/idp/storetest"
 )
 
@@ -301,7 +302,8 @@ func TestStorageStoreFilePutReusesTakenFile(t *testing.T) {
 // file_system storage as any storage plugin, through its locks and a new
 // file per Put (as before Take renamed and Put reused files), on it as the
 // store uses it now, on bbolt (a candidate default, see boltStore), and
-// on the memory store for scale.
+// on boltstore (bbolt with group commit, the default store), and on the
+// memory store for scale.
 func BenchmarkStorageStoreRefresh(b *testing.B) {
 	stores := []struct {
 		name string
@@ -315,6 +317,14 @@ func BenchmarkStorageStoreRefresh(b *testing.B) {
 		}},
 		{"bbolt", func(b *testing.B) idp.Store { return newBoltStore(b, false) }},
 		{"bbolt-batch", func(b *testing.B) idp.Store { return newBoltStore(b, true) }},
+		{"boltstore", func(b *testing.B) idp.Store {
+			s, err := boltstore.Open(filepath.Join(b.TempDir(), "store.db"), boltstore.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
 		{"memory", func(b *testing.B) idp.Store { return idp.NewMemoryStore(nil) }},
 	}
 	for _, st := range stores {

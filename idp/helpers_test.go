@@ -118,6 +118,13 @@ func (c *clock) Advance(d time.Duration) {
 // httptest server whose URL is the issuer.
 func newServer(t testing.TB, edit func(*idp.Config)) *testServer {
 	t.Helper()
+	return newServerWithStore(t, edit, nil)
+}
+
+// newServerWithStore is newServer with the provider's store wrapped by
+// wrap, when not nil.
+func newServerWithStore(t testing.TB, edit func(*idp.Config), wrap func(idp.Store) idp.Store) *testServer {
+	t.Helper()
 	ts := &testServer{clock: &clock{now: time.Now()}}
 	var h http.Handler
 	ts.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
@@ -130,7 +137,11 @@ func newServer(t testing.TB, edit func(*idp.Config)) *testServer {
 	}
 	ts.Store = idp.NewMemoryStore(ts.clock.Now)
 	t.Cleanup(func() { ts.Store.Close() })
-	p, err := idp.New(cfg, ts.Store)
+	var store idp.Store = ts.Store
+	if wrap != nil {
+		store = wrap(store)
+	}
+	p, err := idp.New(cfg, store)
 	if err != nil {
 		t.Fatalf("idp.New: %v", err)
 	}

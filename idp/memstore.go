@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"time"
@@ -41,6 +42,33 @@ func (s *MemoryStore) Put(_ context.Context, key string, value []byte, ttl time.
 	s.entries[key] = memEntry{value: v, expires: s.now().Add(ttl)}
 	s.mu.Unlock()
 	return nil
+}
+
+// PutAll implements [MultiPutter].
+func (s *MemoryStore) PutAll(_ context.Context, entries []Entry) error {
+	now := s.now()
+	s.mu.Lock()
+	for _, e := range entries {
+		s.entries[e.Key] = memEntry{value: append([]byte(nil), e.Value...), expires: now.Add(e.TTL)}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Swap implements [Swapper].
+func (s *MemoryStore) Swap(_ context.Context, key string, old []byte, entries []Entry) (bool, error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if !ok || !now.Before(e.expires) || !bytes.Equal(e.value, old) {
+		return false, nil
+	}
+	delete(s.entries, key)
+	for _, e := range entries {
+		s.entries[e.Key] = memEntry{value: append([]byte(nil), e.Value...), expires: now.Add(e.TTL)}
+	}
+	return true, nil
 }
 
 // Get implements [Store].
@@ -119,4 +147,8 @@ func (s *MemoryStore) sweepEvery(d time.Duration) {
 	}
 }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store       = (*MemoryStore)(nil)
+	_ MultiPutter = (*MemoryStore)(nil)
+	_ Swapper     = (*MemoryStore)(nil)
+)

@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,18 +39,37 @@ func revokedFamilyKey(family string) string { return "rtfamily/" + family }
 // startFamily issues the first refresh token of a login's family, whose
 // access tokens carry the family as grant_id.
 func (p *Provider) startFamily(ctx context.Context, c *client, family, subject string, scopes []string, authTime int64, sid string) (string, error) {
-	return p.storeRefreshToken(ctx, c, refreshGrant{
-		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
-		Family: family, End: p.now().Add(c.AbsoluteRefreshTokenLifetime).Unix(),
-	}, "")
+	return p.storeRefreshToken(ctx, c, p.familyGrant(c, family, subject, scopes, authTime, sid), "")
 }
 
-// errFamilyExpired is storeRefreshToken's error for a family past its end.
+// familyGrant is the grant of the first refresh token of a family.
+func (p *Provider) familyGrant(c *client, family, subject string, scopes []string, authTime int64, sid string) refreshGrant {
+	return refreshGrant{
+		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
+		Family: family, End: p.now().Add(c.AbsoluteRefreshTokenLifetime).Unix(),
+	}
+}
+
+// errFamilyExpired is refreshEntry's error for a family past its end.
 var errFamilyExpired = errors.New("refresh token family expired")
 
 // storeRefreshToken stores g under token (a new one when token is empty),
 // its expiry set by the client's expiration policy, and returns the token.
 func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGrant, token string) (string, error) {
+	e, token, err := p.refreshEntry(c, g, token)
+	if err != nil {
+		return "", err
+	}
+	if err := p.store.Put(ctx, e.Key, e.Value, e.TTL); err != nil {
+		return "", fmt.Errorf("storing refresh token: %w", err)
+	}
+	return token, nil
+}
+
+// refreshEntry returns the store entry of g under token (a new one when
+// token is empty), its expiry set by the client's expiration policy, and
+// the token.
+func (p *Provider) refreshEntry(c *client, g refreshGrant, token string) (Entry, string, error) {
 	now := p.now()
 	g.Expires = g.End
 	if c.RefreshTokenExpiration == RefreshSliding {
@@ -57,16 +77,13 @@ func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGr
 	}
 	ttl := time.Unix(g.Expires, 0).Sub(now)
 	if ttl <= 0 {
-		return "", errFamilyExpired
+		return Entry{}, "", errFamilyExpired
 	}
 	if token == "" {
 		token = p.randomString(32)
 	}
 	data, _ := json.Marshal(g)
-	if err := p.store.Put(ctx, refreshKey(token), data, ttl); err != nil {
-		return "", fmt.Errorf("storing refresh token: %w", err)
-	}
-	return token, nil
+	return Entry{Key: refreshKey(token), Value: data, TTL: ttl}, token, nil
 }
 
 // refresh redeems a refresh token (RFC 6749 §6).
@@ -76,13 +93,9 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		return nil, oauthErr(ErrInvalidRequest, "refresh_token is required")
 	}
 	ctx := r.Context()
-	var data []byte
-	var err error
-	if c.RefreshTokenUsage == RefreshReuse {
-		data, err = p.store.Get(ctx, refreshKey(token))
-	} else {
-		data, err = p.store.Take(ctx, refreshKey(token))
-	}
+	// Read, not taken: a one-time token is replaced below, in one write,
+	// once it has passed every check.
+	data, err := p.store.Get(ctx, refreshKey(token))
 	if errors.Is(err, ErrNotFound) {
 		return p.refreshReplay(r, c, t, token)
 	}
@@ -94,32 +107,23 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be read", Cause: err}
 	}
 	if g.ClientID != c.ID {
-		// A token presented by the wrong client is burnt: it has leaked.
+		// A token presented by the wrong client has leaked: its family is
+		// revoked.
 		if err := p.revokeFamily(ctx, g); err != nil {
 			p.log.ErrorContext(ctx, "revoking the family of a refresh token presented by another client", "client_id", g.ClientID, "error", err)
 		}
 		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token was issued to another client", Cause: fmt.Errorf("client %q presented a refresh token of client %q", c.ID, g.ClientID)}
 	}
-	// A one-time token is taken now. Should the store fail before its
-	// successor is stored and its use recorded, the client is told to
-	// retry (503): the token must then be there again, and no record of
-	// its use, which would make the retry look like a replay.
-	rot := &rotation{token: token, data: data, g: g}
-	if c.RefreshTokenUsage == RefreshReuse {
-		rot = nil
-	}
 	switch revoked, err := p.familyRevoked(ctx, g.Family); {
 	case err != nil:
 		// Fail closed: a revocation that cannot be read may be there.
-		p.undoRotation(ctx, rot)
 		return nil, unavailable("the refresh token could not be checked", err)
 	case revoked:
 		return nil, oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
 	}
 	scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
 	if oe != nil {
-		p.undoRotation(ctx, rot) // a bad scope does not burn the token
-		return nil, oe
+		return nil, oe // a bad scope does not burn the token
 	}
 
 	var next string
@@ -131,35 +135,65 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 			}
 		}
 	} else {
-		next = p.randomString(32)
-		rot.written = append(rot.written, refreshKey(next))
-		if _, err = p.storeRefreshToken(ctx, c, g, next); err != nil {
-			if !errors.Is(err, errFamilyExpired) {
-				p.undoRotation(ctx, rot)
-			}
+		e, tok, err := p.refreshEntry(c, g, "")
+		if err != nil {
 			return nil, refreshStoreErr(err)
 		}
+		next = tok
+		// The successor, and the rotated-out token remembered for as long
+		// as the family lives, so that a replay of it is recognised: its
+		// record is the grant as it was stored.
+		entries := []Entry{e, {Key: usedRefreshKey(token), Value: data, TTL: time.Unix(g.End, 0).Sub(p.now())}}
 		if c.RefreshTokenReuseGrace > 0 {
 			// The only place a usable token is kept in the store, and only
 			// for the grace period.
 			gr, _ := json.Marshal(graceRecord{Successor: next})
-			rot.written = append(rot.written, graceRefreshKey(token))
-			if err := p.store.Put(ctx, graceRefreshKey(token), gr, c.RefreshTokenReuseGrace); err != nil {
-				p.undoRotation(ctx, rot)
-				return nil, unavailable("the refresh token could not be rotated", err)
-			}
+			entries = append(entries, Entry{Key: graceRefreshKey(token), Value: gr, TTL: c.RefreshTokenReuseGrace})
 		}
-		// Remember the rotated-out token for as long as the family lives,
-		// so that a replay of it is recognised. Last: once it is there, a
-		// retry of this request is a replay.
-		used, _ := json.Marshal(g)
-		rot.written = append(rot.written, usedRefreshKey(token))
-		if err := p.store.Put(ctx, usedRefreshKey(token), used, time.Unix(g.End, 0).Sub(p.now())); err != nil {
-			p.undoRotation(ctx, rot)
+		// One write (RFC 9700 §4.14.2 rotation): of concurrent uses of the
+		// token one swaps it, and the others find the record of its use,
+		// written with the swap, and so are a reuse.
+		swapped, err := p.rotate(ctx, &rotation{token: token, data: data, g: g}, entries)
+		if err != nil {
 			return nil, unavailable("the refresh token could not be rotated", err)
+		}
+		if !swapped {
+			return p.refreshReplay(r, c, t, token)
 		}
 	}
 	return p.refreshResponse(r, c, g, scopes, next)
+}
+
+// rotate replaces rot's token by entries: in one atomic write on a store
+// that can swap, else by taking the token and then storing entries. Should
+// the store fail after the take, the client is told to retry (503): the
+// token must then be there again, and no record of its use, which would
+// make the retry look like a replay, so undoRotation puts it back.
+func (p *Provider) rotate(ctx context.Context, rot *rotation, entries []Entry) (bool, error) {
+	key := refreshKey(rot.token)
+	if sw, ok := p.store.(Swapper); ok {
+		return sw.Swap(ctx, key, rot.data, entries)
+	}
+	v, err := p.store.Take(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !bytes.Equal(v, rot.data) {
+		// Refresh tokens of rotating clients never change value: this is
+		// not one that was read. Gone all the same; its user signs in.
+		return false, nil
+	}
+	for _, e := range entries {
+		rot.written = append(rot.written, e.Key)
+	}
+	if err := putAll(ctx, p.store, entries...); err != nil {
+		p.undoRotation(ctx, rot)
+		return false, err
+	}
+	return true, nil
 }
 
 // rotation is a one-time refresh token taken from the store for its

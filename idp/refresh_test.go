@@ -1,10 +1,12 @@
 package idp_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -165,5 +167,190 @@ func TestEndSession(t *testing.T) {
 	resp = authorize(t, ts, c, q)
 	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=login_required") {
 		t.Fatalf("after end session: %s, want login_required", loc)
+	}
+}
+
+// writeCounter counts the writes a store is asked for, a PutAll counting
+// as one: what a store that syncs each write to disk, or sends it to a
+// server, pays for.
+type writeCounter struct {
+	idp.Store
+	mu     sync.Mutex
+	writes []string
+}
+
+func (w *writeCounter) note(op string) {
+	w.mu.Lock()
+	w.writes = append(w.writes, op)
+	w.mu.Unlock()
+}
+
+func (w *writeCounter) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ops := w.writes
+	w.writes = nil
+	return ops
+}
+
+func (w *writeCounter) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	w.note("Put " + strings.SplitN(key, "/", 2)[0])
+	return w.Store.Put(ctx, key, value, ttl)
+}
+
+func (w *writeCounter) Take(ctx context.Context, key string) ([]byte, error) {
+	w.note("Take " + strings.SplitN(key, "/", 2)[0])
+	return w.Store.Take(ctx, key)
+}
+
+func (w *writeCounter) Delete(ctx context.Context, key string) error {
+	w.note("Delete " + strings.SplitN(key, "/", 2)[0])
+	return w.Store.Delete(ctx, key)
+}
+
+func (w *writeCounter) PutAll(ctx context.Context, entries []idp.Entry) error {
+	var kinds []string
+	for _, e := range entries {
+		kinds = append(kinds, strings.SplitN(e.Key, "/", 2)[0])
+	}
+	w.note("PutAll " + strings.Join(kinds, "+"))
+	return w.Store.(idp.MultiPutter).PutAll(ctx, entries)
+}
+
+func (w *writeCounter) Swap(ctx context.Context, key string, old []byte, entries []idp.Entry) (bool, error) {
+	kinds := []string{strings.SplitN(key, "/", 2)[0]}
+	for _, e := range entries {
+		kinds = append(kinds, strings.SplitN(e.Key, "/", 2)[0])
+	}
+	w.note("Swap " + strings.Join(kinds, "+"))
+	return w.Store.(idp.Swapper).Swap(ctx, key, old, entries)
+}
+
+// TestTokenWrites: redeeming a code with offline_access takes the code
+// and stores what it makes in one write; rotating a refresh token reads
+// it, then replaces it by its successor and the record of its use in one
+// write. So a store that syncs every write syncs twice per code and once
+// per refresh.
+func TestTokenWrites(t *testing.T) {
+	counter := new(writeCounter)
+	ts := newServerWithStore(t, func(c *idp.Config) {
+		c.Clients[0].AllowOfflineAccess = true
+		c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
+	}, func(s idp.Store) idp.Store {
+		counter.Store = s
+		return counter
+	})
+	code, verifier := func() (string, string) {
+		v, ch := pkce("v")
+		q := authorizeParams(ch)
+		q.Set("scope", "openid profile offline_access")
+		u := login(t, ts, browser(t), q, "alice", testPassword)
+		return u.Query().Get("code"), v
+	}()
+	counter.take()
+	resp, body := postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("exchange: %d %s", resp.StatusCode, body)
+	}
+	if got, want := strings.Join(counter.take(), ", "), "Take code, PutAll rt+usedcode"; got != want {
+		t.Errorf("code exchange writes: %s; want %s", got, want)
+	}
+	var tk tokens
+	json.Unmarshal([]byte(body), &tk)
+
+	st, next, body := refreshWith(t, ts, "demo-app", testSecret, tk.RefreshToken, "")
+	if st != http.StatusOK {
+		t.Fatalf("refresh: %d %s", st, body)
+	}
+	if got, want := strings.Join(counter.take(), ", "), "Swap rt+rt+rtused"; got != want {
+		t.Errorf("refresh writes: %s; want %s", got, want)
+	}
+	// Both entries are there: the next token works, the old one is known
+	// as rotated out.
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, next.RefreshToken, ""); st != http.StatusOK {
+		t.Fatalf("refresh with the next token: %d %s", st, body)
+	}
+}
+
+// TestRefreshConcurrentUse: of many simultaneous refreshes with one token,
+// exactly one succeeds, and the others are a reuse: the family is revoked,
+// so the winner's new token fails too.
+func TestRefreshConcurrentUse(t *testing.T) {
+	ts := offlineServer(t)
+	first := offlineTokens(t, ts)
+	const n = 8
+	var wg sync.WaitGroup
+	statuses := make([]int, n)
+	next := make([]string, n)
+	for i := range n {
+		wg.Go(func() {
+			form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first.RefreshToken}}
+			req, _ := http.NewRequest(http.MethodPost, ts.URL+idp.PathToken, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth("demo-app", testSecret)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var tk tokens
+			json.NewDecoder(resp.Body).Decode(&tk)
+			statuses[i], next[i] = resp.StatusCode, tk.RefreshToken
+		})
+	}
+	wg.Wait()
+	won := ""
+	for i, st := range statuses {
+		switch st {
+		case http.StatusOK:
+			if won != "" {
+				t.Fatalf("two refreshes with one token succeeded: %v", statuses)
+			}
+			won = next[i]
+		case http.StatusBadRequest:
+		default:
+			t.Fatalf("statuses %v, want one 200 and 400s", statuses)
+		}
+	}
+	if won == "" {
+		t.Fatalf("no refresh succeeded: %v", statuses)
+	}
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, won, ""); st != http.StatusBadRequest {
+		t.Fatalf("the winner's token after concurrent reuse: %d %s; want invalid_grant (family revoked)", st, body)
+	}
+}
+
+// plainStore hides every optional interface of its store.
+type plainStore struct{ s idp.Store }
+
+func (p plainStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return p.s.Put(ctx, key, value, ttl)
+}
+func (p plainStore) Get(ctx context.Context, key string) ([]byte, error)  { return p.s.Get(ctx, key) }
+func (p plainStore) Take(ctx context.Context, key string) ([]byte, error) { return p.s.Take(ctx, key) }
+func (p plainStore) Delete(ctx context.Context, key string) error         { return p.s.Delete(ctx, key) }
+
+// TestRefreshRotationPlainStore: on a store with only the four methods of
+// idp.Store (Caddy's storage), rotation and reuse detection work as well.
+func TestRefreshRotationPlainStore(t *testing.T) {
+	ts := newServerWithStore(t, func(c *idp.Config) {
+		c.Clients[0].AllowOfflineAccess = true
+		c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
+	}, func(s idp.Store) idp.Store { return plainStore{s} })
+	first := offlineTokens(t, ts)
+	st, second, body := refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, "")
+	if st != http.StatusOK || second.RefreshToken == "" {
+		t.Fatalf("refresh: %d %s", st, body)
+	}
+	third := second
+	if st, third, body = refreshWith(t, ts, "demo-app", testSecret, second.RefreshToken, ""); st != http.StatusOK {
+		t.Fatalf("second refresh: %d %s", st, body)
+	}
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, first.RefreshToken, ""); st != http.StatusBadRequest {
+		t.Fatalf("reuse: %d %s; want invalid_grant", st, body)
+	}
+	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, third.RefreshToken, ""); st != http.StatusBadRequest {
+		t.Fatalf("newest token after reuse: %d %s; want invalid_grant", st, body)
 	}
 }

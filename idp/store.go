@@ -26,3 +26,44 @@ type Store interface {
 	// Delete removes key; deleting an absent key is not an error.
 	Delete(ctx context.Context, key string) error
 }
+
+// Entry is a key, its value and its time to live, for
+// [MultiPutter.PutAll].
+type Entry struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration
+}
+
+// MultiPutter is a [Store] that can store several entries in one write:
+// all of them or, on error, possibly none. For a store that syncs each
+// write to disk, or sends it to a server, that is one sync or one round
+// trip instead of one per entry; a redeemed code or a rotated refresh
+// token stores two entries.
+type MultiPutter interface {
+	PutAll(ctx context.Context, entries []Entry) error
+}
+
+// putAll stores entries with one PutAll if s can, else with one Put each,
+// in order.
+func putAll(ctx context.Context, s Store, entries ...Entry) error {
+	if mp, ok := s.(MultiPutter); ok {
+		return mp.PutAll(ctx, entries)
+	}
+	for _, e := range entries {
+		if err := s.Put(ctx, e.Key, e.Value, e.TTL); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Swapper is a [Store] that can replace an entry by others in one atomic
+// write: Swap deletes key and stores entries if key holds old (and has
+// not expired), and otherwise changes nothing and reports false. Of
+// several Swaps of one key, at most one succeeds. A refresh reads its
+// token, checks it, and swaps it for its successor and the record of its
+// use: one write, with the record there as soon as the token is gone.
+type Swapper interface {
+	Swap(ctx context.Context, key string, old []byte, entries []Entry) (bool, error)
+}

@@ -284,16 +284,21 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
 	}
 	record := usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()}
+	var entries []Entry
 	if slices.Contains(g.Scopes, scopeOfflineAccess) {
 		record.Family = family
-		resp.RefreshToken, err = p.startFamily(ctx, c, family, user.Subject, g.Scopes, g.AuthTime, g.SID)
+		var e Entry
+		e, resp.RefreshToken, err = p.refreshEntry(c, p.familyGrant(c, family, user.Subject, g.Scopes, g.AuthTime, g.SID), "")
 		if err != nil {
 			p.putBackCode(ctx, code, data, g)
 			return nil, unavailable("the refresh token could not be stored", err)
 		}
+		entries = append(entries, e)
 	}
 	used, _ := json.Marshal(record)
-	if err := p.store.Put(ctx, usedCodeKey(code), used, max(c.AccessTokenLifetime, p.codeTTL)); err != nil {
+	entries = append(entries, Entry{Key: usedCodeKey(code), Value: used, TTL: max(c.AccessTokenLifetime, p.codeTTL)})
+	// One write for the refresh token and the record of the code.
+	if err := putAll(ctx, p.store, entries...); err != nil {
 		p.putBackCode(ctx, code, data, g)
 		return nil, unavailable("the code could not be recorded", err)
 	}

@@ -120,6 +120,85 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) idp.Store) {
 			}
 			wantValue(t, s, "revoked/a", "two")
 		}},
+		{"put all", func(t *testing.T, s idp.Store, c *Clock) {
+			mp, ok := s.(idp.MultiPutter)
+			if !ok {
+				t.Skip("not an idp.MultiPutter")
+			}
+			mustPut(t, s, "rt/a", "old", time.Minute)
+			err := mp.PutAll(ctx, []idp.Entry{
+				{Key: "rt/a", Value: []byte("one"), TTL: time.Minute},
+				{Key: "rtused/b", Value: []byte("two"), TTL: time.Hour},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantValue(t, s, "rt/a", "one")
+			wantValue(t, s, "rtused/b", "two")
+			c.Advance(time.Minute)
+			if _, err := s.Get(ctx, "rt/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Get after its ttl: error = %v, want ErrNotFound", err)
+			}
+			wantValue(t, s, "rtused/b", "two")
+		}},
+		{"swap", func(t *testing.T, s idp.Store, c *Clock) {
+			sw, ok := s.(idp.Swapper)
+			if !ok {
+				t.Skip("not an idp.Swapper")
+			}
+			next := []idp.Entry{{Key: "rt/b", Value: []byte("next"), TTL: time.Minute}, {Key: "rtused/a", Value: []byte("one"), TTL: time.Hour}}
+			if ok, err := sw.Swap(ctx, "rt/a", []byte("one"), next); ok || err != nil {
+				t.Fatalf("Swap of an absent key = %v, %v; want false, nil", ok, err)
+			}
+			mustPut(t, s, "rt/a", "one", time.Minute)
+			if ok, err := sw.Swap(ctx, "rt/a", []byte("other"), next); ok || err != nil {
+				t.Fatalf("Swap of another value = %v, %v; want false, nil", ok, err)
+			}
+			wantValue(t, s, "rt/a", "one")
+			if _, err := s.Get(ctx, "rt/b"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("a failed Swap stored its entries: %v", err)
+			}
+			if ok, err := sw.Swap(ctx, "rt/a", []byte("one"), next); !ok || err != nil {
+				t.Fatalf("Swap = %v, %v; want true, nil", ok, err)
+			}
+			if _, err := s.Get(ctx, "rt/a"); !errors.Is(err, idp.ErrNotFound) {
+				t.Fatalf("Get of the swapped key: %v, want ErrNotFound", err)
+			}
+			wantValue(t, s, "rt/b", "next")
+			wantValue(t, s, "rtused/a", "one")
+			mustPut(t, s, "rt/c", "three", time.Minute)
+			c.Advance(time.Minute)
+			if ok, err := sw.Swap(ctx, "rt/c", []byte("three"), next); ok || err != nil {
+				t.Fatalf("Swap of an expired key = %v, %v; want false, nil", ok, err)
+			}
+		}},
+		{"concurrent swap: exactly one wins", func(t *testing.T, s idp.Store, c *Clock) {
+			sw, ok := s.(idp.Swapper)
+			if !ok {
+				t.Skip("not an idp.Swapper")
+			}
+			for round := range 5 {
+				key := fmt.Sprintf("rt/race-%d", round)
+				mustPut(t, s, key, "v", time.Minute)
+				var wins atomic.Int32
+				var wg sync.WaitGroup
+				for i := range 8 {
+					wg.Go(func() {
+						ok, err := sw.Swap(ctx, key, []byte("v"), []idp.Entry{{Key: fmt.Sprintf("rt/next-%d-%d", round, i), Value: []byte("n"), TTL: time.Minute}})
+						if err != nil {
+							t.Errorf("Swap: %v", err)
+						}
+						if ok {
+							wins.Add(1)
+						}
+					})
+				}
+				wg.Wait()
+				if wins.Load() != 1 {
+					t.Fatalf("round %d: %d Swaps won, want 1", round, wins.Load())
+				}
+			}
+		}},
 		{"concurrent take: exactly one wins", func(t *testing.T, s idp.Store, c *Clock) {
 			for round := range 5 {
 				key := fmt.Sprintf("code/race-%d", round)

@@ -62,6 +62,38 @@ func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, pass
 	return next
 }
 
+// Consent allows what the provider's consent page at consentURL asks, as
+// a user does who leaves "Remember my decision" checked: it opens the page
+// and posts its form to its action. It returns where the provider then
+// redirects, without following it.
+func Consent(t testing.TB, browser *http.Client, consentURL *url.URL) *url.URL {
+	t.Helper()
+	resp, page := send(t, browser, consentURL.String(), nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("consent page: status %d:\n%s", resp.StatusCode, page)
+	}
+	rawAction, ok := attr(page, `<form[^>]*\baction="([^"]*)"`)
+	if !ok {
+		t.Fatalf("consent page has no form action:\n%s", page)
+	}
+	action, err := consentURL.Parse(rawAction)
+	if err != nil {
+		t.Fatalf("consent page: form action %q: %v", rawAction, err)
+	}
+	form := url.Values{
+		"csrf_token": {hiddenInput(t, page, "csrf_token")},
+		"request":    {hiddenInput(t, page, "request")},
+		"remember":   {"1"},
+		"decision":   {"allow"},
+	}
+	resp, page = send(t, browser, action.String(), form)
+	next, err := resp.Location()
+	if err != nil {
+		t.Fatalf("consent: status %d, no redirect:\n%s", resp.StatusCode, page)
+	}
+	return next
+}
+
 // SignOut signs browser out of the gateway whose sign-out page is at
 // signOutURL as a user does: it opens the page and posts its form, with
 // the form's token, to its action. It returns where the gateway then
