@@ -8,11 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strconv"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,8 +28,9 @@ import (
 
 // StateStore says where the provider keeps what it must keep between
 // requests, reloads and restarts: codes, refresh token families,
-// revocations, consents, ended sessions, and with Bolt and Redis its
-// signing and cookie keys. At most one field is set. Unset, that is a
+// revocations, consents, ended sessions, and with Redis its signing and
+// cookie keys (which Caddy's storage keeps otherwise). At most one field
+// is set. Unset, that is a
 // bbolt file in Caddy's data directory (see [BoltStore]).
 type StateStore struct {
 	// Bolt keeps everything in one bbolt file: the default, for a
@@ -494,26 +494,21 @@ func (p *Provider) openState(ctx caddy.Context) (providerState, error) {
 	if err != nil {
 		return providerState{}, fmt.Errorf("store bolt: %w", err)
 	}
-	b, err := loadBolt(path, ctx.Slogger())
+	v, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
+		return &lazyBolt{path: path, logger: ctx.Slogger()}, nil
+	})
 	if err != nil {
 		return providerState{}, err
 	}
-	release := func() error { _, err := boltPool.Delete(path); return err }
-	// Keys of versions before the bolt store were kept in Caddy's
-	// storage: taking them along keeps an upgrade's tokens and logins
-	// valid.
-	for _, name := range []string{prefix + "/signing_keys.json", prefix + "/cookie_keys.json"} {
-		imported, err := importKey(ctx, b, storage, name)
-		if err != nil {
-			release()
-			return providerState{}, fmt.Errorf("store bolt: importing %s from storage: %w", name, err)
-		}
-		if imported {
-			p.logger.Info("imported keys from storage into the provider's store",
-				zap.String("storage_key", name), zap.String("path", path))
-		}
-	}
-	return providerState{store: b, keys: b, where: "bolt " + path, poolKey: path, release: release}, nil
+	// The keys stay in Caddy's storage: they are needed here, and the
+	// file is not opened before the first request that needs it.
+	return providerState{
+		store:   v.(*lazyBolt),
+		keys:    storage,
+		where:   "bolt " + path,
+		poolKey: path,
+		release: func() error { _, err := boltPool.Delete(path); return err },
+	}, nil
 }
 
 // defaultBoltPath is the default bbolt file of the provider of issuer:
@@ -529,60 +524,133 @@ func defaultBoltPath(storage certmagic.Storage, issuer string) string {
 	return filepath.Join(caddy.AppDataDir(), "authgate", name)
 }
 
-// boltPool holds the open bbolt files by path: bbolt opens a file once,
-// and a reload provisions the new configuration before it cleans up the
-// old one, so both must share it.
+// boltPool holds the bbolt files by path: bbolt opens a file once, and a
+// reload provisions the new configuration before it cleans up the old
+// one, so both must share it.
 var boltPool = caddy.NewUsagePool()
 
-// pooledBolt closes the file once no provider uses it.
-type pooledBolt struct{ *boltstore.Store }
+// boltRetry is how long a file that failed to open answers with that
+// failure before the next request tries again: requests during an outage
+// fail at once rather than each waiting on the file's lock.
+const boltRetry = time.Second
 
-func (b pooledBolt) Destruct() error { return b.Close() }
+// lazyBolt is the provider's bbolt file, opened at the first request that
+// needs it rather than at provisioning: `caddy validate` provisions the
+// configuration in a process of its own, often while Caddy runs with the
+// file open, and must neither need the file nor wait for it. A second
+// Caddy process on the same file gets 503s and an error in its log that
+// says why.
+type lazyBolt struct {
+	path   string
+	logger *slog.Logger
 
-// loadBolt returns the open store of the file at path, opening it if no
-// provider has. The caller releases it with boltPool.Delete(path).
-func loadBolt(path string, logger *slog.Logger) (*boltstore.Store, error) {
-	v, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
-		s, err := boltstore.Open(path, boltstore.Options{Logger: logger})
-		if errors.Is(err, boltstore.ErrLocked) {
-			return nil, fmt.Errorf("store: %s is open in another process: one file serves one Caddy process. "+
-				"If that is the Caddy running this configuration, `caddy reload` applies a new one to it; "+
-				"several processes serving one issuer need `store redis` (or `store storage` on storage they share)", path)
+	open   atomic.Pointer[boltstore.Store]
+	mu     sync.Mutex // held while opening or closing
+	closed bool
+	err    error // the last failure to open, until boltRetry after failed
+	failed time.Time
+}
+
+var (
+	_ idp.Store       = (*lazyBolt)(nil)
+	_ idp.MultiPutter = (*lazyBolt)(nil)
+	_ idp.Swapper     = (*lazyBolt)(nil)
+)
+
+// store returns the open file, opening it on first use.
+func (l *lazyBolt) store() (*boltstore.Store, error) {
+	if s := l.open.Load(); s != nil {
+		return s, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s := l.open.Load(); s != nil {
+		return s, nil
+	}
+	if l.closed {
+		return nil, errors.New("store bolt: closed")
+	}
+	if l.err != nil && time.Since(l.failed) < boltRetry {
+		return nil, l.err
+	}
+	s, err := boltstore.Open(l.path, boltstore.Options{Logger: l.logger, LockTimeout: 500 * time.Millisecond})
+	if errors.Is(err, boltstore.ErrLocked) {
+		err = fmt.Errorf("store: %s is open in another process: one file serves one Caddy process. "+
+			"If that is a Caddy running this configuration, `caddy reload` applies a new one to it; "+
+			"several processes serving one issuer need `store redis` (or `store storage` on storage they share)", l.path)
+	} else if err != nil {
+		err = fmt.Errorf("store bolt: %w", err)
+	}
+	if err != nil {
+		if l.err == nil {
+			l.logger.Error("the provider's store cannot be opened; requests that need it get 503 until it can", "error", err)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("store bolt: %w", err)
-		}
-		return pooledBolt{s}, nil
-	})
+		l.err, l.failed = err, time.Now()
+		return nil, err
+	}
+	if l.err != nil {
+		l.logger.Info("the provider's store is open", "path", l.path)
+	}
+	l.err = nil
+	l.open.Store(s)
+	return s, nil
+}
+
+// Destruct closes the file once no provider uses it.
+func (l *lazyBolt) Destruct() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if s := l.open.Swap(nil); s != nil {
+		return s.Close()
+	}
+	return nil
+}
+
+func (l *lazyBolt) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	s, err := l.store()
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, key, value, ttl)
+}
+
+func (l *lazyBolt) PutAll(ctx context.Context, entries []idp.Entry) error {
+	s, err := l.store()
+	if err != nil {
+		return err
+	}
+	return s.PutAll(ctx, entries)
+}
+
+func (l *lazyBolt) Swap(ctx context.Context, key string, old []byte, entries []idp.Entry) (bool, error) {
+	s, err := l.store()
+	if err != nil {
+		return false, err
+	}
+	return s.Swap(ctx, key, old, entries)
+}
+
+func (l *lazyBolt) Get(ctx context.Context, key string) ([]byte, error) {
+	s, err := l.store()
 	if err != nil {
 		return nil, err
 	}
-	return v.(pooledBolt).Store, nil
+	return s.Get(ctx, key)
 }
 
-// importKey copies the value at name from storage into keys, unless keys
-// has one already or storage has none; imported reports a copy.
-func importKey(ctx context.Context, keys keyStore, storage certmagic.Storage, name string) (imported bool, err error) {
-	lockName := strings.ReplaceAll(name, "/", "_")
-	if err := keys.Lock(ctx, lockName); err != nil {
-		return false, err
-	}
-	defer func() {
-		if uerr := keys.Unlock(context.WithoutCancel(ctx), lockName); uerr != nil && err == nil {
-			imported, err = false, uerr
-		}
-	}()
-	if _, err := keys.Load(ctx, name); !errors.Is(err, fs.ErrNotExist) {
-		return false, err
-	}
-	data, err := storage.Load(ctx, name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
+func (l *lazyBolt) Take(ctx context.Context, key string) ([]byte, error) {
+	s, err := l.store()
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return true, keys.Store(ctx, name, data)
+	return s.Take(ctx, key)
 }
 
-var _ keyStore = (*boltstore.Store)(nil)
+func (l *lazyBolt) Delete(ctx context.Context, key string) error {
+	s, err := l.store()
+	if err != nil {
+		return err
+	}
+	return s.Delete(ctx, key)
+}

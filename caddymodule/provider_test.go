@@ -9,7 +9,9 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -116,12 +118,9 @@ func TestProvisionKeepsKeys(t *testing.T) {
 	tests := []struct {
 		name  string
 		store *StateStore
-		// inStorage: the keys are files of Caddy's storage; otherwise they
-		// are in the bbolt file, and the storage has none.
-		inStorage bool
 	}{
-		{"default (bolt)", nil, false},
-		{"storage", &StateStore{Storage: &StorageStateStore{}}, true},
+		{"default (bolt)", nil},
+		{"storage", &StateStore{Storage: &StorageStateStore{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,8 +137,10 @@ func TestProvisionKeepsKeys(t *testing.T) {
 				t.Fatalf("JWKS %q, want an RS256 and an ES256 key", ids)
 			}
 			for _, name := range []string{"signing_keys.json", "cookie_keys.json"} {
-				if _, err := os.Stat(filepath.Join(root, prefix, name)); (err == nil) != tt.inStorage {
-					t.Errorf("%s in storage: stat error %v", name, err)
+				// In Caddy's storage with every local store: they are
+				// needed at provisioning, which opens no bbolt file.
+				if _, err := os.Stat(filepath.Join(root, prefix, name)); err != nil {
+					t.Errorf("%s in storage: %v", name, err)
 				}
 				if _, err := first.state.keys.Load(context.Background(), prefix+"/"+name); err != nil {
 					t.Errorf("%s not in the provider's key store: %v", name, err)
@@ -168,7 +169,10 @@ func TestProvisionKeepsKeys(t *testing.T) {
 
 func TestProvisionBoltFile(t *testing.T) {
 	// The default store is a file per issuer next to the storage's
-	// folders; `store bolt <path>` puts it elsewhere.
+	// folders, made at the first request that needs it, not at
+	// provisioning (which `caddy validate` does while Caddy runs); `store
+	// bolt <path>` puts it elsewhere.
+	ctx := context.Background()
 	root := t.TempDir()
 	const issuer = "https://login.example.com"
 	p := testProvider(issuer)
@@ -176,6 +180,12 @@ func TestProvisionBoltFile(t *testing.T) {
 	want := filepath.Join(root, "authgate", "provider-"+strings.TrimPrefix(providerStoragePrefix(issuer), "authgate/provider/")+".db")
 	if p.state.poolKey != want {
 		t.Fatalf("store file %s, want %s", p.state.poolKey, want)
+	}
+	if _, err := os.Stat(want); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("store file after provisioning: %v, want none yet", err)
+	}
+	if err := p.state.store.Put(ctx, "c/x", []byte("x"), time.Minute); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := os.Stat(want); err != nil {
 		t.Fatal(err)
@@ -188,6 +198,9 @@ func TestProvisionBoltFile(t *testing.T) {
 	if q.state.poolKey != elsewhere {
 		t.Fatalf("store file %s, want %s", q.state.poolKey, elsewhere)
 	}
+	if err := q.state.store.Put(ctx, "c/x", []byte("x"), time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(elsewhere); err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +208,10 @@ func TestProvisionBoltFile(t *testing.T) {
 
 func TestProvisionBoltFileInUse(t *testing.T) {
 	// bbolt opens a file in one process: a second (here another open of
-	// the file, which its lock treats alike) is told at once what to use
-	// instead.
+	// the file, which its lock treats alike) provisions, as `caddy
+	// validate` must, and its requests fail with an error that says what
+	// to use instead, until the file is free.
+	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "login.db")
 	other, err := boltstore.Open(path, boltstore.Options{})
 	if err != nil {
@@ -205,42 +220,29 @@ func TestProvisionBoltFileInUse(t *testing.T) {
 	defer other.Close()
 	p := testProvider("https://login.example.com")
 	p.Store = &StateStore{Bolt: &BoltStore{Path: path}}
-	err = p.Provision(newTestContext(t, t.TempDir()))
-	p.Cleanup()
+	provision(t, newTestContext(t, t.TempDir()), p)
+	err = p.state.store.Put(ctx, "c/x", []byte("x"), time.Minute)
 	if err == nil {
-		t.Fatal("Provision on a file open elsewhere succeeded")
+		t.Fatal("Put on a file open elsewhere succeeded")
 	}
 	for _, want := range []string{"store", path, "another process", "store redis", "store storage"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-}
-
-func TestProvisionBoltImportsKeysFromStorage(t *testing.T) {
-	// A version before the bolt store kept the keys in Caddy's storage: the
-	// first start on the bolt store takes them along, so that tokens and
-	// logins stay valid.
-	root := t.TempDir()
-	const issuer = "https://login.example.com"
-	old := testProvider(issuer)
-	old.Store = &StateStore{Storage: &StorageStateStore{}}
-	provision(t, newTestContext(t, root), old)
-	ids := jwksKeyIDs(t, old)
-	prefix := providerStoragePrefix(issuer)
-	cookieKeys, err := os.ReadFile(filepath.Join(root, prefix, "cookie_keys.json"))
-	if err != nil {
-		t.Fatal(err)
+	// Within boltRetry the failure is answered again without waiting on
+	// the lock; once the file is free and boltRetry has passed, the next
+	// request opens it.
+	if again := p.state.store.Put(ctx, "c/x", []byte("x"), time.Minute); again == nil || again.Error() != err.Error() {
+		t.Fatalf("second Put: %v, want the same failure", again)
 	}
-	old.Cleanup()
-
-	p := testProvider(issuer)
-	provision(t, newTestContext(t, root), p)
-	if got := jwksKeyIDs(t, p); strings.Join(got, ",") != strings.Join(ids, ",") {
-		t.Fatalf("keys on the bolt store %q, want the storage's %q", got, ids)
-	}
-	if got, err := p.state.keys.Load(context.Background(), prefix+"/cookie_keys.json"); err != nil || string(got) != string(cookieKeys) {
-		t.Fatalf("cookie keys in the bolt store: %v; want the storage's", err)
+	other.Close()
+	lb := p.state.store.(*lazyBolt)
+	lb.mu.Lock()
+	lb.failed = lb.failed.Add(-boltRetry)
+	lb.mu.Unlock()
+	if err := p.state.store.Put(ctx, "c/x", []byte("x"), time.Minute); err != nil {
+		t.Fatalf("Put once the file is free: %v", err)
 	}
 }
 

@@ -112,16 +112,16 @@ func TestDefaultStore(t *testing.T) {
 	s.rp = newRP(t, testContext(t), s.issuer)
 	s.rp.conf.Scopes = append(s.rp.conf.Scopes, "offline_access")
 
-	// Where the README says the file is.
+	code, verifier, consented := s.code(t)
+	if !consented {
+		t.Fatal("first login: no consent page")
+	}
+	// Where the README says the file is, made by the first request that
+	// needed it.
 	sum := sha256.Sum256([]byte(s.issuer))
 	dbFile := filepath.Join(s.Storage, "authgate", "provider-"+hex.EncodeToString(sum[:])[:16]+".db")
 	if _, err := os.Stat(dbFile); err != nil {
 		t.Fatalf("the default store's file: %v", err)
-	}
-
-	code, verifier, consented := s.code(t)
-	if !consented {
-		t.Fatal("first login: no consent page")
 	}
 	status, body := s.postToken(t, exchange(code, verifier))
 	rt, _ := body["refresh_token"].(string)
@@ -206,32 +206,56 @@ func TestDefaultStore(t *testing.T) {
 	})
 }
 
-// TestDefaultStoreOneProcess: a second Caddy on the same storage folder
-// (the same file) is refused at once, with an error that names the file
-// and what to use for several processes.
+// TestDefaultStoreOneProcess: `caddy validate` of the running
+// configuration succeeds while Caddy has the bbolt file open (the file is
+// opened by the first request that needs it, not at provisioning), and a
+// second Caddy process on the same file serves 503 temporarily_unavailable
+// to what needs the store, with a log line that names the file and says
+// what several processes need, while the first serves on.
 func TestDefaultStoreOneProcess(t *testing.T) {
 	t.Parallel()
+	dbFile := filepath.Join(t.TempDir(), "login.db")
+	extra := "\n\t\tstore bolt " + dbFile
 	s := newStoreSite(t)
+	s.write(t, extra)
 	s.Start(t)
-	sum := sha256.Sum256([]byte(s.issuer))
-	dbFile := filepath.Join(s.Storage, "authgate", "provider-"+hex.EncodeToString(sum[:])[:16]+".db")
+	bogus := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"no-such-token"}}
+	if status, body := s.postToken(t, bogus); status != http.StatusBadRequest || body["error"] != "invalid_grant" {
+		t.Fatalf("unknown refresh token: %d %v, want 400 invalid_grant", status, body)
+	}
+	if _, err := os.Stat(dbFile); err != nil {
+		t.Fatalf("the store file after a request: %v", err)
+	}
 
-	// `caddy validate` provisions the provider as a second process would.
+	// `caddy validate` provisions the provider in a process of its own.
 	cmd := exec.Command(caddyBin, "validate", "--config", s.Config, "--adapter", "caddyfile")
 	cmd.Dir = s.Dir
 	cmd.Env = append(os.Environ(), secretEnv+"="+clientSecret,
 		"XDG_CONFIG_HOME="+filepath.Join(s.Dir, "xdg-config"),
 		"XDG_DATA_HOME="+filepath.Join(s.Dir, "xdg-data"),
 	)
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatalf("validate with the file open in the running Caddy succeeded:\n%s", out)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("validate while Caddy runs with the file open: %v\n%s", err, out)
+	}
+
+	second := newStoreSite(t)
+	second.write(t, extra)
+	second.Start(t)
+	status, body := second.postToken(t, bogus)
+	if status != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" {
+		t.Fatalf("second process: %d %v, want 503 temporarily_unavailable", status, body)
+	}
+	log, err := os.ReadFile(second.LogPath)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, want := range []string{dbFile, "another process", "store redis", "caddy reload"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("output does not say %q:\n%s", want, out)
+		if !strings.Contains(string(log), want) {
+			t.Errorf("the second process's log does not say %q", want)
 		}
 	}
-	// The running Caddy still serves.
-	s.rp = newRP(t, testContext(t), s.issuer)
+	// The first still serves.
+	if status, _ := s.postToken(t, bogus); status != http.StatusBadRequest {
+		t.Fatalf("first process after the second started: %d, want 400", status)
+	}
 }

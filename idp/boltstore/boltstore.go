@@ -1,14 +1,12 @@
 // Package boltstore keeps the provider's state in one bbolt file, for a
 // provider that runs as one process: an [idp.Store] whose every write is
-// on disk before the call returns, and a place for keys (values without
-// expiry) with an in-process lock.
+// on disk before the call returns.
 //
-// The file holds four buckets:
+// The file holds three buckets:
 //
 //	entries   store key -> expiry (8 bytes, big-endian Unix nanoseconds) + value
 //	expiry    expiry (8 bytes) + store key -> nothing: the entries in the
 //	          order they expire, for the sweep
-//	keys      key -> value, for [Store.Load] and [Store.Store]
 //	meta      "version" -> the layout's version
 //
 // Expired entries read as absent; a background sweep deletes them, walking
@@ -30,7 +28,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,7 +72,6 @@ type Options struct {
 var (
 	bucketEntries = []byte("entries")
 	bucketExpiry  = []byte("expiry")
-	bucketKeys    = []byte("keys")
 	bucketMeta    = []byte("meta")
 
 	metaVersion = []byte("version")
@@ -103,9 +99,6 @@ type Store struct {
 	quit   chan struct{}  // closed by Close
 	wg     sync.WaitGroup // the committer and the sweep
 	once   sync.Once
-
-	lockMu sync.Mutex
-	locks  map[string]chan struct{} // held key locks; closed on Unlock
 }
 
 var (
@@ -154,7 +147,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: opening %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEntries, bucketExpiry, bucketKeys, bucketMeta} {
+		for _, name := range [][]byte{bucketEntries, bucketExpiry, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -180,7 +173,6 @@ func Open(path string, opts Options) (*Store, error) {
 		swept:  opts.swept,
 		writes: make(chan *write),
 		quit:   make(chan struct{}),
-		locks:  make(map[string]chan struct{}),
 	}
 	s.wg.Add(2)
 	go s.commitLoop()
@@ -457,68 +449,6 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("boltstore: delete: %w", err)
 	}
-	return nil
-}
-
-// Load returns the value stored under key with Store, or an error
-// matching fs.ErrNotExist if there is none.
-func (s *Store) Load(_ context.Context, key string) ([]byte, error) {
-	var value []byte
-	err := s.db.View(func(tx *bolt.Tx) error {
-		value = bytes.Clone(tx.Bucket(bucketKeys).Get([]byte(key)))
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("boltstore: load %s: %w", key, err)
-	}
-	if value == nil {
-		return nil, fmt.Errorf("boltstore: load %s: %w", key, fs.ErrNotExist)
-	}
-	return value, nil
-}
-
-// Store stores value under key, with no expiry, apart from the entries of
-// the [idp.Store].
-func (s *Store) Store(ctx context.Context, key string, value []byte) error {
-	k, v := []byte(key), bytes.Clone(value)
-	err := s.update(ctx, func(tx *bolt.Tx) error { return tx.Bucket(bucketKeys).Put(k, v) })
-	if err != nil {
-		return fmt.Errorf("boltstore: store %s: %w", key, err)
-	}
-	return nil
-}
-
-// Lock takes the lock called name, waiting until it is free or ctx is
-// done. The lock is this process's: bbolt's lock on the file already keeps
-// every other process out.
-func (s *Store) Lock(ctx context.Context, name string) error {
-	for {
-		s.lockMu.Lock()
-		held, ok := s.locks[name]
-		if !ok {
-			s.locks[name] = make(chan struct{})
-			s.lockMu.Unlock()
-			return nil
-		}
-		s.lockMu.Unlock()
-		select {
-		case <-held:
-		case <-ctx.Done():
-			return fmt.Errorf("boltstore: lock %s: %w", name, ctx.Err())
-		}
-	}
-}
-
-// Unlock releases the lock called name.
-func (s *Store) Unlock(_ context.Context, name string) error {
-	s.lockMu.Lock()
-	defer s.lockMu.Unlock()
-	held, ok := s.locks[name]
-	if !ok {
-		return fmt.Errorf("boltstore: unlock %s: not locked", name)
-	}
-	delete(s.locks, name)
-	close(held)
 	return nil
 }
 

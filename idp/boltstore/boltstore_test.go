@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -34,7 +33,7 @@ func TestStore(t *testing.T) {
 	})
 }
 
-func TestReopenKeepsEntriesAndKeys(t *testing.T) {
+func TestReopenKeepsEntries(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "sub", "store.db")
 	s, err := Open(path, Options{})
@@ -42,9 +41,6 @@ func TestReopenKeepsEntriesAndKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := s.Put(ctx, "rt/a", []byte("grant"), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Store(ctx, "signing_keys.json", []byte("keys")); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -57,16 +53,6 @@ func TestReopenKeepsEntriesAndKeys(t *testing.T) {
 	s = open(t, path, Options{})
 	if v, err := s.Take(ctx, "rt/a"); err != nil || string(v) != "grant" {
 		t.Fatalf("Take after reopening = %q, %v; want grant, nil", v, err)
-	}
-	if v, err := s.Load(ctx, "signing_keys.json"); err != nil || string(v) != "keys" {
-		t.Fatalf("Load after reopening = %q, %v; want keys, nil", v, err)
-	}
-	// Keys and entries are apart: a key is no entry, and no entry a key.
-	if _, err := s.Get(ctx, "signing_keys.json"); !errors.Is(err, idp.ErrNotFound) {
-		t.Fatalf("Get of a key's name: %v, want ErrNotFound", err)
-	}
-	if _, err := s.Load(ctx, "rt/a"); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("Load of an entry's name: %v, want fs.ErrNotExist", err)
 	}
 }
 
@@ -166,9 +152,6 @@ func TestSweep(t *testing.T) {
 	if err := s.Put(ctx, "rt/again", []byte("again"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Store(ctx, "cookie_keys.json", []byte("k")); err != nil {
-		t.Fatal(err)
-	}
 	if e, i := count(t, s); e != 4 || i != 4 {
 		t.Fatalf("%d entries, %d index entries; want 4 and 4 (a Put again replaces its index entry)", e, i)
 	}
@@ -184,9 +167,6 @@ func TestSweep(t *testing.T) {
 	}
 	if v, err := s.Get(ctx, "rt/again"); err != nil || string(v) != "again" {
 		t.Fatalf("Get(rt/again) = %q, %v; want again, nil", v, err)
-	}
-	if _, err := s.Load(ctx, "cookie_keys.json"); err != nil {
-		t.Fatalf("the sweep touched a key: %v", err)
 	}
 }
 
@@ -252,35 +232,5 @@ func TestBackgroundSweep(t *testing.T) {
 	// Close stops the sweep: it returns, so its goroutine has ended.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestLock(t *testing.T) {
-	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "store.db"), Options{})
-	if _, err := s.Load(ctx, "absent"); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("Load(absent) = %v, want fs.ErrNotExist", err)
-	}
-	if err := s.Lock(ctx, "keys"); err != nil {
-		t.Fatal(err)
-	}
-	short, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
-	defer cancel()
-	if err := s.Lock(short, "keys"); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Lock of a held lock = %v, want the context's error", err)
-	}
-	if err := s.Lock(ctx, "other"); err != nil {
-		t.Fatalf("Lock of another name: %v", err)
-	}
-	got := make(chan error)
-	go func() { got <- s.Lock(ctx, "keys") }()
-	if err := s.Unlock(ctx, "keys"); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-got; err != nil {
-		t.Fatalf("Lock after Unlock: %v", err)
-	}
-	if err := s.Unlock(ctx, "nothing"); err == nil {
-		t.Fatal("Unlock of a lock not held succeeded")
 	}
 }
