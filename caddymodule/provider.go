@@ -104,9 +104,15 @@ type Provider struct {
 	// 2048 bits for RS256, or ECDSA P-256 for ES256; PKCS #8, PKCS #1 or
 	// SEC 1) that sign tokens. The first key of each algorithm signs; the
 	// others are only published, so that tokens they signed keep verifying
-	// while keys rotate. Default: keys generated on first start and kept
-	// in Caddy's storage.
+	// while keys rotate. An algorithm with a file does not rotate; one
+	// without gets generated keys. Default: keys generated on first start
+	// and kept in the provider's store (Caddy's storage, or Redis), rotated
+	// as KeyRotation says.
 	SigningKeys []string `json:"signing_keys,omitempty"`
+
+	// KeyRotation schedules the rotation of generated signing keys.
+	// Default: a new key every 30 days, published a day before it signs.
+	KeyRotation *KeyRotation `json:"key_rotation,omitempty"`
 
 	// LoginThrottle slows down password guessing: per username and client
 	// IP, per username from every address, and per client IP; a browser
@@ -115,12 +121,13 @@ type Provider struct {
 	LoginThrottle *ProviderLoginThrottle `json:"login_throttle,omitempty"`
 
 	// Store, when set, keeps the provider's shared state (codes, refresh
-	// tokens, revocations, consents, ended sessions, login throttle counts)
-	// somewhere other than Caddy's storage: in Redis, for several nodes.
-	// Signing and cookie keys stay in Caddy's storage (or files).
+	// tokens, revocations, consents, ended sessions, login throttle counts,
+	// generated signing keys and cookie keys) somewhere other than Caddy's
+	// storage: in Redis, for several nodes.
 	Store *StateStore `json:"store,omitempty"`
 
-	provider *idp.Provider
+	provider *liveProvider
+	stopKeys func() // stops the key rotation (and loading)
 	logger   *zap.Logger
 	storeKey string // key of the store in storePool, once it holds one
 	redisKey string // key of the client in redisPool, once it holds one
@@ -354,23 +361,6 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 
 	storage := ctx.Storage()
 	prefix := providerStoragePrefix(p.Issuer)
-	if len(cfg.Keys) == 0 {
-		key := prefix + "/signing_keys.json"
-		var created bool
-		cfg.Keys, created, err = loadOrCreateSigningKeys(ctx, storage, key)
-		if err != nil {
-			return fmt.Errorf("signing keys: %w", err)
-		}
-		if created {
-			p.logger.Info("generated signing keys", zap.String("issuer", p.Issuer), zap.String("storage_key", key))
-		}
-	}
-	key := prefix + "/cookie_keys.json"
-	cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, storage, key)
-	if err != nil {
-		return fmt.Errorf("cookie keys: %w", err)
-	}
-
 	if p.Store != nil && p.Store.Redis != nil {
 		r, redisKey, err := loadRedis(p.Store.Redis, p.logger)
 		if err != nil {
@@ -379,8 +369,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		p.redisKey = redisKey
 		// One engine for both: a cluster counts each failed login once.
 		cfg.ThrottleStore = r
-		p.provider, err = idp.New(cfg, r)
-		return err
+		return p.startKeys(ctx, newRedisKeyStore(r), r, cfg)
 	}
 
 	storeKey := storageIdentity(storage) + " " + prefix + "/store"
@@ -391,23 +380,41 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		return err
 	}
 	p.storeKey = storeKey
-
-	p.provider, err = idp.New(cfg, store.(*storageStore))
-	return err
+	return p.startKeys(ctx, storage, store.(*storageStore), cfg)
 }
 
 // ServeHTTP serves the provider's endpoints and passes every other request
 // on to next.
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !p.provider.Owns(r) {
+	pr := p.provider.Load()
+	if pr == nil {
+		// Keys from a remote store are loading: wait for the first
+		// attempt, which the store's timeouts bound.
+		select {
+		case <-p.provider.ready:
+		case <-r.Context().Done():
+		}
+		if pr = p.provider.Load(); pr == nil {
+			if p.servePending(w, r) {
+				return nil
+			}
+			return next.ServeHTTP(w, r)
+		}
+	}
+	if !pr.Owns(r) {
 		return next.ServeHTTP(w, r)
 	}
-	p.provider.ServeHTTP(w, r)
+	pr.ServeHTTP(w, r)
 	return nil
 }
 
-// Cleanup releases the provider's store.
+// Cleanup stops the rotation of the provider's keys and releases its
+// store.
 func (p *Provider) Cleanup() error {
+	if p.stopKeys != nil {
+		p.stopKeys()
+		p.stopKeys = nil
+	}
 	var errs []error
 	if p.storeKey != "" {
 		_, err := storePool.Delete(p.storeKey)
