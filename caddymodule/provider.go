@@ -45,10 +45,12 @@ func init() {
 //
 // Unless signing keys are configured, the provider generates an RS256 and
 // an ES256 key on first start, and a key for its cookies, and keeps them in
-// Caddy's storage under `authgate/provider/<digest of the issuer>/`, next
-// to its authorization codes and revocations. Instances that share the
-// storage therefore serve one provider: tokens and logins survive restarts
-// and are good on every instance.
+// its store (Caddy's storage under `authgate/provider/<digest of the
+// issuer>/`, or Redis), next to its authorization codes and revocations;
+// the signing keys rotate on a schedule kept with them (see
+// [KeyRotation]). Instances that share the store therefore serve one
+// provider: tokens and logins survive restarts and are good on every
+// instance.
 type Provider struct {
 	// Issuer is the provider's identifier, the http(s) URL that clients
 	// discover it at and that tokens name in `iss`, for example
