@@ -390,6 +390,9 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	pr := p.provider.Load()
 	if pr == nil {
+		if !p.isEndpoint(r) {
+			return next.ServeHTTP(w, r)
+		}
 		// Keys from a remote store are loading: wait for the first
 		// attempt, which the store's timeouts bound.
 		select {
@@ -397,10 +400,8 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 		case <-r.Context().Done():
 		}
 		if pr = p.provider.Load(); pr == nil {
-			if p.servePending(w, r) {
-				return nil
-			}
-			return next.ServeHTTP(w, r)
+			servePending(w)
+			return nil
 		}
 	}
 	if !pr.Owns(r) {

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -323,6 +324,10 @@ type keyRotation struct {
 
 	mu      sync.Mutex // the fields below; one tick at a time
 	ring    keyRing    // as last read or stored
+	decoded struct {   // the last ring read decoded, and its stored form
+		raw  []byte
+		ring keyRing
+	}
 	target  keySetter
 	applied []string // the kids last given to target, in order
 	failing bool     // the last read failed; logged once until one succeeds
@@ -372,7 +377,7 @@ func (m *keyRotation) init(ctx context.Context) ([]idp.SigningKey, error) {
 	return keys, nil
 }
 
-// read returns the stored ring, and whether there is one.
+// read returns the stored ring, and whether there is one. m.mu is held.
 func (m *keyRotation) read(ctx context.Context) (keyRing, bool, error) {
 	data, err := m.store.Load(ctx, m.key)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -381,10 +386,14 @@ func (m *keyRotation) read(ctx context.Context) (keyRing, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("loading %s: %w", m.key, err)
 	}
+	if m.decoded.ring != nil && bytes.Equal(data, m.decoded.raw) {
+		return m.decoded.ring, true, nil // unchanged: no need to parse its keys again
+	}
 	ring, err := decodeRing(data)
 	if err != nil {
 		return nil, false, fmt.Errorf("decoding %s: %w", m.key, err)
 	}
+	m.decoded.raw, m.decoded.ring = data, ring
 	return ring, true, nil
 }
 
@@ -602,6 +611,7 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 		// Check the configuration now, with keys of no account, as
 		// `caddy validate` must: idp.New is what checks it.
 		check := cfg
+		check.PasswordComparer = compareOnly{cfg.PasswordComparer}
 		extra, err := throwawayKeys(rot)
 		if err != nil {
 			return err
@@ -673,6 +683,11 @@ func (p *Provider) buildInBackground(ctx context.Context, build func(context.Con
 	}
 }
 
+// compareOnly is a PasswordComparer that is no idp.FakeHasher, for
+// checking a configuration: its fake hashes would cost a login's time
+// each, for a provider that is thrown away.
+type compareOnly struct{ idp.PasswordComparer }
+
 var (
 	throwawayOnce sync.Once
 	throwaway     []idp.SigningKey
@@ -708,10 +723,9 @@ func throwawayKeys(rot *keyRotation) ([]idp.SigningKey, error) {
 	return keys, nil
 }
 
-// servePending answers a request while the provider's keys are not
-// loaded: 503 temporarily_unavailable for the provider's endpoints
-// (RFC 6749 §4.1.2.1's code, with Retry-After), next for anything else.
-func (p *Provider) servePending(w http.ResponseWriter, r *http.Request) bool {
+// isEndpoint reports whether r is for one of the provider's endpoints,
+// while the provider that would say is not built yet.
+func (p *Provider) isEndpoint(r *http.Request) bool {
 	base := ""
 	if u, err := url.Parse(p.Issuer); err == nil {
 		base = strings.TrimSuffix(u.Path, "/")
@@ -721,14 +735,20 @@ func (p *Provider) servePending(w http.ResponseWriter, r *http.Request) bool {
 		idp.PathRevocation, idp.PathIntrospect, idp.PathConsent, idp.PathLogin, idp.PathLogout,
 	} {
 		if r.URL.Path == base+path {
-			h := w.Header()
-			h.Set("Content-Type", "application/json")
-			h.Set("Cache-Control", "no-store")
-			h.Set("Retry-After", "1")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, `{"error":%q,"error_description":"the provider's keys are not loaded yet; try again shortly"}`, idp.ErrTemporarilyUnavailable)
 			return true
 		}
 	}
 	return false
+}
+
+// servePending answers a request for an endpoint while the provider's
+// keys are not loaded: 503 temporarily_unavailable (RFC 6749 §4.1.2.1's
+// code) with Retry-After.
+func servePending(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintf(w, `{"error":%q,"error_description":"the provider's keys are not loaded yet; try again shortly"}`, idp.ErrTemporarilyUnavailable)
 }
