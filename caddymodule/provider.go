@@ -361,8 +361,11 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	cfg.ClientIP = clientIP
 	warnMixedCosts(p.logger, cfg.Users)
 
+	// The store keeps the provider's state, and ks its keys.
 	storage := ctx.Storage()
 	prefix := providerStoragePrefix(p.Issuer)
+	var store idp.Store
+	var ks keyStore = storage
 	if p.Store != nil && p.Store.Redis != nil {
 		r, redisKey, err := loadRedis(p.Store.Redis, p.logger)
 		if err != nil {
@@ -371,18 +374,19 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 		p.redisKey = redisKey
 		// One engine for both: a cluster counts each failed login once.
 		cfg.ThrottleStore = r
-		return p.startKeys(ctx, newRedisKeyStore(r), r, cfg)
+		store, ks = r, newRedisKeyStore(r)
+	} else {
+		storeKey := storageIdentity(storage) + " " + prefix + "/store"
+		st, _, err := storePool.LoadOrNew(storeKey, func() (caddy.Destructor, error) {
+			return newStorageStore(storage, prefix+"/store", nil, p.logger), nil
+		})
+		if err != nil {
+			return err
+		}
+		p.storeKey = storeKey
+		store = st.(*storageStore)
 	}
-
-	storeKey := storageIdentity(storage) + " " + prefix + "/store"
-	store, _, err := storePool.LoadOrNew(storeKey, func() (caddy.Destructor, error) {
-		return newStorageStore(storage, prefix+"/store", nil, p.logger), nil
-	})
-	if err != nil {
-		return err
-	}
-	p.storeKey = storeKey
-	return p.startKeys(ctx, storage, store.(*storageStore), cfg)
+	return p.startKeys(ctx, ks, store, cfg)
 }
 
 // ServeHTTP serves the provider's endpoints and passes every other request
