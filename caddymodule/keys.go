@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 
@@ -85,52 +86,90 @@ func loadOrCreate(ctx context.Context, storage keyStore, key string, create func
 	return data, true, nil
 }
 
-// storedSigningKeys is the stored form of signing keys: a JWK Set (RFC 7517
-// §5) of private keys in the order of [idp.Config.Keys], where the first
-// key of each algorithm signs and the others are only published. Rotating
-// is editing this list.
+// storedSigningKeys is the stored form of signing keys, the key ring: a
+// JWK Set (RFC 7517 §5) of private keys, each with its schedule in members
+// of its own (RFC 7517 §4: members a reader does not understand are
+// ignored), times in RFC 3339:
+//
+//	created     when it was made
+//	signs_from  when it starts signing, until a newer key of its
+//	            algorithm does
+//	retire_at   when it leaves the JWKS; set once its successor is made
+//
+// A ring stored before keys rotated has none of them: its keys sign since
+// forever, and of keys that start signing together the first in the list
+// wins, so it loads as it always did (the first key of each algorithm
+// signs, the others are only published). See keyRing for the schedule.
 type storedSigningKeys struct {
 	Keys []json.RawMessage `json:"keys"`
 }
 
-// loadOrCreateSigningKeys returns the signing keys stored at key, making
-// and storing one RS256 key (which OpenID Connect requires) and one ES256
-// key the first time.
-func loadOrCreateSigningKeys(ctx context.Context, storage keyStore, key string) ([]idp.SigningKey, bool, error) {
-	data, created, err := loadOrCreate(ctx, storage, key, func() ([]byte, error) {
-		var stored storedSigningKeys
-		for _, alg := range []string{idp.RS256, idp.ES256} {
-			k, err := idp.GenerateKey(alg)
-			if err != nil {
-				return nil, err
-			}
-			jwk, err := idp.MarshalKey(k)
-			if err != nil {
-				return nil, fmt.Errorf("encoding %s key: %w", alg, err)
-			}
-			stored.Keys = append(stored.Keys, jwk)
-		}
-		return json.Marshal(stored)
-	})
-	if err != nil {
-		return nil, false, err
-	}
+// ringKey is a signing key of the ring with its schedule.
+type ringKey struct {
+	idp.SigningKey
+	ringTimes
+}
+
+type ringTimes struct {
+	Created   time.Time `json:"created,omitzero"`
+	SignsFrom time.Time `json:"signs_from,omitzero"`
+	RetireAt  time.Time `json:"retire_at,omitzero"`
+}
+
+// keyRing is the signing keys of a provider, in the order they were made.
+type keyRing []ringKey
+
+// decodeRing decodes a stored ring. Every key must be a private key of a
+// supported algorithm; a ring without keys is an error, not an empty one.
+func decodeRing(data []byte) (keyRing, error) {
 	var stored storedSigningKeys
 	if err := json.Unmarshal(data, &stored); err != nil {
-		return nil, false, fmt.Errorf("decoding %s: %w", key, err)
+		return nil, err
 	}
 	if len(stored.Keys) == 0 {
-		return nil, false, fmt.Errorf("decoding %s: no keys", key)
+		return nil, errors.New("no keys")
 	}
-	keys := make([]idp.SigningKey, 0, len(stored.Keys))
+	ring := make(keyRing, 0, len(stored.Keys))
 	for i, jwk := range stored.Keys {
 		k, err := idp.ParseKey(jwk)
 		if err != nil {
-			return nil, false, fmt.Errorf("decoding %s: key %d: %w", key, i, err)
+			return nil, fmt.Errorf("key %d: %w", i, err)
 		}
-		keys = append(keys, k)
+		var times ringTimes
+		if err := json.Unmarshal(jwk, &times); err != nil {
+			return nil, fmt.Errorf("key %d: %w", i, err)
+		}
+		ring = append(ring, ringKey{SigningKey: k, ringTimes: times})
 	}
-	return keys, created, nil
+	return ring, nil
+}
+
+// encode returns the stored form of r.
+func (r keyRing) encode() ([]byte, error) {
+	var stored storedSigningKeys
+	for _, k := range r {
+		jwk, err := idp.MarshalKey(k.SigningKey)
+		if err != nil {
+			return nil, fmt.Errorf("encoding key %s: %w", k.ID, err)
+		}
+		times, err := json.Marshal(k.ringTimes)
+		if err != nil {
+			return nil, err
+		}
+		members := make(map[string]json.RawMessage)
+		if err := json.Unmarshal(jwk, &members); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(times, &members); err != nil {
+			return nil, err
+		}
+		b, err := json.Marshal(members)
+		if err != nil {
+			return nil, err
+		}
+		stored.Keys = append(stored.Keys, b)
+	}
+	return json.Marshal(stored)
 }
 
 // storedCookieKeys is the stored form of cookie keys: pairs of hash key

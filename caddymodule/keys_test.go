@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/certmagic"
+	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/idp"
 )
@@ -90,22 +91,32 @@ func TestLoadOrCreateSigningKeys(t *testing.T) {
 	storage := &certmagic.FileStorage{Path: t.TempDir()}
 	const key = "authgate/provider/test/signing_keys.json"
 
-	first, created, err := loadOrCreateSigningKeys(ctx, storage, key)
-	if err != nil || !created {
-		t.Fatalf("first load: created %v, error %v", created, err)
+	first, err := loadSigningKeys(ctx, storage, key)
+	if err != nil {
+		t.Fatalf("first load: %v", err)
 	}
 	if len(first) != 2 || first[0].Alg != idp.RS256 || first[1].Alg != idp.ES256 {
 		t.Fatalf("generated keys %v, want one RS256 then one ES256", keyAlgs(first))
 	}
-	again, created, err := loadOrCreateSigningKeys(ctx, storage, key)
-	if err != nil || created {
-		t.Fatalf("second load: created %v, error %v", created, err)
+	again, err := loadSigningKeys(ctx, storage, key)
+	if err != nil {
+		t.Fatalf("second load: %v", err)
 	}
 	for i := range first {
 		if again[i].ID != first[i].ID || again[i].Alg != first[i].Alg {
 			t.Fatalf("key %d loaded as %s %s, stored as %s %s", i, again[i].Alg, again[i].ID, first[i].Alg, first[i].ID)
 		}
 	}
+}
+
+// loadSigningKeys loads the ring at key as a provider does when it
+// starts, making it the first time, and returns the keys of now.
+func loadSigningKeys(ctx context.Context, s keyStore, key string) ([]idp.SigningKey, error) {
+	sched, err := (*KeyRotation)(nil).schedule(nil)
+	if err != nil {
+		return nil, err
+	}
+	return newKeyRotation(s, key, nil, sched, zap.NewNop()).init(ctx)
 }
 
 func TestLoadStoredKeysErrors(t *testing.T) {
@@ -142,7 +153,7 @@ func TestLoadStoredKeysErrors(t *testing.T) {
 }
 
 func loadSigning(ctx context.Context, s certmagic.Storage, key string) error {
-	_, _, err := loadOrCreateSigningKeys(ctx, s, key)
+	_, err := loadSigningKeys(ctx, s, key)
 	return err
 }
 

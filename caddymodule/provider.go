@@ -44,12 +44,14 @@ func init() {
 // placeholders.
 //
 // Unless signing keys are configured, the provider generates an RS256 and
-// an ES256 key on first start, and a key for its cookies, and keeps them
-// with its authorization codes, refresh tokens and revocations in its
-// store: by default a bbolt file in Caddy's data directory,
-// `authgate/provider-<digest of the issuer>.db` (see [StateStore]), so
-// that tokens and logins survive reloads and restarts. Several Caddy
-// instances serving one issuer share a Redis store, or Caddy's storage.
+// an ES256 key on first start, and a key for its cookies: in Caddy's
+// storage under `authgate/provider/<digest of the issuer>/`, or in Redis
+// with `store redis`; the signing keys rotate on a schedule kept with them
+// (see [KeyRotation]). Its authorization codes, refresh tokens and
+// revocations live in its store: by default a bbolt file in Caddy's data
+// directory, `authgate/provider-<digest of the issuer>.db` (see
+// [StateStore]), so that tokens and logins survive reloads and restarts.
+// Several Caddy instances serving one issuer share a Redis store.
 type Provider struct {
 	// Issuer is the provider's identifier, the http(s) URL that clients
 	// discover it at and that tokens name in `iss`, for example
@@ -105,9 +107,15 @@ type Provider struct {
 	// 2048 bits for RS256, or ECDSA P-256 for ES256; PKCS #8, PKCS #1 or
 	// SEC 1) that sign tokens. The first key of each algorithm signs; the
 	// others are only published, so that tokens they signed keep verifying
-	// while keys rotate. Default: keys generated on first start and kept
-	// in the provider's store.
+	// while keys rotate. An algorithm with a file does not rotate; one
+	// without gets generated keys. Default: keys generated on first start
+	// and kept in the provider's store (Caddy's storage, or Redis), rotated
+	// as KeyRotation says.
 	SigningKeys []string `json:"signing_keys,omitempty"`
+
+	// KeyRotation schedules the rotation of generated signing keys.
+	// Default: a new key every 30 days, published a day before it signs.
+	KeyRotation *KeyRotation `json:"key_rotation,omitempty"`
 
 	// LoginThrottle slows down password guessing: per username and client
 	// IP, per username from every address, and per client IP; a browser
@@ -116,13 +124,14 @@ type Provider struct {
 	LoginThrottle *ProviderLoginThrottle `json:"login_throttle,omitempty"`
 
 	// Store says where the provider keeps its state (codes, refresh
-	// tokens, revocations, consents, ended sessions) and its generated
-	// keys: a bbolt file, Caddy's storage, or Redis (also the login
-	// throttle's counts, for several nodes; its keys stay in Caddy's
-	// storage). Default: the bbolt file, see [StateStore].
+	// tokens, revocations, consents, ended sessions): a bbolt file,
+	// Caddy's storage, or Redis (with the login throttle's counts and the
+	// generated signing and cookie keys, for several nodes). Default: the
+	// bbolt file, see [StateStore].
 	Store *StateStore `json:"store,omitempty"`
 
-	provider *idp.Provider
+	provider *liveProvider
+	stopKeys func() // stops the key rotation (and loading)
 	logger   *zap.Logger
 	state    providerState // once provisioned, until Cleanup
 }
@@ -359,42 +368,43 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	p.state = state
 	p.logger.Debug("provider state", zap.String("issuer", p.Issuer), zap.String("store", state.where))
-
-	prefix := providerStoragePrefix(p.Issuer)
-	if len(cfg.Keys) == 0 {
-		key := prefix + "/signing_keys.json"
-		var created bool
-		cfg.Keys, created, err = loadOrCreateSigningKeys(ctx, state.keys, key)
-		if err != nil {
-			return fmt.Errorf("signing keys: %w", err)
-		}
-		if created {
-			p.logger.Info("generated signing keys", zap.String("issuer", p.Issuer), zap.String("key", key), zap.String("store", state.where))
-		}
-	}
-	key := prefix + "/cookie_keys.json"
-	cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, state.keys, key)
-	if err != nil {
-		return fmt.Errorf("cookie keys: %w", err)
-	}
-
 	cfg.ThrottleStore = state.throttle
-	p.provider, err = idp.New(cfg, state.store)
-	return err
+	return p.startKeys(ctx, state.keys, state.store, cfg)
 }
 
 // ServeHTTP serves the provider's endpoints and passes every other request
 // on to next.
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if !p.provider.Owns(r) {
+	pr := p.provider.Load()
+	if pr == nil {
+		if !p.isEndpoint(r) {
+			return next.ServeHTTP(w, r)
+		}
+		// Keys from a remote store are loading: wait for the first
+		// attempt, which the store's timeouts bound.
+		select {
+		case <-p.provider.ready:
+		case <-r.Context().Done():
+		}
+		if pr = p.provider.Load(); pr == nil {
+			servePending(w)
+			return nil
+		}
+	}
+	if !pr.Owns(r) {
 		return next.ServeHTTP(w, r)
 	}
-	p.provider.ServeHTTP(w, r)
+	pr.ServeHTTP(w, r)
 	return nil
 }
 
-// Cleanup releases the provider's store.
+// Cleanup stops the rotation of the provider's keys and releases its
+// store.
 func (p *Provider) Cleanup() error {
+	if p.stopKeys != nil {
+		p.stopKeys()
+		p.stopKeys = nil
+	}
 	if p.state.release == nil {
 		return nil
 	}

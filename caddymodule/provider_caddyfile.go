@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -76,6 +77,10 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		session_lifetime <duration>
 //		templates <dir>
 //		signing_key <pem file>
+//		key_rotation [off] {
+//			period <duration>
+//			publish_ahead <duration>
+//		}
 //		login_throttle [<free> <base> <max>] {
 //			user_ip <free> <base> <max>
 //			user <free> <base> <max>
@@ -223,6 +228,16 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			p.LoginThrottle = t
+
+		case "key_rotation":
+			if p.KeyRotation != nil {
+				return d.Err("key_rotation is declared twice")
+			}
+			r, err := parseKeyRotation(d)
+			if err != nil {
+				return err
+			}
+			p.KeyRotation = r
 
 		case "store":
 			if p.Store != nil {
@@ -530,6 +545,58 @@ func parseThrottle(d *caddyfile.Dispenser) (*ProviderLoginThrottle, error) {
 		*dst = l
 	}
 	return t, nil
+}
+
+// parseKeyRotation parses
+//
+//	key_rotation [off] {
+//		period <duration>
+//		publish_ahead <duration>
+//	}
+//
+// the dispenser on "key_rotation": off, or a block, not both.
+func parseKeyRotation(d *caddyfile.Dispenser) (*KeyRotation, error) {
+	r := new(KeyRotation)
+	if d.NextArg() {
+		if d.Val() != "off" {
+			return nil, d.Errf("key_rotation %q: want off or a block", d.Val())
+		}
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		r.Off = true
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		if r.Off {
+			return nil, d.Err("key_rotation off takes no block")
+		}
+		var dst *caddy.Duration
+		switch option := d.Val(); option {
+		case "period":
+			dst = &r.Period
+		case "publish_ahead":
+			dst = &r.PublishAhead
+		default:
+			return nil, d.Errf("unrecognized key_rotation option %q", option)
+		}
+		option := d.Val()
+		if *dst != 0 {
+			return nil, d.Errf("key_rotation %s is declared twice", option)
+		}
+		var s string
+		if !d.Args(&s) || d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		v, err := caddy.ParseDuration(s)
+		if err != nil || v <= 0 {
+			return nil, d.Errf("key_rotation %s %q: want a positive duration", option, s)
+		}
+		*dst = caddy.Duration(v)
+	}
+	if r.Period != 0 && r.PublishAhead != 0 && r.PublishAhead >= r.Period {
+		return nil, d.Errf("key_rotation: publish_ahead %s must be shorter than period %s", time.Duration(r.PublishAhead), time.Duration(r.Period))
+	}
+	return r, nil
 }
 
 // parseThrottleLimit parses the arguments `<free> <base> <max>` of the

@@ -463,7 +463,9 @@ func (p *Provider) openState(ctx caddy.Context) (providerState, error) {
 		return providerState{
 			// One engine for both: a cluster counts each failed login once.
 			store: r, throttle: r,
-			keys:    storage,
+			// Keys too: every node signs with the same keys and opens
+			// every node's cookies, with no storage shared.
+			keys:    newRedisKeyStore(r),
 			where:   "redis",
 			poolKey: key,
 			release: func() error { _, err := redisPool.Delete(key); return err },

@@ -103,7 +103,7 @@ func BenchmarkSign(b *testing.B) {
 			claims := map[string]any{"iss": p.issuer, "sub": "s", "aud": "app", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix()}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := sign(p.signers[alg], claims); err != nil {
+				if _, err := sign(p.keys.Load().signers[alg], claims); err != nil {
 					b.Fatal(err)
 				}
 			}

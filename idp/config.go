@@ -20,6 +20,7 @@ const (
 	DefaultSessionLifetime              = 10 * time.Hour
 	DefaultAbsoluteRefreshTokenLifetime = 30 * 24 * time.Hour
 	DefaultSlidingRefreshTokenLifetime  = 15 * 24 * time.Hour
+	DefaultJWKSMaxAge                   = 5 * time.Minute
 )
 
 // Config configures a [Provider]. Issuer, at least one signing key and, for
@@ -54,6 +55,13 @@ type Config struct {
 	// of each algorithm signs; the others are only published, so tokens
 	// signed before a rotation keep verifying.
 	Keys []SigningKey
+
+	// JWKSMaxAge is how long verifiers may cache the JWKS document (its
+	// Cache-Control max-age, in whole seconds). A key passed to
+	// [Provider.SetKeys] should be published for longer than this before
+	// it signs, so that a verifier that caches by HTTP's rules knows it
+	// before it sees a token it signed. Default: [DefaultJWKSMaxAge].
+	JWKSMaxAge time.Duration
 
 	// AccessTokenAlg is the algorithm of access tokens: "RS256" (default) or
 	// "ES256".

@@ -8,8 +8,9 @@ import (
 )
 
 // discoveryDocument builds the provider metadata of OpenID Connect
-// Discovery 1.0 §3 once; it changes only with the configuration.
-func (p *Provider) discoveryDocument() ([]byte, error) {
+// Discovery 1.0 §3, whose ID token algorithms are algs; it changes only
+// with the configuration and the signing keys.
+func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 	scopes := []string{"openid", "profile", "email", "address", "phone", "groups", scopeOfflineAccess}
 	n := len(scopes)
 	for s := range p.apiScopes {
@@ -44,10 +45,6 @@ func (p *Provider) discoveryDocument() ([]byte, error) {
 			break
 		}
 	}
-	algs := make([]string, 0, len(p.signers))
-	for alg := range p.signers {
-		algs = append(algs, alg)
-	}
 	slices.Sort(algs) // RS256 before ES256 would be nicer, but sorted is stable: ES256, RS256
 	doc := map[string]any{
 		"issuer":                                         p.issuer,
@@ -79,14 +76,17 @@ func (p *Provider) discoveryDocument() ([]byte, error) {
 }
 
 func (p *Provider) serveDiscovery(w http.ResponseWriter, r *http.Request) {
-	serveStaticJSON(w, r, p.discovery)
+	serveStaticJSON(w, r, p.keys.Load().discovery, "public, max-age=300")
 }
 
+// serveJWKS serves the public keys, cacheable for the JWKS max age: keys
+// are published ahead of use for longer than that (see
+// [Config.JWKSMaxAge]).
 func (p *Provider) serveJWKS(w http.ResponseWriter, r *http.Request) {
-	serveStaticJSON(w, r, p.jwks)
+	serveStaticJSON(w, r, p.keys.Load().jwks, p.jwksMaxAge)
 }
 
-func serveStaticJSON(w http.ResponseWriter, r *http.Request, body []byte) {
+func serveStaticJSON(w http.ResponseWriter, r *http.Request, body []byte, cacheControl string) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeError(w, http.StatusMethodNotAllowed, &Error{Code: ErrInvalidRequest, Description: "method not allowed"})
@@ -94,7 +94,7 @@ func serveStaticJSON(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "public, max-age=300")
+	h.Set("Cache-Control", cacheControl)
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		w.Write(body)

@@ -171,7 +171,7 @@ func (p *Provider) idTokenHint(raw string) (*hintClaims, bool) {
 	if err != nil || len(tok.Headers) != 1 {
 		return nil, false
 	}
-	keys := p.verifyKey.Key(tok.Headers[0].KeyID)
+	keys := p.keys.Load().verifyKey.Key(tok.Headers[0].KeyID)
 	if len(keys) == 0 || keys[0].Algorithm != tok.Headers[0].Algorithm {
 		return nil, false
 	}

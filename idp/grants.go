@@ -52,7 +52,7 @@ func (p *Provider) clientCredentials(r *http.Request, c *client, t *tokenRequest
 			claims[c.claimsPrefix+name] = v
 		}
 	}
-	access, err := sign(p.atSigner, claims)
+	access, err := sign(p.keys.Load().atSigner, claims)
 	if err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "the token could not be issued", Cause: err}
 	}

@@ -13,9 +13,9 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/gorilla/securecookie"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -74,10 +74,9 @@ type Provider struct {
 	resources   []APIResource
 	staticAud   string
 
-	signers   map[string]jose.Signer // ID token signers by alg: the first key of each
-	atSigner  jose.Signer            // access token signer, typ at+jwt
-	jwks      []byte                 // public JWKS document
-	verifyKey jose.JSONWebKeySet     // public keys, for verifying our own tokens
+	keys       atomic.Pointer[keyState] // swapped whole by SetKeys
+	atAlg      string                   // access token algorithm
+	jwksMaxAge string                   // Cache-Control of the JWKS
 
 	cookies   *securecookie.SecureCookie
 	cookieSet []securecookie.Codec
@@ -91,7 +90,6 @@ type Provider struct {
 	throttle    ThrottleStore
 	throttleCfg ThrottleConfig
 	templates   *template.Template
-	discovery   []byte
 
 	clientIPFunc func(*http.Request) string
 
@@ -202,7 +200,15 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if err := p.setUsers(cfg.Users); err != nil {
 		return nil, err
 	}
-	if err := p.setKeys(cfg.Keys, cfg.AccessTokenAlg); err != nil {
+	p.atAlg = cfg.AccessTokenAlg
+	if p.atAlg == "" {
+		p.atAlg = RS256
+	}
+	if cfg.JWKSMaxAge < 0 {
+		return nil, errors.New("idp: negative JWKS max age")
+	}
+	p.jwksMaxAge = fmt.Sprintf("public, max-age=%d", int64(cmp(cfg.JWKSMaxAge, DefaultJWKSMaxAge)/time.Second))
+	if err := p.SetKeys(cfg.Keys); err != nil {
 		return nil, err
 	}
 	if err := p.setCookieKeys(cfg.CookieKeys); err != nil {
@@ -212,9 +218,6 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, err
 	}
 	if p.templates, err = parseTemplates(cfg.Templates); err != nil {
-		return nil, err
-	}
-	if p.discovery, err = p.discoveryDocument(); err != nil {
 		return nil, err
 	}
 

@@ -388,6 +388,7 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) e
 // to: revoking the family revokes it too (RFC 7009 §2.1).
 func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string, authTime int64, sid, family string) (*tokenResponse, string, error) {
 	now := p.now()
+	keys := p.keys.Load() // one key set for both tokens
 	scope := strings.Join(scopes, " ")
 	jti := p.randomString(16)
 	at := accessClaims{
@@ -403,7 +404,7 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 		SID:      sid,
 		GrantID:  family,
 	}
-	access, err := sign(p.atSigner, at)
+	access, err := sign(keys.atSigner, at)
 	if err != nil {
 		return nil, "", fmt.Errorf("signing access token: %w", err)
 	}
@@ -427,7 +428,7 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 		if nonce != "" {
 			claims["nonce"] = nonce
 		}
-		if resp.IDToken, err = sign(p.signers[c.IDTokenAlg], claims); err != nil {
+		if resp.IDToken, err = sign(keys.signers[c.IDTokenAlg], claims); err != nil {
 			return nil, "", fmt.Errorf("signing id token: %w", err)
 		}
 	}

@@ -15,19 +15,52 @@ import (
 // accessTokenType is the JWT typ of access tokens (RFC 9068 §2.1).
 const accessTokenType = "at+jwt"
 
-func (p *Provider) setKeys(keys []SigningKey, atAlg string) error {
+// keyState is everything that follows from the signing keys: the signers,
+// the public keys and the documents that list them. It is never changed
+// once built; [Provider.SetKeys] swaps in a new one whole, so a request
+// that loads it once signs and verifies with one consistent set, and the
+// hot path takes no lock.
+type keyState struct {
+	signers   map[string]jose.Signer // ID token signers by alg: the first key of each
+	atSigner  jose.Signer            // access token signer, typ at+jwt
+	jwks      []byte                 // public JWKS document
+	verifyKey jose.JSONWebKeySet     // public keys, for verifying our own tokens
+	discovery []byte                 // discovery document, which lists the signing algorithms
+}
+
+// SetKeys replaces the provider's signing keys while it serves, as
+// [Config.Keys] sets them in [New]: the first key of each algorithm signs,
+// the others are only published, so that the tokens they signed keep
+// verifying. An RS256 key is required, and a key of every algorithm a
+// client's ID tokens or the access tokens use. A set that breaks these
+// rules is refused, and the keys in use stay.
+//
+// Requests already running finish with the keys they started with. A
+// key should be published (passed after the signing keys) for a while
+// before it signs, longer than [Config.JWKSMaxAge], so that verifiers
+// that cache the JWKS know it before they see a token it signed.
+func (p *Provider) SetKeys(keys []SigningKey) error {
+	ks, err := p.newKeyState(keys)
+	if err != nil {
+		return err
+	}
+	p.keys.Store(ks)
+	return nil
+}
+
+func (p *Provider) newKeyState(keys []SigningKey) (*keyState, error) {
 	if len(keys) == 0 {
-		return errors.New("idp: no signing keys")
+		return nil, errors.New("idp: no signing keys")
 	}
 	first := make(map[string]SigningKey)
 	var pub jose.JSONWebKeySet
 	seen := make(map[string]bool)
 	for _, k := range keys {
 		if err := k.check(); err != nil {
-			return err
+			return nil, err
 		}
 		if seen[k.ID] {
-			return fmt.Errorf("idp: key id %q is used twice", k.ID)
+			return nil, fmt.Errorf("idp: key id %q is used twice", k.ID)
 		}
 		seen[k.ID] = true
 		pub.Keys = append(pub.Keys, jose.JSONWebKey{Key: k.Key.Public(), KeyID: k.ID, Algorithm: k.Alg, Use: "sig"})
@@ -37,35 +70,40 @@ func (p *Provider) setKeys(keys []SigningKey, atAlg string) error {
 	}
 	if _, ok := first[RS256]; !ok {
 		// OpenID Connect Core §15.1: RS256 must be supported.
-		return errors.New("idp: an RS256 signing key is required")
+		return nil, errors.New("idp: an RS256 signing key is required")
 	}
 	for _, c := range p.clients {
 		if _, ok := first[c.IDTokenAlg]; !ok {
-			return fmt.Errorf("idp: client %q: no %s signing key", c.ID, c.IDTokenAlg)
+			return nil, fmt.Errorf("idp: client %q: no %s signing key", c.ID, c.IDTokenAlg)
 		}
 	}
-	if atAlg == "" {
-		atAlg = RS256
-	}
-	atKey, ok := first[atAlg]
+	atKey, ok := first[p.atAlg]
 	if !ok {
-		return fmt.Errorf("idp: access token algorithm %q has no signing key", atAlg)
+		return nil, fmt.Errorf("idp: access token algorithm %q has no signing key", p.atAlg)
 	}
-	p.signers = make(map[string]jose.Signer)
+	ks := &keyState{signers: make(map[string]jose.Signer), verifyKey: pub}
 	for alg, k := range first {
 		s, err := newSigner(k, "JWT")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		p.signers[alg] = s
+		ks.signers[alg] = s
 	}
 	var err error
-	if p.atSigner, err = newSigner(atKey, accessTokenType); err != nil {
-		return err
+	if ks.atSigner, err = newSigner(atKey, accessTokenType); err != nil {
+		return nil, err
 	}
-	p.verifyKey = pub
-	p.jwks, err = json.Marshal(pub)
-	return err
+	if ks.jwks, err = json.Marshal(pub); err != nil {
+		return nil, err
+	}
+	algs := make([]string, 0, len(first))
+	for alg := range first {
+		algs = append(algs, alg)
+	}
+	if ks.discovery, err = p.discoveryDocument(algs); err != nil {
+		return nil, err
+	}
+	return ks, nil
 }
 
 func newSigner(k SigningKey, typ string) (jose.Signer, error) {
@@ -112,7 +150,7 @@ func (p *Provider) verifyAccessToken(raw string) (*accessClaims, error) {
 	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != accessTokenType && typ != "application/"+accessTokenType {
 		return nil, fmt.Errorf("token type %q is not %s", typ, accessTokenType)
 	}
-	keys := p.verifyKey.Key(h.KeyID)
+	keys := p.keys.Load().verifyKey.Key(h.KeyID)
 	if len(keys) == 0 {
 		return nil, errors.New("token signed by an unknown key")
 	}

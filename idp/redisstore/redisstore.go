@@ -5,8 +5,9 @@
 //
 // It needs Redis 6.2 or later (GETDEL), as a single server, behind Redis
 // Sentinel, or as a Redis Cluster. Every key it writes has a time to live
-// (but those of LoadOrCreate, a few shared secrets), and it never lists keys (no KEYS or SCAN): a key's value and lifetime are
-// all it reads.
+// (but those of LoadOrCreate and of its [KeyStore], a few shared secrets
+// and key sets), and it never lists keys (no KEYS or SCAN): a key's value
+// and lifetime are all it reads.
 //
 // Key layout, under Options.KeyPrefix ("authgate:" by default):
 //
@@ -14,6 +15,8 @@
 //	authgate:{throttle}:<key>       a throttle count: a hash of f (failures),
 //	                                l (last failure) and u (no attempt
 //	                                before), times in Unix microseconds
+//	authgate:lock:<name>            a KeyStore lock: a random token, with a
+//	                                time to live
 //
 // Store keys are letters, digits, '-', '_' and '/', so they never meet the
 // throttle's.
