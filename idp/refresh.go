@@ -143,17 +143,20 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		// The successor, and the rotated-out token remembered for as long
 		// as the family lives, so that a replay of it is recognised: its
 		// record is the grant as it was stored.
-		entries := []Entry{e, {Key: usedRefreshKey(token), Value: data, TTL: time.Unix(g.End, 0).Sub(p.now())}}
+		rot := &rotation{
+			token: token, data: data, g: g, next: e,
+			used: Entry{Key: usedRefreshKey(token), Value: data, TTL: time.Unix(g.End, 0).Sub(p.now())},
+		}
 		if c.RefreshTokenReuseGrace > 0 {
 			// The only place a usable token is kept in the store, and only
 			// for the grace period.
 			gr, _ := json.Marshal(graceRecord{Successor: next})
-			entries = append(entries, Entry{Key: graceRefreshKey(token), Value: gr, TTL: c.RefreshTokenReuseGrace})
+			rot.grace = &Entry{Key: graceRefreshKey(token), Value: gr, TTL: c.RefreshTokenReuseGrace}
 		}
 		// One write (RFC 9700 §4.14.2 rotation): of concurrent uses of the
 		// token one swaps it, and the others find the record of its use,
 		// written with the swap, and so are a reuse.
-		swapped, err := p.rotate(ctx, &rotation{token: token, data: data, g: g}, entries)
+		swapped, err := p.rotate(ctx, rot)
 		if err != nil {
 			return nil, unavailable("the refresh token could not be rotated", err)
 		}
@@ -164,15 +167,42 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 	return p.refreshResponse(r, c, g, scopes, next)
 }
 
-// rotate replaces rot's token by entries: in one atomic write on a store
-// that can swap, else by taking the token and then storing entries. Should
-// the store fail after the take, the client is told to retry (503): the
-// token must then be there again, and no record of its use, which would
-// make the retry look like a replay, so undoRotation puts it back.
-func (p *Provider) rotate(ctx context.Context, rot *rotation, entries []Entry) (bool, error) {
+// rotate replaces rot's token by its successor and the record of its use
+// (and its grace record, if any): in one atomic write on a store that can
+// swap. On other stores these are several writes, and a concurrent use of
+// the token may run between any two of them; they are ordered so that it
+// is still told what a swap would tell it:
+//
+//   - without a grace period, the record of the use is written before the
+//     token is taken, so a use that finds the token gone finds the record
+//     too and revokes the family. While the token is there the record is
+//     harmless: a replay check reads it only for a token that is gone.
+//   - with one, the token is taken, then the successor and the grace
+//     record are written before the record of the use, so a use that finds
+//     the record finds the grace record too and gets the same successor,
+//     rather than revoking the family that grace is there to keep. (A use
+//     between the take and the grace record gets invalid_grant.) Grace
+//     records cannot be written before the take: of two uses that both
+//     wrote one, the loser could find its own.
+//
+// Should the store fail after the take, the client is told to retry (503):
+// the token must then be there again, so undoRotation puts it back.
+func (p *Provider) rotate(ctx context.Context, rot *rotation) (bool, error) {
 	key := refreshKey(rot.token)
 	if sw, ok := p.store.(Swapper); ok {
+		entries := []Entry{rot.next, rot.used}
+		if rot.grace != nil {
+			entries = append(entries, *rot.grace)
+		}
 		return sw.Swap(ctx, key, rot.data, entries)
+	}
+	after := []Entry{rot.next}
+	if rot.grace == nil {
+		if err := p.store.Put(ctx, rot.used.Key, rot.used.Value, rot.used.TTL); err != nil {
+			return false, err
+		}
+	} else {
+		after = append(after, *rot.grace, rot.used)
 	}
 	v, err := p.store.Take(ctx, key)
 	if errors.Is(err, ErrNotFound) {
@@ -186,23 +216,26 @@ func (p *Provider) rotate(ctx context.Context, rot *rotation, entries []Entry) (
 		// not one that was read. Gone all the same; its user signs in.
 		return false, nil
 	}
-	for _, e := range entries {
+	for _, e := range after {
 		rot.written = append(rot.written, e.Key)
 	}
-	if err := putAll(ctx, p.store, entries...); err != nil {
+	if err := putAll(ctx, p.store, after...); err != nil {
 		p.undoRotation(ctx, rot)
 		return false, err
 	}
 	return true, nil
 }
 
-// rotation is a one-time refresh token taken from the store for its
-// rotation: what undoRotation needs to put it back.
+// rotation is a one-time refresh token being rotated: what replaces it,
+// and what undoRotation needs to put it back.
 type rotation struct {
 	token   string
 	data    []byte // its record, as stored
 	g       refreshGrant
-	written []string // keys this rotation has tried to write so far
+	next    Entry    // its successor
+	used    Entry    // the record of its use
+	grace   *Entry   // its grace record, if the client has a grace period
+	written []string // keys this rotation has tried to write after taking it
 }
 
 // undoTimeout bounds undoRotation. It has a deadline of its own, not the

@@ -3,6 +3,7 @@ package idp_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -352,5 +353,144 @@ func TestRefreshRotationPlainStore(t *testing.T) {
 	}
 	if st, _, body := refreshWith(t, ts, "demo-app", testSecret, third.RefreshToken, ""); st != http.StatusBadRequest {
 		t.Fatalf("newest token after reuse: %d %s; want invalid_grant", st, body)
+	}
+}
+
+// pauseStore is a plainStore that, once armed, records its calls
+// (operation and key kind) and holds the caller of the nth after it is
+// done, until released: a refresh stopped between two of its store calls,
+// while another runs.
+type pauseStore struct {
+	plainStore
+	mu      sync.Mutex
+	n       int // the call to hold, from 1; 0 holds none
+	calls   []string
+	paused  chan struct{} // closed when the nth call is held
+	release chan struct{} // closed to let it go on
+}
+
+// arm starts counting calls, holding the nth; it returns the channels
+// that say it is held and let it go.
+func (s *pauseStore) arm(n int) (paused, release chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n, s.calls = n, nil
+	s.paused, s.release = make(chan struct{}), make(chan struct{})
+	return s.paused, s.release
+}
+
+// after records a call and holds it if it is the nth.
+func (s *pauseStore) after(op, key string) {
+	kind, _, _ := strings.Cut(key, "/")
+	s.mu.Lock()
+	s.calls = append(s.calls, op+" "+kind)
+	hold := len(s.calls) == s.n
+	paused, release := s.paused, s.release
+	s.mu.Unlock()
+	if hold {
+		close(paused)
+		<-release
+	}
+}
+
+func (s *pauseStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	defer s.after("Put", key)
+	return s.plainStore.Put(ctx, key, value, ttl)
+}
+
+func (s *pauseStore) Get(ctx context.Context, key string) ([]byte, error) {
+	defer s.after("Get", key)
+	return s.plainStore.Get(ctx, key)
+}
+
+func (s *pauseStore) Take(ctx context.Context, key string) ([]byte, error) {
+	defer s.after("Take", key)
+	return s.plainStore.Take(ctx, key)
+}
+
+func (s *pauseStore) Delete(ctx context.Context, key string) error {
+	defer s.after("Delete", key)
+	return s.plainStore.Delete(ctx, key)
+}
+
+// TestRefreshRacePlainStore: on a store with only the four methods of
+// idp.Store (Redis, Caddy's storage), one refresh is stopped after each of
+// its store calls in turn while a second refresh with the same token runs
+// to its end. Whatever the point, at most one of them gets a new token.
+// Without a grace period the two are a reuse, as on a store that swaps:
+// the family is revoked, so the winner's new token fails. With one, the
+// second gets the same successor or invalid_grant, and the family lives.
+func TestRefreshRacePlainStore(t *testing.T) {
+	for _, grace := range []time.Duration{0, time.Minute} {
+		t.Run(fmt.Sprintf("grace %s", grace), func(t *testing.T) {
+			ps := new(pauseStore)
+			ts := newServerWithStore(t, func(c *idp.Config) {
+				c.Clients[0].AllowOfflineAccess = true
+				c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
+				c.Clients[0].RefreshTokenReuseGrace = grace
+			}, func(s idp.Store) idp.Store {
+				ps.plainStore = plainStore{s}
+				return ps
+			})
+			rt := offlineTokens(t, ts).RefreshToken
+			ps.arm(0)
+			refreshWith(t, ts, "demo-app", testSecret, rt, "")
+			ps.mu.Lock()
+			calls := ps.calls
+			ps.mu.Unlock()
+			for n := 1; n <= len(calls); n++ {
+				t.Run("after "+calls[n-1], func(t *testing.T) {
+					rt := offlineTokens(t, ts).RefreshToken
+					paused, release := ps.arm(n)
+					type result struct {
+						status int
+						tk     tokens
+						body   string
+					}
+					first := make(chan result, 1)
+					go func() {
+						st, tk, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
+						first <- result{st, tk, body}
+					}()
+					select {
+					case <-paused:
+					case <-time.After(10 * time.Second):
+						t.Fatal("the first refresh never made the call")
+					}
+					st, tk, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
+					second := result{st, tk, body}
+					close(release)
+					a := <-first
+					ps.arm(0)
+
+					var won []result
+					for _, r := range []result{a, second} {
+						switch r.status {
+						case http.StatusOK:
+							won = append(won, r)
+						case http.StatusBadRequest:
+						default:
+							t.Fatalf("refresh: %d %s; want 200 or 400", r.status, r.body)
+						}
+					}
+					if grace == 0 {
+						if len(won) != 1 {
+							t.Fatalf("%d of two refreshes with one token succeeded: %s | %s", len(won), a.body, second.body)
+						}
+						st, _, body := refreshWith(t, ts, "demo-app", testSecret, won[0].tk.RefreshToken, "")
+						wantStatus(t, "the winner's token after the reuse", st, body, http.StatusBadRequest, "invalid_grant")
+						return
+					}
+					if len(won) == 0 {
+						t.Fatalf("no refresh succeeded: %s | %s", a.body, second.body)
+					}
+					if len(won) == 2 && won[0].tk.RefreshToken != won[1].tk.RefreshToken {
+						t.Fatal("two refreshes with one token got different successors")
+					}
+					st, _, body = refreshWith(t, ts, "demo-app", testSecret, won[0].tk.RefreshToken, "")
+					wantStatus(t, "the successor after a race within the grace period", st, body, http.StatusOK, "")
+				})
+			}
+		})
 	}
 }
