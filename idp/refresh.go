@@ -245,33 +245,36 @@ const undoTimeout = 2 * time.Second
 
 // undoRotation puts back a one-time refresh token taken for a rotation
 // that failed (a nil rot is a token that was not taken), with its record
-// and end as they were, then deletes what the rotation may have written.
-// If the store fails this too, the token is lost and its client must sign
-// in again: the log says so, as it is the one loss a store outage causes
-// a client that retries.
+// and end as they were. What the rotation wrote after the take is deleted
+// first, while the token is still gone: once it is back, another use may
+// rotate it and write records of its own under the same keys, which must
+// stay. Those deletions are tidiness (with the token back, a successor no
+// one was given and records that a replay check never reads while the
+// token is there are harmless), so their failures are only logged. If the
+// store fails the put too, the token is lost and its client must sign in
+// again: the log says so, as it is the one loss a store outage causes a
+// client that retries.
 func (p *Provider) undoRotation(ctx context.Context, rot *rotation) {
 	if rot == nil {
 		return
 	}
+	ctx = context.WithoutCancel(ctx)
+	tidy, cancel := context.WithTimeout(ctx, undoTimeout)
+	for _, key := range rot.written {
+		if err := p.store.Delete(tidy, key); err != nil {
+			p.log.WarnContext(ctx, "cleaning up after a failed refresh token rotation", "client_id", rot.g.ClientID, "error", err)
+			break
+		}
+	}
+	cancel()
 	ttl := time.Unix(rot.g.Expires, 0).Sub(p.now())
 	if ttl <= 0 {
 		return // it has expired meanwhile: nothing to put back
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	ctx, cancel = context.WithTimeout(ctx, undoTimeout)
 	defer cancel()
 	if err := p.store.Put(ctx, refreshKey(rot.token), rot.data, ttl); err != nil {
 		p.log.ErrorContext(ctx, "putting back a refresh token after a failed rotation: its client must sign in again", "client_id", rot.g.ClientID, "sub", rot.g.Subject, "error", err)
-		return
-	}
-	// With the token back, what remains of the rotation is harmless: a
-	// successor no one was given, a record of a use that a Take of the
-	// token overwrites. Deleting it is tidiness, so failures are only
-	// logged.
-	for _, key := range rot.written {
-		if err := p.store.Delete(ctx, key); err != nil {
-			p.log.WarnContext(ctx, "cleaning up after a failed refresh token rotation", "client_id", rot.g.ClientID, "error", err)
-			return
-		}
 	}
 }
 

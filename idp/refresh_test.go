@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -357,60 +358,103 @@ func TestRefreshRotationPlainStore(t *testing.T) {
 }
 
 // pauseStore is a plainStore that, once armed, records its calls
-// (operation and key kind) and holds the caller of the nth after it is
+// (operation and key kind), fails the one numbered fail (from 1; 0 fails
+// none), and holds the caller of the first that hold picks after it is
 // done, until released: a refresh stopped between two of its store calls,
 // while another runs.
 type pauseStore struct {
 	plainStore
 	mu      sync.Mutex
-	n       int // the call to hold, from 1; 0 holds none
 	calls   []string
-	paused  chan struct{} // closed when the nth call is held
+	fail    int
+	hold    func(n int, call string) bool
+	held    bool
+	paused  chan struct{} // closed when the call is held
 	release chan struct{} // closed to let it go on
 }
 
-// arm starts counting calls, holding the nth; it returns the channels
-// that say it is held and let it go.
+// arm starts counting calls, holding the nth (none if n is 0); it returns
+// the channels that say it is held and let it go.
 func (s *pauseStore) arm(n int) (paused, release chan struct{}) {
+	return s.armWith(0, func(i int, _ string) bool { return i == n })
+}
+
+// armWith starts counting calls, failing the one numbered fail and
+// holding the first that hold picks.
+func (s *pauseStore) armWith(fail int, hold func(n int, call string) bool) (paused, release chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.n, s.calls = n, nil
+	s.calls, s.fail, s.hold, s.held = nil, fail, hold, false
 	s.paused, s.release = make(chan struct{}), make(chan struct{})
 	return s.paused, s.release
 }
 
-// after records a call and holds it if it is the nth.
-func (s *pauseStore) after(op, key string) {
+// call records a call, then fails it, or makes it with do and holds it if
+// it is the one to hold.
+func (s *pauseStore) call(op, key string, do func() error) error {
 	kind, _, _ := strings.Cut(key, "/")
+	call := op + " " + kind
 	s.mu.Lock()
-	s.calls = append(s.calls, op+" "+kind)
-	hold := len(s.calls) == s.n
+	s.calls = append(s.calls, call)
+	n := len(s.calls)
+	fail := n == s.fail
+	hold := !s.held && s.hold != nil && s.hold(n, call)
+	s.held = s.held || hold
 	paused, release := s.paused, s.release
 	s.mu.Unlock()
+	if fail {
+		return errDown
+	}
+	err := do()
 	if hold {
 		close(paused)
 		<-release
 	}
+	return err
 }
 
 func (s *pauseStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	defer s.after("Put", key)
-	return s.plainStore.Put(ctx, key, value, ttl)
+	return s.call("Put", key, func() error { return s.plainStore.Put(ctx, key, value, ttl) })
 }
 
-func (s *pauseStore) Get(ctx context.Context, key string) ([]byte, error) {
-	defer s.after("Get", key)
-	return s.plainStore.Get(ctx, key)
+func (s *pauseStore) Get(ctx context.Context, key string) (v []byte, err error) {
+	err = s.call("Get", key, func() error { v, err = s.plainStore.Get(ctx, key); return err })
+	return v, err
 }
 
-func (s *pauseStore) Take(ctx context.Context, key string) ([]byte, error) {
-	defer s.after("Take", key)
-	return s.plainStore.Take(ctx, key)
+func (s *pauseStore) Take(ctx context.Context, key string) (v []byte, err error) {
+	err = s.call("Take", key, func() error { v, err = s.plainStore.Take(ctx, key); return err })
+	return v, err
 }
 
 func (s *pauseStore) Delete(ctx context.Context, key string) error {
-	defer s.after("Delete", key)
-	return s.plainStore.Delete(ctx, key)
+	return s.call("Delete", key, func() error { return s.plainStore.Delete(ctx, key) })
+}
+
+// newPauseServer is newServer on a pauseStore, demo-app allowed
+// offline_access with grace for a rotated-out refresh token as given.
+func newPauseServer(t *testing.T, grace time.Duration) (*testServer, *pauseStore) {
+	t.Helper()
+	ps := new(pauseStore)
+	ts := newServerWithStore(t, func(c *idp.Config) {
+		c.Clients[0].AllowOfflineAccess = true
+		c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
+		c.Clients[0].RefreshTokenReuseGrace = grace
+	}, func(s idp.Store) idp.Store {
+		ps.plainStore = plainStore{s}
+		return ps
+	})
+	return ts, ps
+}
+
+// waitHeld waits until the store holds a call.
+func waitHeld(t *testing.T, paused chan struct{}) {
+	t.Helper()
+	select {
+	case <-paused:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first refresh never made the call to hold")
+	}
 }
 
 // TestRefreshRacePlainStore: on a store with only the four methods of
@@ -423,15 +467,7 @@ func (s *pauseStore) Delete(ctx context.Context, key string) error {
 func TestRefreshRacePlainStore(t *testing.T) {
 	for _, grace := range []time.Duration{0, time.Minute} {
 		t.Run(fmt.Sprintf("grace %s", grace), func(t *testing.T) {
-			ps := new(pauseStore)
-			ts := newServerWithStore(t, func(c *idp.Config) {
-				c.Clients[0].AllowOfflineAccess = true
-				c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
-				c.Clients[0].RefreshTokenReuseGrace = grace
-			}, func(s idp.Store) idp.Store {
-				ps.plainStore = plainStore{s}
-				return ps
-			})
+			ts, ps := newPauseServer(t, grace)
 			rt := offlineTokens(t, ts).RefreshToken
 			ps.arm(0)
 			refreshWith(t, ts, "demo-app", testSecret, rt, "")
@@ -452,11 +488,7 @@ func TestRefreshRacePlainStore(t *testing.T) {
 						st, tk, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
 						first <- result{st, tk, body}
 					}()
-					select {
-					case <-paused:
-					case <-time.After(10 * time.Second):
-						t.Fatal("the first refresh never made the call")
-					}
+					waitHeld(t, paused)
 					st, tk, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
 					second := result{st, tk, body}
 					close(release)
@@ -491,6 +523,62 @@ func TestRefreshRacePlainStore(t *testing.T) {
 					wantStatus(t, "the successor after a race within the grace period", st, body, http.StatusOK, "")
 				})
 			}
+		})
+	}
+}
+
+// TestRefreshUndoRace: a rotation that the store fails after taking the
+// token puts it back; a second use of the token that rotates it as soon
+// as it is back keeps what it wrote. So, after the two, the token is a
+// rotated-out one like any other: within the grace period it gets the
+// second use's successor, and without one it revokes the family.
+func TestRefreshUndoRace(t *testing.T) {
+	for _, grace := range []time.Duration{0, time.Minute} {
+		t.Run(fmt.Sprintf("grace %s", grace), func(t *testing.T) {
+			ts, ps := newPauseServer(t, grace)
+			rt := offlineTokens(t, ts).RefreshToken
+			ps.arm(0)
+			refreshWith(t, ts, "demo-app", testSecret, rt, "")
+			ps.mu.Lock()
+			calls := ps.calls
+			ps.mu.Unlock()
+			// The successor's put is the first Put rt after the take.
+			fail := slices.Index(calls, "Take rt") + 1
+			for ; fail < len(calls) && calls[fail] != "Put rt"; fail++ {
+			}
+			fail++ // numbered from 1
+			if fail > len(calls) {
+				t.Fatalf("no Put rt after Take rt in %v", calls)
+			}
+
+			rt = offlineTokens(t, ts).RefreshToken
+			// Held once the token is back: its put is the first Put rt
+			// after the failed one.
+			paused, release := ps.armWith(fail, func(n int, call string) bool { return n > fail && call == "Put rt" })
+			first := make(chan int, 1)
+			go func() {
+				st, _, _ := refreshWith(t, ts, "demo-app", testSecret, rt, "")
+				first <- st
+			}()
+			waitHeld(t, paused)
+			st, second, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
+			close(release)
+			if st1 := <-first; st1 != http.StatusServiceUnavailable {
+				t.Fatalf("the refresh the store failed: %d; want 503", st1)
+			}
+			ps.arm(0)
+			wantStatus(t, "the token once put back", st, body, http.StatusOK, "")
+
+			st, again, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
+			if grace > 0 {
+				if st != http.StatusOK || again.RefreshToken != second.RefreshToken {
+					t.Fatalf("the token again within the grace period: %d %.120s; want the successor", st, body)
+				}
+				return
+			}
+			wantStatus(t, "the token again", st, body, http.StatusBadRequest, "invalid_grant")
+			st, _, body = refreshWith(t, ts, "demo-app", testSecret, second.RefreshToken, "")
+			wantStatus(t, "the successor after the reuse", st, body, http.StatusBadRequest, "invalid_grant")
 		})
 	}
 }
