@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +15,9 @@ import (
 	"time"
 
 	"github.com/authgate/authgate/idp"
+	"github.com/authgate/authgate/idp/boltstore"
+	"github.com/authgate/authgate/idp/redisstore"
+	"github.com/authgate/authgate/internal/redistest"
 )
 
 type tokens struct {
@@ -274,33 +279,76 @@ func TestTokenWrites(t *testing.T) {
 	}
 }
 
-// TestRefreshConcurrentUse: of many simultaneous refreshes with one token,
-// exactly one succeeds, and the others are a reuse: the family is revoked,
-// so the winner's new token fails too.
+// TestRefreshConcurrentUse: on every kind of store, of many simultaneous
+// refreshes with one token, exactly one succeeds, and the others are a
+// reuse: the family is revoked, so the winner's new token fails too.
 func TestRefreshConcurrentUse(t *testing.T) {
-	ts := offlineServer(t)
+	stores := []struct {
+		name string
+		wrap func(t *testing.T, s idp.Store) idp.Store
+	}{
+		{"memory (swap)", func(_ *testing.T, s idp.Store) idp.Store { return s }},
+		{"take then put", func(_ *testing.T, s idp.Store) idp.Store { return plainStore{s} }},
+		{"bolt (swap)", func(t *testing.T, _ idp.Store) idp.Store {
+			bs, err := boltstore.Open(filepath.Join(t.TempDir(), "store.db"), boltstore.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { bs.Close() })
+			return bs
+		}},
+		{"redis (take then put)", func(t *testing.T, _ idp.Store) idp.Store {
+			rs, err := redisstore.New(redisstore.Options{Addrs: []string{redistest.Start(t).Addr}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rs.Close() })
+			return rs
+		}},
+	}
+	for _, tc := range stores {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := newServerWithStore(t, func(c *idp.Config) {
+				c.Clients[0].AllowOfflineAccess = true
+				c.Clients[0].AbsoluteRefreshTokenLifetime = time.Hour
+			}, func(s idp.Store) idp.Store { return tc.wrap(t, s) })
+			for range 3 {
+				concurrentUse(t, ts, 16)
+			}
+		})
+	}
+}
+
+// concurrentUse refreshes one new token n times at once and checks that
+// exactly one succeeds and that the winner's new token is refused.
+func concurrentUse(t *testing.T, ts *testServer, n int) {
+	t.Helper()
 	first := offlineTokens(t, ts)
-	const n = 8
 	var wg sync.WaitGroup
 	statuses := make([]int, n)
 	next := make([]string, n)
+	bodies := make([]string, n)
+	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
 			form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first.RefreshToken}}
 			req, _ := http.NewRequest(http.MethodPost, ts.URL+idp.PathToken, strings.NewReader(form.Encode()))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			req.SetBasicAuth("demo-app", testSecret)
+			<-start
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)
 				return
 			}
 			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
 			var tk tokens
-			json.NewDecoder(resp.Body).Decode(&tk)
-			statuses[i], next[i] = resp.StatusCode, tk.RefreshToken
+			json.Unmarshal(body, &tk)
+			statuses[i], next[i], bodies[i] = resp.StatusCode, tk.RefreshToken, string(body)
 		})
 	}
+	close(start)
 	wg.Wait()
 	won := ""
 	for i, st := range statuses {
@@ -312,7 +360,7 @@ func TestRefreshConcurrentUse(t *testing.T) {
 			won = next[i]
 		case http.StatusBadRequest:
 		default:
-			t.Fatalf("statuses %v, want one 200 and 400s", statuses)
+			t.Fatalf("statuses %v, want one 200 and 400s: %s", statuses, bodies[i])
 		}
 	}
 	if won == "" {
