@@ -495,6 +495,16 @@ func newPauseServer(t *testing.T, grace time.Duration) (*testServer, *pauseStore
 	return ts, ps
 }
 
+// letGo closes release unless it is closed already: deferred, so that a
+// test that fails while a call is held does not leave its server waiting.
+func letGo(release chan struct{}) {
+	select {
+	case <-release:
+	default:
+		close(release)
+	}
+}
+
 // waitHeld waits until the store holds a call.
 func waitHeld(t *testing.T, paused chan struct{}) {
 	t.Helper()
@@ -526,6 +536,7 @@ func TestRefreshRacePlainStore(t *testing.T) {
 				t.Run("after "+calls[n-1], func(t *testing.T) {
 					rt := offlineTokens(t, ts).RefreshToken
 					paused, release := ps.arm(n)
+					defer letGo(release)
 					type result struct {
 						status int
 						tk     tokens
@@ -539,7 +550,7 @@ func TestRefreshRacePlainStore(t *testing.T) {
 					waitHeld(t, paused)
 					st, tk, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
 					second := result{st, tk, body}
-					close(release)
+					letGo(release)
 					a := <-first
 					ps.arm(0)
 
@@ -603,6 +614,7 @@ func TestRefreshUndoRace(t *testing.T) {
 			// Held once the token is back: its put is the first Put rt
 			// after the failed one.
 			paused, release := ps.armWith(fail, func(n int, call string) bool { return n > fail && call == "Put rt" })
+			defer letGo(release)
 			first := make(chan int, 1)
 			go func() {
 				st, _, _ := refreshWith(t, ts, "demo-app", testSecret, rt, "")
@@ -610,7 +622,7 @@ func TestRefreshUndoRace(t *testing.T) {
 			}()
 			waitHeld(t, paused)
 			st, second, body := refreshWith(t, ts, "demo-app", testSecret, rt, "")
-			close(release)
+			letGo(release)
 			if st1 := <-first; st1 != http.StatusServiceUnavailable {
 				t.Fatalf("the refresh the store failed: %d; want 503", st1)
 			}
