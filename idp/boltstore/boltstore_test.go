@@ -70,10 +70,11 @@ func TestSecondOpenFails(t *testing.T) {
 }
 
 func TestConcurrentWritesWithAFailure(t *testing.T) {
-	// Takes of one key and Puts of others, with writes that fail (an empty
-	// key, which bbolt refuses) among them, share commits: a failing write
-	// must fail alone, and the Takes still have exactly one winner though
-	// their functions may run twice.
+	// Takes of one key, Swaps of another and Puts of others, with writes
+	// that fail (an empty key, which bbolt refuses) among them, share
+	// commits: a failing write must fail alone, and the Takes and the
+	// Swaps still have exactly one winner each though their functions may
+	// run twice.
 	ctx := context.Background()
 	s := open(t, filepath.Join(t.TempDir(), "store.db"), Options{})
 	for round := range 10 {
@@ -81,7 +82,11 @@ func TestConcurrentWritesWithAFailure(t *testing.T) {
 		if err := s.Put(ctx, key, []byte("v"), time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		var wins, failed atomic.Int32
+		swapKey := fmt.Sprintf("rt/%d", round)
+		if err := s.Put(ctx, swapKey, []byte("v"), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		var wins, swaps, failed atomic.Int32
 		var wg sync.WaitGroup
 		for i := range 16 {
 			wg.Go(func() {
@@ -94,7 +99,7 @@ func TestConcurrentWritesWithAFailure(t *testing.T) {
 					if err := s.Put(ctx, fmt.Sprintf("rt/%d-%d", round, i), []byte("v"), time.Minute); err != nil {
 						t.Errorf("Put: %v", err)
 					}
-				default:
+				case 2:
 					_, err := s.Take(ctx, key)
 					switch {
 					case err == nil:
@@ -102,12 +107,20 @@ func TestConcurrentWritesWithAFailure(t *testing.T) {
 					case !errors.Is(err, idp.ErrNotFound):
 						t.Errorf("Take: %v", err)
 					}
+				default:
+					ok, err := s.Swap(ctx, swapKey, []byte("v"), []idp.Entry{{Key: fmt.Sprintf("rt/next-%d-%d", round, i), Value: []byte("n"), TTL: time.Minute}})
+					if err != nil {
+						t.Errorf("Swap: %v", err)
+					}
+					if ok {
+						swaps.Add(1)
+					}
 				}
 			})
 		}
 		wg.Wait()
-		if wins.Load() != 1 || failed.Load() != 4 {
-			t.Fatalf("round %d: %d Takes won, %d bad Puts failed; want 1 and 4", round, wins.Load(), failed.Load())
+		if wins.Load() != 1 || swaps.Load() != 1 || failed.Load() != 4 {
+			t.Fatalf("round %d: %d Takes won, %d Swaps won, %d bad Puts failed; want 1, 1 and 4", round, wins.Load(), swaps.Load(), failed.Load())
 		}
 		for i := 1; i < 16; i += 4 {
 			if _, err := s.Get(ctx, fmt.Sprintf("rt/%d-%d", round, i)); err != nil {
