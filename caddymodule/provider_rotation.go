@@ -486,6 +486,13 @@ func (m *keyRotation) tick(ctx context.Context) time.Duration {
 		}
 	}
 
+	return m.wait(now)
+}
+
+// wait returns how long from now until the next tick: the check
+// interval, or less if a key starts signing or retires sooner. m.mu is
+// held.
+func (m *keyRotation) wait(now time.Time) time.Duration {
 	wait := m.interval
 	if next := m.ring.nextChange(m.algs, now); !next.IsZero() {
 		// A moment past it, so that the next tick is not before it.
@@ -525,16 +532,23 @@ func (m *keyRotation) algIndex(alg string) int {
 	return -1
 }
 
-// run ticks until ctx ends.
+// run ticks until ctx ends. The first tick is a wait after init, not at
+// once: `caddy validate` provisions a configuration and cleans it up
+// within that, and must not rotate the keys of the Caddy that runs, on
+// the schedule of a configuration that is only being checked.
 func (m *keyRotation) run(ctx context.Context) {
+	m.mu.Lock()
+	wait := m.wait(m.now())
+	m.mu.Unlock()
 	for {
-		t := time.NewTimer(m.tick(ctx))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
 		}
+		wait = m.tick(ctx)
 	}
 }
 

@@ -738,3 +738,43 @@ func TestProvisionKeyRotationError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProvisionCleanupRotatesNothing: `caddy validate` provisions a
+// configuration and cleans it up, often while Caddy runs on the same
+// storage. A ring that the validated schedule finds due must come out as
+// it went in: rotating is for the configuration that runs, on its
+// schedule and with its clients' retention, not for one being checked.
+func TestProvisionCleanupRotatesNothing(t *testing.T) {
+	root := t.TempDir()
+	p := testProvider("https://login.example.com")
+	// Due under the validated schedule (a key signing for over 2h
+	// with a period of 2h), not under the default one that runs.
+	signed := time.Now().Add(-10 * time.Hour)
+	ring := ringOf(rk(testKey(t, idp.RS256, 0), signed, time.Time{}), rk(testKey(t, idp.ES256, 0), signed, time.Time{}))
+	data, err := ring.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(root, providerStoragePrefix(p.Issuer), "signing_keys.json")
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.KeyRotation = &KeyRotation{Period: caddy.Duration(2 * time.Hour), PublishAhead: caddy.Duration(time.Hour)}
+	if err := p.Provision(newTestContext(t, root)); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	if err := p.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(data) {
+		got, _ := decodeRing(after)
+		t.Fatalf("ring after Provision and Cleanup has %d keys, want the 2 stored, unchanged", len(got))
+	}
+}
