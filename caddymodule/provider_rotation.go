@@ -570,16 +570,54 @@ type liveProvider struct {
 // remoteKeyStore is a keyStore reached over the network (Redis): it may be
 // down when Caddy starts, which must not stop Caddy from starting, nor
 // `caddy validate` from passing. A provider on one loads its keys in the
-// background, and answers 503 until it has them.
+// background, and answers 503 until it has them; on a reload, it starts
+// with the keys that the running configuration loaded.
 type remoteKeyStore interface {
 	keyStore
-	remote()
+	// lastLoaded returns the keys that a provider of this process last
+	// loaded from the store for the storage prefix, and keepLoaded
+	// records them: a reload while the store is down serves with them.
+	lastLoaded(prefix string) (loadedKeys, bool)
+	keepLoaded(prefix string, k loadedKeys)
+}
+
+// loadedKeys are a provider's keys as loaded from a remote key store: its
+// cookie keys, and its rotation, whose ring is the last read (nil when
+// every algorithm has a signing_key file).
+type loadedKeys struct {
+	cookie [][2][]byte
+	rot    *keyRotation
+}
+
+// adopt takes the ring of prev, the rotation of the configuration that
+// runs, and returns the keys of now, if that ring has a key that signs
+// for each of m's algorithms. It reads no store.
+func (m *keyRotation) adopt(prev *keyRotation) ([]idp.SigningKey, bool) {
+	if prev == nil {
+		return nil, false
+	}
+	prev.mu.Lock()
+	ring := prev.ring
+	prev.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for _, alg := range m.algs {
+		if ring.signer(alg, now) < 0 {
+			return nil, false // the ring must be read, and a key made
+		}
+	}
+	m.ring = ring
+	keys := m.currentKeys(now)
+	m.applied = keyIDs(keys)
+	return keys, true
 }
 
 // startKeys loads the provider's cookie keys and signing keys from ks
 // (making them the first time), builds the provider on store with cfg, and
 // starts the rotation of its signing keys, stopped by Cleanup. From a
-// remoteKeyStore, the keys are loaded in the background.
+// remoteKeyStore, the keys are loaded in the background, or taken from
+// the configuration that runs.
 func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cfg idp.Config) error {
 	sched, err := p.KeyRotation.schedule(cfg.Clients)
 	if err != nil {
@@ -595,18 +633,13 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 		}
 	}
 
-	build := func(ctx context.Context) error {
-		var err error
-		cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, ks, prefix+"/cookie_keys.json")
-		if err != nil {
-			return fmt.Errorf("cookie keys: %w", err)
-		}
-		if rot != nil {
-			if cfg.Keys, err = rot.init(ctx); err != nil {
-				return fmt.Errorf("signing keys: %w", err)
-			}
-		}
-		pr, err := idp.New(cfg, store)
+	remote, _ := ks.(remoteKeyStore)
+	// serve builds the provider with its keys, which the rotation swaps
+	// from then on.
+	serve := func(cookieKeys [][2][]byte, keys []idp.SigningKey) error {
+		c := cfg
+		c.CookieKeys, c.Keys = cookieKeys, keys
+		pr, err := idp.New(c, store)
 		if err != nil {
 			return err
 		}
@@ -616,12 +649,28 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 			rot.mu.Unlock()
 		}
 		p.provider.Store(pr)
+		if remote != nil {
+			remote.keepLoaded(prefix, loadedKeys{cookie: cookieKeys, rot: rot})
+		}
 		return nil
+	}
+	build := func(ctx context.Context) error {
+		cookieKeys, _, err := loadOrCreateCookieKeys(ctx, ks, prefix+"/cookie_keys.json")
+		if err != nil {
+			return fmt.Errorf("cookie keys: %w", err)
+		}
+		keys := cfg.Keys
+		if rot != nil {
+			if keys, err = rot.init(ctx); err != nil {
+				return fmt.Errorf("signing keys: %w", err)
+			}
+		}
+		return serve(cookieKeys, keys)
 	}
 
 	p.provider = &liveProvider{ready: make(chan struct{})}
-	_, remote := ks.(remoteKeyStore)
-	if remote {
+	loaded := false // built from the keys of the configuration that runs
+	if remote != nil {
 		// Check the configuration now, with keys of no account, as
 		// `caddy validate` must: idp.New is what checks it.
 		check := cfg
@@ -634,6 +683,20 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 		check.CookieKeys = [][2][]byte{{make([]byte, cookieKeySize), make([]byte, cookieKeySize)}}
 		if _, err := idp.New(check, store); err != nil {
 			return err
+		}
+		// A reload: serve at once with the keys that the running
+		// configuration loaded, even if the store is down now (discovery
+		// and JWKS need no store); the rotation reads the ring at its
+		// first tick.
+		if last, ok := remote.lastLoaded(prefix); ok {
+			keys, ok := cfg.Keys, true
+			if rot != nil {
+				keys, ok = rot.adopt(last.rot)
+			}
+			if ok && serve(last.cookie, keys) == nil {
+				loaded = true
+				close(p.provider.ready)
+			}
 		}
 	} else {
 		if err := build(ctx); err != nil {
@@ -653,7 +716,7 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 	}
 	go func() {
 		defer close(done)
-		if remote && !p.buildInBackground(runCtx, build) {
+		if remote != nil && !loaded && !p.buildInBackground(runCtx, build) {
 			return
 		}
 		if rot != nil {

@@ -778,3 +778,62 @@ func TestProvisionCleanupRotatesNothing(t *testing.T) {
 		t.Fatalf("ring after Provision and Cleanup has %d keys, want the 2 stored, unchanged", len(got))
 	}
 }
+
+// TestProvisionKeysRedisDownOnReload: a reload while Redis is down (the
+// new configuration provisioned before the old is cleaned up) serves at
+// once with the keys the running configuration has: discovery and JWKS
+// need no Redis, and a gateway that verifies bearer tokens needs the
+// JWKS; once Redis is back, the new configuration reads the ring again.
+func TestProvisionKeysRedisDownOnReload(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := newTestContext(t, t.TempDir())
+	newProvider := func() *Provider {
+		p := redisProvider(srv.Addr)
+		p.Store.Redis.DialTimeout = caddy.Duration(200 * time.Millisecond)
+		p.KeyRotation = &KeyRotation{Period: caddy.Duration(time.Hour), PublishAhead: caddy.Duration(8 * time.Second)}
+		return p
+	}
+	old := newProvider()
+	provision(t, ctx, old)
+	want := jwksKeyIDs(t, old)
+
+	srv.Kill()
+	p := newProvider()
+	provision(t, ctx, p)
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if got := jwksKeyIDs(t, p); !slices.Equal(got, want) {
+		t.Fatalf("JWKS after a reload with Redis down: %q, want the running keys %q", got, want)
+	}
+
+	// Back (empty: the test's Redis keeps nothing): the new
+	// configuration's rotation runs, and stores the ring again from the
+	// keys it serves rather than making new ones.
+	srv.Restart()
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	ringKey := "test:" + providerStoragePrefix(p.Issuer) + "/signing_keys.json"
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		data, err := rc.Get(context.Background(), ringKey).Bytes()
+		if err == nil {
+			ring, err := decodeRing(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stored []string
+			for _, k := range ring {
+				stored = append(stored, k.Alg+" "+k.ID)
+			}
+			if !slices.Equal(stored, want) {
+				t.Fatalf("ring stored again: %q, want %q", stored, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ring is not in Redis 15s after it came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -196,6 +196,11 @@ type lazyRedis struct {
 	logger *zap.Logger
 	ready  atomic.Bool
 	down   atomic.Bool // the last check or call failed; logged once per outage
+
+	// loaded holds the keys that providers of this process last loaded
+	// from the server, by storage prefix (see remoteKeyStore): the pool
+	// keeps it across a reload, which provisions before it cleans up.
+	loaded sync.Map
 }
 
 var (
