@@ -321,6 +321,7 @@ type keyRotation struct {
 	now      func() time.Time
 	generate func(alg string) (idp.SigningKey, error)
 	logger   *zap.Logger
+	ticked   func() // called after each tick, without m.mu; nil: nothing
 
 	mu      sync.Mutex // the fields below; one tick at a time
 	ring    keyRing    // as last read or stored
@@ -549,6 +550,9 @@ func (m *keyRotation) run(ctx context.Context) {
 		case <-t.C:
 		}
 		wait = m.tick(ctx)
+		if m.ticked != nil {
+			m.ticked()
+		}
 	}
 }
 
@@ -574,11 +578,14 @@ type liveProvider struct {
 // with the keys that the running configuration loaded.
 type remoteKeyStore interface {
 	keyStore
-	// lastLoaded returns the keys that a provider of this process last
-	// loaded from the store for the storage prefix, and keepLoaded
-	// records them: a reload while the store is down serves with them.
-	lastLoaded(prefix string) (loadedKeys, bool)
-	keepLoaded(prefix string, k loadedKeys)
+	// lastLoaded returns the keys that a running provider of this
+	// process loaded from the store for the storage prefix: a reload
+	// while the store is down serves with them. keepLoaded records k,
+	// replacing what is recorded or only if nothing is; forgetLoaded
+	// removes k if it is what is recorded.
+	lastLoaded(prefix string) (*loadedKeys, bool)
+	keepLoaded(prefix string, k *loadedKeys, replace bool)
+	forgetLoaded(prefix string, k *loadedKeys)
 }
 
 // loadedKeys are a provider's keys as loaded from a remote key store: its
@@ -634,6 +641,19 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 	}
 
 	remote, _ := ks.(remoteKeyStore)
+	// mine is what this provider records as loaded from a remote store,
+	// once it serves. A provider that is cleaned up forgets it, and a
+	// running rotation records it again if nothing is: so what a reload
+	// finds is the ring of a rotation that runs, not of a configuration
+	// that failed to load after its provider was provisioned.
+	var mine *loadedKeys
+	if remote != nil && rot != nil {
+		rot.ticked = func() {
+			if mine != nil {
+				remote.keepLoaded(prefix, mine, false)
+			}
+		}
+	}
 	// serve builds the provider with its keys, which the rotation swaps
 	// from then on.
 	serve := func(cookieKeys [][2][]byte, keys []idp.SigningKey) error {
@@ -650,7 +670,8 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 		}
 		p.provider.Store(pr)
 		if remote != nil {
-			remote.keepLoaded(prefix, loadedKeys{cookie: cookieKeys, rot: rot})
+			mine = &loadedKeys{cookie: cookieKeys, rot: rot}
+			remote.keepLoaded(prefix, mine, true)
 		}
 		return nil
 	}
@@ -713,6 +734,9 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 	p.stopKeys = func() {
 		cancel()
 		<-done
+		if mine != nil {
+			remote.forgetLoaded(prefix, mine)
+		}
 	}
 	go func() {
 		defer close(done)

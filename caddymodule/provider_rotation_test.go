@@ -837,3 +837,64 @@ func TestProvisionKeysRedisDownOnReload(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestProvisionKeysAfterFailedReload: a reload that fails after the
+// provider was provisioned (another module's error) leaves the running
+// configuration's keys, as it reads them, for the next reload: if Redis
+// is down then, that reload serves the ring as it is now, not as the
+// failed configuration found it.
+func TestProvisionKeysAfterFailedReload(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := newTestContext(t, t.TempDir())
+	newProvider := func() *Provider {
+		p := redisProvider(srv.Addr)
+		p.Store.Redis.DialTimeout = caddy.Duration(200 * time.Millisecond)
+		p.KeyRotation = &KeyRotation{Period: caddy.Duration(time.Hour), PublishAhead: caddy.Duration(8 * time.Second)}
+		return p
+	}
+	running := newProvider()
+	provision(t, ctx, running)
+	jwksKeyIDs(t, running) // loaded
+	failed := newProvider()
+	provision(t, ctx, failed)
+	jwksKeyIDs(t, failed)
+	if err := failed.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another node publishes a successor; the running configuration
+	// reads it.
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	ringKey := "test:" + providerStoragePrefix(running.Issuer) + "/signing_keys.json"
+	data, err := rc.Get(context.Background(), ringKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := decodeRing(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring = append(ring, rk(testKey(t, idp.RS256, 7), time.Now().Add(30*time.Minute), time.Time{}))
+	if data, err = ring.encode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Set(context.Background(), ringKey, data, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var want []string
+	for want = jwksKeyIDs(t, running); len(want) != 3; want = jwksKeyIDs(t, running) {
+		if time.Now().After(deadline) {
+			t.Fatalf("JWKS %q 15s after a successor was stored, want 3 keys", want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	srv.Kill()
+	p := newProvider()
+	provision(t, ctx, p)
+	if got := jwksKeyIDs(t, p); !slices.Equal(got, want) {
+		t.Fatalf("JWKS after a reload with Redis down: %q, want the running keys %q", got, want)
+	}
+}
