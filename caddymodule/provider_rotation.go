@@ -321,7 +321,7 @@ type keyRotation struct {
 	now      func() time.Time
 	generate func(alg string) (idp.SigningKey, error)
 	logger   *zap.Logger
-	ticked   func() // called after each tick, without m.mu; nil: nothing
+	ticked   func(context.Context) // called after each tick, without m.mu; nil: nothing
 
 	mu      sync.Mutex // the fields below; one tick at a time
 	ring    keyRing    // as last read or stored
@@ -551,7 +551,7 @@ func (m *keyRotation) run(ctx context.Context) {
 		}
 		wait = m.tick(ctx)
 		if m.ticked != nil {
-			m.ticked()
+			m.ticked(ctx)
 		}
 	}
 }
@@ -645,12 +645,20 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 	// once it serves. A provider that is cleaned up forgets it, and a
 	// running rotation records it again if nothing is: so what a reload
 	// finds is the ring of a rotation that runs, not of a configuration
-	// that failed to load after its provider was provisioned.
+	// that failed to load after its provider was provisioned. The
+	// rotation also stores the cookie keys again if the store lost them,
+	// as it does the ring, so that a node that starts later takes them
+	// rather than making keys that open no other node's cookies.
 	var mine *loadedKeys
 	if remote != nil && rot != nil {
-		rot.ticked = func() {
-			if mine != nil {
-				remote.keepLoaded(prefix, mine, false)
+		rot.ticked = func(ctx context.Context) {
+			if mine == nil {
+				return
+			}
+			remote.keepLoaded(prefix, mine, false)
+			// A failure is the store's, which the tick has logged.
+			if restored, _ := restoreCookieKeys(ctx, ks, prefix+"/cookie_keys.json", mine.cookie); restored {
+				rot.logger.Warn("cookie keys were missing from the store; stored again the keys in use", zap.String("storage_key", prefix+"/cookie_keys.json"))
 			}
 		}
 	}

@@ -898,3 +898,42 @@ func TestProvisionKeysAfterFailedReload(t *testing.T) {
 		t.Fatalf("JWKS after a reload with Redis down: %q, want the running keys %q", got, want)
 	}
 }
+
+// TestProvisionCookieKeysLost: cookie keys gone from Redis (a Redis
+// without persistence that restarted) are stored again by the running
+// nodes, as the ring is, so that a node that starts later takes the keys
+// every other node uses rather than making new ones that open none of
+// their cookies.
+func TestProvisionCookieKeysLost(t *testing.T) {
+	srv := redistest.Start(t)
+	p := redisProvider(srv.Addr)
+	p.KeyRotation = &KeyRotation{Period: caddy.Duration(time.Hour), PublishAhead: caddy.Duration(8 * time.Second)}
+	provision(t, newTestContext(t, t.TempDir()), p)
+	jwksKeyIDs(t, p) // loaded
+
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	key := "test:" + providerStoragePrefix(p.Issuer) + "/cookie_keys.json"
+	want, err := rc.Get(context.Background(), key).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Del(context.Background(), key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, err := rc.Get(context.Background(), key).Bytes()
+		if err == nil {
+			var a, b storedCookieKeys
+			if json.Unmarshal(got, &a) != nil || json.Unmarshal(want, &b) != nil || fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Fatalf("cookie keys stored again differ from those in use")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cookie keys not stored again 15s after they were lost: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
