@@ -217,6 +217,19 @@ func loadOrCreateCookieKeys(ctx context.Context, storage keyStore, key string) (
 	return pairs, created, nil
 }
 
+// restoreCookieKeys stores pairs at key if storage has nothing there (it
+// lost them), under its lock, and reports whether it did.
+func restoreCookieKeys(ctx context.Context, storage keyStore, key string, pairs [][2][]byte) (bool, error) {
+	_, restored, err := loadOrCreate(ctx, storage, key, func() ([]byte, error) {
+		var stored storedCookieKeys
+		for _, p := range pairs {
+			stored.Keys = append(stored.Keys, storedCookieKeyPair{HashKey: p[0], BlockKey: p[1]})
+		}
+		return json.Marshal(stored)
+	})
+	return restored, err
+}
+
 // readSigningKeyFile reads a private key from a PEM file: PKCS #8
 // ("PRIVATE KEY"), PKCS #1 ("RSA PRIVATE KEY") or SEC 1 ("EC PRIVATE
 // KEY"); other blocks, such as the "EC PARAMETERS" that openssl writes

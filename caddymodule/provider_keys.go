@@ -23,7 +23,25 @@ func newRedisKeyStore(r *lazyRedis) redisKeyStore {
 	return redisKeyStore{r: r, keys: r.Store.Keys()}
 }
 
-func (redisKeyStore) remote() {}
+func (s redisKeyStore) lastLoaded(prefix string) (*loadedKeys, bool) {
+	v, ok := s.r.loaded.Load(prefix)
+	if !ok {
+		return nil, false
+	}
+	return v.(*loadedKeys), true
+}
+
+func (s redisKeyStore) keepLoaded(prefix string, k *loadedKeys, replace bool) {
+	if replace {
+		s.r.loaded.Store(prefix, k)
+	} else {
+		s.r.loaded.LoadOrStore(prefix, k)
+	}
+}
+
+func (s redisKeyStore) forgetLoaded(prefix string, k *loadedKeys) {
+	s.r.loaded.CompareAndDelete(prefix, k)
+}
 
 // result notes the outcome of a call: an absent key is an answer.
 func (s redisKeyStore) result(err error) error {

@@ -321,6 +321,7 @@ type keyRotation struct {
 	now      func() time.Time
 	generate func(alg string) (idp.SigningKey, error)
 	logger   *zap.Logger
+	ticked   func(context.Context) // called after each tick, without m.mu; nil: nothing
 
 	mu      sync.Mutex // the fields below; one tick at a time
 	ring    keyRing    // as last read or stored
@@ -486,6 +487,13 @@ func (m *keyRotation) tick(ctx context.Context) time.Duration {
 		}
 	}
 
+	return m.wait(now)
+}
+
+// wait returns how long from now until the next tick: the check
+// interval, or less if a key starts signing or retires sooner. m.mu is
+// held.
+func (m *keyRotation) wait(now time.Time) time.Duration {
 	wait := m.interval
 	if next := m.ring.nextChange(m.algs, now); !next.IsZero() {
 		// A moment past it, so that the next tick is not before it.
@@ -525,15 +533,25 @@ func (m *keyRotation) algIndex(alg string) int {
 	return -1
 }
 
-// run ticks until ctx ends.
+// run ticks until ctx ends. The first tick is a wait after init, not at
+// once: `caddy validate` provisions a configuration and cleans it up
+// within that, and must not rotate the keys of the Caddy that runs, on
+// the schedule of a configuration that is only being checked.
 func (m *keyRotation) run(ctx context.Context) {
+	m.mu.Lock()
+	wait := m.wait(m.now())
+	m.mu.Unlock()
 	for {
-		t := time.NewTimer(m.tick(ctx))
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
 		case <-t.C:
+		}
+		wait = m.tick(ctx)
+		if m.ticked != nil {
+			m.ticked(ctx)
 		}
 	}
 }
@@ -556,16 +574,57 @@ type liveProvider struct {
 // remoteKeyStore is a keyStore reached over the network (Redis): it may be
 // down when Caddy starts, which must not stop Caddy from starting, nor
 // `caddy validate` from passing. A provider on one loads its keys in the
-// background, and answers 503 until it has them.
+// background, and answers 503 until it has them; on a reload, it starts
+// with the keys that the running configuration loaded.
 type remoteKeyStore interface {
 	keyStore
-	remote()
+	// lastLoaded returns the keys that a running provider of this
+	// process loaded from the store for the storage prefix: a reload
+	// while the store is down serves with them. keepLoaded records k,
+	// replacing what is recorded or only if nothing is; forgetLoaded
+	// removes k if it is what is recorded.
+	lastLoaded(prefix string) (*loadedKeys, bool)
+	keepLoaded(prefix string, k *loadedKeys, replace bool)
+	forgetLoaded(prefix string, k *loadedKeys)
+}
+
+// loadedKeys are a provider's keys as loaded from a remote key store: its
+// cookie keys, and its rotation, whose ring is the last read (nil when
+// every algorithm has a signing_key file).
+type loadedKeys struct {
+	cookie [][2][]byte
+	rot    *keyRotation
+}
+
+// adopt takes the ring of prev, the rotation of the configuration that
+// runs, and returns the keys of now, if that ring has a key that signs
+// for each of m's algorithms. It reads no store.
+func (m *keyRotation) adopt(prev *keyRotation) ([]idp.SigningKey, bool) {
+	if prev == nil {
+		return nil, false
+	}
+	prev.mu.Lock()
+	ring := prev.ring
+	prev.mu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for _, alg := range m.algs {
+		if ring.signer(alg, now) < 0 {
+			return nil, false // the ring must be read, and a key made
+		}
+	}
+	m.ring = ring
+	keys := m.currentKeys(now)
+	m.applied = keyIDs(keys)
+	return keys, true
 }
 
 // startKeys loads the provider's cookie keys and signing keys from ks
 // (making them the first time), builds the provider on store with cfg, and
 // starts the rotation of its signing keys, stopped by Cleanup. From a
-// remoteKeyStore, the keys are loaded in the background.
+// remoteKeyStore, the keys are loaded in the background, or taken from
+// the configuration that runs.
 func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cfg idp.Config) error {
 	sched, err := p.KeyRotation.schedule(cfg.Clients)
 	if err != nil {
@@ -581,18 +640,34 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 		}
 	}
 
-	build := func(ctx context.Context) error {
-		var err error
-		cfg.CookieKeys, _, err = loadOrCreateCookieKeys(ctx, ks, prefix+"/cookie_keys.json")
-		if err != nil {
-			return fmt.Errorf("cookie keys: %w", err)
-		}
-		if rot != nil {
-			if cfg.Keys, err = rot.init(ctx); err != nil {
-				return fmt.Errorf("signing keys: %w", err)
+	remote, _ := ks.(remoteKeyStore)
+	// mine is what this provider records as loaded from a remote store,
+	// once it serves. A provider that is cleaned up forgets it, and a
+	// running rotation records it again if nothing is: so what a reload
+	// finds is the ring of a rotation that runs, not of a configuration
+	// that failed to load after its provider was provisioned. The
+	// rotation also stores the cookie keys again if the store lost them,
+	// as it does the ring, so that a node that starts later takes them
+	// rather than making keys that open no other node's cookies.
+	var mine *loadedKeys
+	if remote != nil && rot != nil {
+		rot.ticked = func(ctx context.Context) {
+			if mine == nil {
+				return
+			}
+			remote.keepLoaded(prefix, mine, false)
+			// A failure is the store's, which the tick has logged.
+			if restored, _ := restoreCookieKeys(ctx, ks, prefix+"/cookie_keys.json", mine.cookie); restored {
+				rot.logger.Warn("cookie keys were missing from the store; stored again the keys in use", zap.String("storage_key", prefix+"/cookie_keys.json"))
 			}
 		}
-		pr, err := idp.New(cfg, store)
+	}
+	// serve builds the provider with its keys, which the rotation swaps
+	// from then on.
+	serve := func(cookieKeys [][2][]byte, keys []idp.SigningKey) error {
+		c := cfg
+		c.CookieKeys, c.Keys = cookieKeys, keys
+		pr, err := idp.New(c, store)
 		if err != nil {
 			return err
 		}
@@ -602,12 +677,29 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 			rot.mu.Unlock()
 		}
 		p.provider.Store(pr)
+		if remote != nil {
+			mine = &loadedKeys{cookie: cookieKeys, rot: rot}
+			remote.keepLoaded(prefix, mine, true)
+		}
 		return nil
+	}
+	build := func(ctx context.Context) error {
+		cookieKeys, _, err := loadOrCreateCookieKeys(ctx, ks, prefix+"/cookie_keys.json")
+		if err != nil {
+			return fmt.Errorf("cookie keys: %w", err)
+		}
+		keys := cfg.Keys
+		if rot != nil {
+			if keys, err = rot.init(ctx); err != nil {
+				return fmt.Errorf("signing keys: %w", err)
+			}
+		}
+		return serve(cookieKeys, keys)
 	}
 
 	p.provider = &liveProvider{ready: make(chan struct{})}
-	_, remote := ks.(remoteKeyStore)
-	if remote {
+	loaded := false // built from the keys of the configuration that runs
+	if remote != nil {
 		// Check the configuration now, with keys of no account, as
 		// `caddy validate` must: idp.New is what checks it.
 		check := cfg
@@ -620,6 +712,20 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 		check.CookieKeys = [][2][]byte{{make([]byte, cookieKeySize), make([]byte, cookieKeySize)}}
 		if _, err := idp.New(check, store); err != nil {
 			return err
+		}
+		// A reload: serve at once with the keys that the running
+		// configuration loaded, even if the store is down now (discovery
+		// and JWKS need no store); the rotation reads the ring at its
+		// first tick.
+		if last, ok := remote.lastLoaded(prefix); ok {
+			keys, ok := cfg.Keys, true
+			if rot != nil {
+				keys, ok = rot.adopt(last.rot)
+			}
+			if ok && serve(last.cookie, keys) == nil {
+				loaded = true
+				close(p.provider.ready)
+			}
 		}
 	} else {
 		if err := build(ctx); err != nil {
@@ -636,10 +742,13 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 	p.stopKeys = func() {
 		cancel()
 		<-done
+		if mine != nil {
+			remote.forgetLoaded(prefix, mine)
+		}
 	}
 	go func() {
 		defer close(done)
-		if remote && !p.buildInBackground(runCtx, build) {
+		if remote != nil && !loaded && !p.buildInBackground(runCtx, build) {
 			return
 		}
 		if rot != nil {

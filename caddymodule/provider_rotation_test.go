@@ -738,3 +738,202 @@ func TestProvisionKeyRotationError(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProvisionCleanupRotatesNothing: `caddy validate` provisions a
+// configuration and cleans it up, often while Caddy runs on the same
+// storage. A ring that the validated schedule finds due must come out as
+// it went in: rotating is for the configuration that runs, on its
+// schedule and with its clients' retention, not for one being checked.
+func TestProvisionCleanupRotatesNothing(t *testing.T) {
+	root := t.TempDir()
+	p := testProvider("https://login.example.com")
+	// Due under the validated schedule (a key signing for over 2h
+	// with a period of 2h), not under the default one that runs.
+	signed := time.Now().Add(-10 * time.Hour)
+	ring := ringOf(rk(testKey(t, idp.RS256, 0), signed, time.Time{}), rk(testKey(t, idp.ES256, 0), signed, time.Time{}))
+	data, err := ring.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(root, providerStoragePrefix(p.Issuer), "signing_keys.json")
+	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.KeyRotation = &KeyRotation{Period: caddy.Duration(2 * time.Hour), PublishAhead: caddy.Duration(time.Hour)}
+	if err := p.Provision(newTestContext(t, root)); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	if err := p.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after) != string(data) {
+		got, _ := decodeRing(after)
+		t.Fatalf("ring after Provision and Cleanup has %d keys, want the 2 stored, unchanged", len(got))
+	}
+}
+
+// TestProvisionKeysRedisDownOnReload: a reload while Redis is down (the
+// new configuration provisioned before the old is cleaned up) serves at
+// once with the keys the running configuration has: discovery and JWKS
+// need no Redis, and a gateway that verifies bearer tokens needs the
+// JWKS; once Redis is back, the new configuration reads the ring again.
+func TestProvisionKeysRedisDownOnReload(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := newTestContext(t, t.TempDir())
+	newProvider := func() *Provider {
+		p := redisProvider(srv.Addr)
+		p.Store.Redis.DialTimeout = caddy.Duration(200 * time.Millisecond)
+		p.KeyRotation = &KeyRotation{Period: caddy.Duration(time.Hour), PublishAhead: caddy.Duration(8 * time.Second)}
+		return p
+	}
+	old := newProvider()
+	provision(t, ctx, old)
+	want := jwksKeyIDs(t, old)
+
+	srv.Kill()
+	p := newProvider()
+	provision(t, ctx, p)
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if got := jwksKeyIDs(t, p); !slices.Equal(got, want) {
+		t.Fatalf("JWKS after a reload with Redis down: %q, want the running keys %q", got, want)
+	}
+
+	// Back (empty: the test's Redis keeps nothing): the new
+	// configuration's rotation runs, and stores the ring again from the
+	// keys it serves rather than making new ones.
+	srv.Restart()
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	ringKey := "test:" + providerStoragePrefix(p.Issuer) + "/signing_keys.json"
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		data, err := rc.Get(context.Background(), ringKey).Bytes()
+		if err == nil {
+			ring, err := decodeRing(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stored []string
+			for _, k := range ring {
+				stored = append(stored, k.Alg+" "+k.ID)
+			}
+			if !slices.Equal(stored, want) {
+				t.Fatalf("ring stored again: %q, want %q", stored, want)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ring is not in Redis 15s after it came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestProvisionKeysAfterFailedReload: a reload that fails after the
+// provider was provisioned (another module's error) leaves the running
+// configuration's keys, as it reads them, for the next reload: if Redis
+// is down then, that reload serves the ring as it is now, not as the
+// failed configuration found it.
+func TestProvisionKeysAfterFailedReload(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := newTestContext(t, t.TempDir())
+	newProvider := func() *Provider {
+		p := redisProvider(srv.Addr)
+		p.Store.Redis.DialTimeout = caddy.Duration(200 * time.Millisecond)
+		p.KeyRotation = &KeyRotation{Period: caddy.Duration(time.Hour), PublishAhead: caddy.Duration(8 * time.Second)}
+		return p
+	}
+	running := newProvider()
+	provision(t, ctx, running)
+	jwksKeyIDs(t, running) // loaded
+	failed := newProvider()
+	provision(t, ctx, failed)
+	jwksKeyIDs(t, failed)
+	if err := failed.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another node publishes a successor; the running configuration
+	// reads it.
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	ringKey := "test:" + providerStoragePrefix(running.Issuer) + "/signing_keys.json"
+	data, err := rc.Get(context.Background(), ringKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring, err := decodeRing(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring = append(ring, rk(testKey(t, idp.RS256, 7), time.Now().Add(30*time.Minute), time.Time{}))
+	if data, err = ring.encode(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Set(context.Background(), ringKey, data, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var want []string
+	for want = jwksKeyIDs(t, running); len(want) != 3; want = jwksKeyIDs(t, running) {
+		if time.Now().After(deadline) {
+			t.Fatalf("JWKS %q 15s after a successor was stored, want 3 keys", want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	srv.Kill()
+	p := newProvider()
+	provision(t, ctx, p)
+	if got := jwksKeyIDs(t, p); !slices.Equal(got, want) {
+		t.Fatalf("JWKS after a reload with Redis down: %q, want the running keys %q", got, want)
+	}
+}
+
+// TestProvisionCookieKeysLost: cookie keys gone from Redis (a Redis
+// without persistence that restarted) are stored again by the running
+// nodes, as the ring is, so that a node that starts later takes the keys
+// every other node uses rather than making new ones that open none of
+// their cookies.
+func TestProvisionCookieKeysLost(t *testing.T) {
+	srv := redistest.Start(t)
+	p := redisProvider(srv.Addr)
+	p.KeyRotation = &KeyRotation{Period: caddy.Duration(time.Hour), PublishAhead: caddy.Duration(8 * time.Second)}
+	provision(t, newTestContext(t, t.TempDir()), p)
+	jwksKeyIDs(t, p) // loaded
+
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	key := "test:" + providerStoragePrefix(p.Issuer) + "/cookie_keys.json"
+	want, err := rc.Get(context.Background(), key).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Del(context.Background(), key).Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, err := rc.Get(context.Background(), key).Bytes()
+		if err == nil {
+			var a, b storedCookieKeys
+			if json.Unmarshal(got, &a) != nil || json.Unmarshal(want, &b) != nil || fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Fatalf("cookie keys stored again differ from those in use")
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cookie keys not stored again 15s after they were lost: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -196,6 +196,11 @@ type lazyRedis struct {
 	logger *zap.Logger
 	ready  atomic.Bool
 	down   atomic.Bool // the last check or call failed; logged once per outage
+
+	// loaded holds the keys that providers of this process last loaded
+	// from the server, by storage prefix (see remoteKeyStore): the pool
+	// keeps it across a reload, which provisions before it cleans up.
+	loaded sync.Map
 }
 
 var (
@@ -220,9 +225,11 @@ func (l *lazyRedis) check(ctx context.Context) error {
 	return nil
 }
 
-// failed logs the first failure of an outage and returns err.
+// failed logs the first failure of an outage and returns err. A call
+// whose caller gave up (a client that hung up, a `caddy validate` that
+// ended) says nothing about Redis.
 func (l *lazyRedis) failed(err error) error {
-	if err != nil && !errors.Is(err, idp.ErrNotFound) && !l.down.Swap(true) {
+	if err != nil && !errors.Is(err, idp.ErrNotFound) && !errors.Is(err, context.Canceled) && !l.down.Swap(true) {
 		l.logger.Error("redis store unavailable; requests that need it get 503 until it answers", zap.Error(err))
 	}
 	return err

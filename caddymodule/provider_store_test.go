@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -17,7 +18,10 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	_ "github.com/caddyserver/caddy/v2/modules/logging" // the file log writer of newLoggedContext
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/authgate/authgate/idp"
 	"github.com/authgate/authgate/internal/caddytest"
 	"github.com/authgate/authgate/internal/redistest"
 )
@@ -99,6 +103,40 @@ func TestProvisionRedisStoreDown(t *testing.T) {
 	resp := passwordGrant(t, p)
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("status %d, want 503", resp.StatusCode)
+	}
+}
+
+// TestLazyRedisCanceledIsNoOutage: a call whose context the caller
+// cancelled (a client that hung up, a `caddy validate` that ended) fails,
+// but says nothing about Redis: no "unavailable" in the log, and no
+// "available again" after it.
+func TestLazyRedisCanceledIsNoOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	core, logs := observer.New(zap.InfoLevel)
+	l, key, err := loadRedis(&RedisStore{Addresses: []string{srv.Addr}, KeyPrefix: "canceled:"}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { redisPool.Delete(key) })
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	if _, err := l.Get(canceled, "k"); err == nil {
+		t.Fatal("Get with a cancelled context before the first check succeeded")
+	}
+	if _, err := l.Get(context.Background(), "k"); !errors.Is(err, idp.ErrNotFound) {
+		t.Fatalf("Get = %v, want idp.ErrNotFound", err)
+	}
+	if _, err := l.Get(canceled, "k"); err == nil {
+		t.Fatal("Get with a cancelled context succeeded")
+	}
+	if _, err := l.Get(context.Background(), "k"); !errors.Is(err, idp.ErrNotFound) {
+		t.Fatalf("Get = %v, want idp.ErrNotFound", err)
+	}
+	for _, e := range logs.All() {
+		if e.Message != "connected to redis" {
+			t.Errorf("logged %s %q %v; want only the connection", e.Level, e.Message, e.ContextMap())
+		}
 	}
 }
 
