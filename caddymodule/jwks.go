@@ -27,16 +27,28 @@ const jwksRefetchGap = 10 * time.Second
 // gap, but a forged kid still costs at most one fetch a second.
 const jwksMinRefetchGap = time.Second
 
+// jwksMaxFresh is the longest the gateway trusts keys without asking the
+// provider again, whatever its max-age says: a key the provider pulls
+// (after a leak, say) stops verifying within about this long.
+const jwksMaxFresh = time.Hour
+
+// jwksFetchTimeout bounds a background fetch of the keys.
+const jwksFetchTimeout = 10 * time.Second
+
 // keySet is the provider's JWKS for go-oidc's verifiers: fetched on first
-// use, refetched for an unknown kid at most once per refetch gap.
+// use, refetched for an unknown kid at most once per refetch gap, and in
+// the background once the keys are older than the provider says they may
+// be cached, so that a key it no longer publishes stops verifying.
 type keySet struct {
 	url  string
 	http *http.Client
 
-	mu      sync.Mutex
-	keys    []jose.JSONWebKey
-	fetched time.Time
-	gap     time.Duration // refetchGap of the last answer
+	mu         sync.Mutex
+	keys       []jose.JSONWebKey
+	fetched    time.Time     // the last fetch, failed or not
+	gap        time.Duration // refetchGap of the last answer
+	fresh      time.Time     // until when the keys need no fetch
+	refreshing bool          // a background fetch runs
 }
 
 // VerifySignature implements oidc.KeySet.
@@ -64,20 +76,27 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 }
 
 // get returns the keys, fetching them first when there are none yet, or
-// when none has kid and the last fetch is old enough.
+// when none has kid and the last fetch is old enough. Keys past their
+// freshness are used while a background fetch replaces them: a request
+// never waits on the provider for a kid it knows.
 func (k *keySet) get(ctx context.Context, kid string) ([]jose.JSONWebKey, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	known := k.keys != nil
 	for _, key := range k.keys {
 		if key.KeyID == kid || kid == "" {
+			now := time.Now()
+			if now.After(k.fresh) && !k.refreshing && now.Sub(k.fetched) >= k.gap {
+				k.refreshing, k.fetched = true, now
+				go k.refresh()
+			}
 			return k.keys, nil
 		}
 	}
 	if known && time.Since(k.fetched) < k.gap {
 		return k.keys, nil
 	}
-	keys, gap, err := k.fetch(ctx)
+	keys, gap, fresh, err := k.fetch(ctx)
 	k.fetched = time.Now()
 	if err != nil {
 		k.gap = jwksRefetchGap
@@ -86,47 +105,70 @@ func (k *keySet) get(ctx context.Context, kid string) ([]jose.JSONWebKey, error)
 		}
 		return nil, err
 	}
-	k.keys, k.gap = keys, gap
+	k.keys, k.gap, k.fresh = keys, gap, k.fetched.Add(fresh)
 	return keys, nil
 }
 
-// refetchGap is the least time between two fetches of a JWKS served with
-// cacheControl: jwksRefetchGap, or less if the answer may be cached for
-// less (RFC 9111 §5.2.2: max-age, no-cache, no-store), but at least
-// jwksMinRefetchGap.
-func refetchGap(cacheControl string) time.Duration {
-	gap := jwksRefetchGap
+// refresh fetches the keys in the background. A failure keeps the keys
+// there are, tried again after the refetch gap: a provider that is down
+// must not end every session it issued.
+func (k *keySet) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTimeout)
+	defer cancel()
+	keys, gap, fresh, err := k.fetch(ctx)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.refreshing = false
+	k.fetched = time.Now()
+	if err != nil {
+		k.gap = jwksRefetchGap
+		return
+	}
+	k.keys, k.gap, k.fresh = keys, gap, k.fetched.Add(fresh)
+}
+
+// cacheTimes reads the Cache-Control of a JWKS answer (RFC 9111 §5.2.2:
+// max-age, no-cache, no-store). gap is the least time between two fetches
+// for unknown kids: jwksRefetchGap, or less if the answer may be cached
+// for less, but at least jwksMinRefetchGap. fresh is how long the keys
+// are used before a background fetch: max-age, between jwksRefetchGap
+// and jwksMaxFresh, jwksMaxFresh when the answer says nothing.
+func cacheTimes(cacheControl string) (gap, fresh time.Duration) {
+	gap, fresh = jwksRefetchGap, jwksMaxFresh
 	for _, d := range strings.Split(cacheControl, ",") {
 		name, value, _ := strings.Cut(strings.TrimSpace(d), "=")
 		switch strings.ToLower(name) {
 		case "no-cache", "no-store":
-			return jwksMinRefetchGap
+			return jwksMinRefetchGap, jwksRefetchGap
 		case "max-age":
 			if secs, err := strconv.Atoi(value); err == nil && secs >= 0 {
-				gap = min(gap, time.Duration(secs)*time.Second)
+				age := time.Duration(secs) * time.Second
+				gap = min(gap, age)
+				fresh = min(max(age, jwksRefetchGap), jwksMaxFresh)
 			}
 		}
 	}
-	return max(gap, jwksMinRefetchGap)
+	return max(gap, jwksMinRefetchGap), fresh
 }
 
-func (k *keySet) fetch(ctx context.Context) ([]jose.JSONWebKey, time.Duration, error) {
+func (k *keySet) fetch(ctx context.Context) (keys []jose.JSONWebKey, gap, fresh time.Duration, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := k.http.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("fetching keys: %w", err)
+		return nil, 0, 0, fmt.Errorf("fetching keys: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, 0, fmt.Errorf("fetching keys: %s answered %d", k.url, resp.StatusCode)
+		return nil, 0, 0, fmt.Errorf("fetching keys: %s answered %d", k.url, resp.StatusCode)
 	}
 	var set jose.JSONWebKeySet
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&set); err != nil {
-		return nil, 0, fmt.Errorf("reading keys: %w", err)
+		return nil, 0, 0, fmt.Errorf("reading keys: %w", err)
 	}
-	return set.Keys, refetchGap(resp.Header.Get("Cache-Control")), nil
+	gap, fresh = cacheTimes(resp.Header.Get("Cache-Control"))
+	return set.Keys, gap, fresh, nil
 }
