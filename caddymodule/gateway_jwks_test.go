@@ -77,32 +77,20 @@ func TestKeySetShortMaxAge(t *testing.T) {
 	}))
 	defer srv.Close()
 	ks := &keySet{url: srv.URL, http: srv.Client()}
-	sign := func(k idp.SigningKey) string {
-		s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: k.Key, KeyID: k.ID}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		jws, err := s.Sign([]byte(`{}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := jws.CompactSerialize()
-		return raw
-	}
 	ctx := context.Background()
-	if _, err := ks.VerifySignature(ctx, sign(a)); err != nil {
+	if _, err := ks.VerifySignature(ctx, signES256(t, a)); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	published = append(published, b)
 	mu.Unlock()
-	if _, err := ks.VerifySignature(ctx, sign(b)); err == nil {
+	if _, err := ks.VerifySignature(ctx, signES256(t, b)); err == nil {
 		t.Fatal("a new kid right after a fetch was verified: the refetch gap is not kept")
 	}
 	ks.mu.Lock()
 	ks.fetched = ks.fetched.Add(-1100 * time.Millisecond) // as if a second went by
 	ks.mu.Unlock()
-	if _, err := ks.VerifySignature(ctx, sign(b)); err != nil {
+	if _, err := ks.VerifySignature(ctx, signES256(t, b)); err != nil {
 		t.Fatalf("a new kid a second after the last fetch of a max-age=0 JWKS: %v", err)
 	}
 }
