@@ -602,6 +602,7 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 			rot.mu.Unlock()
 		}
 		p.provider.Store(pr)
+		pr.Start() // its back-channel logout worker, closed by Cleanup
 		return nil
 	}
 
