@@ -73,7 +73,7 @@ func TestProviderBackchannelLogout(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no logout token delivered")
 	}
-	jws, err := jose.ParseSigned(logoutToken, []jose.SignatureAlgorithm{jose.RS256})
+	jws, err := jose.ParseSignedCompact(logoutToken, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -129,7 +129,7 @@ func logoutClaimsOf(t testing.TB, ts *testServer, tok string) (string, map[strin
 	if err := json.Unmarshal([]byte(readBody(t, resp)), &set); err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
 	if err != nil {
 		t.Fatalf("parsing logout token: %v", err)
 	}
@@ -155,7 +155,7 @@ func logoutClaimsOf(t testing.TB, ts *testServer, tok string) (string, map[strin
 // idClaims returns the claims of an ID token, unverified.
 func idClaims(t testing.TB, tok string) map[string]any {
 	t.Helper()
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
