@@ -226,6 +226,24 @@ type ProviderClient struct {
 
 	// ClientClaimsPrefix prefixes the names of Claims. Default: client_.
 	ClientClaimsPrefix *string `json:"client_claims_prefix,omitempty"`
+
+	// BackchannelLogoutURI is where the client takes logout tokens
+	// (OpenID Connect Back-Channel Logout 1.0): when a provider session in
+	// which it signed a user in ends, a logout token is posted there,
+	// retried for an hour. An absolute http(s) URI without a fragment.
+	// Default: none.
+	BackchannelLogoutURI string `json:"backchannel_logout_uri,omitempty"`
+
+	// BackchannelLogoutSessionRequired records that the client needs sid
+	// in logout tokens; ours always carry it. Requires
+	// BackchannelLogoutURI. Default: false.
+	BackchannelLogoutSessionRequired bool `json:"backchannel_logout_session_required,omitempty"`
+
+	// LogoutRevokesRefreshTokens revokes the refresh tokens the client got
+	// in a provider session when the session ends. They are offline_access
+	// tokens, which outlive sign-out unless the client asks. Default:
+	// false.
+	LogoutRevokesRefreshTokens bool `json:"logout_revokes_refresh_tokens,omitempty"`
 }
 
 // ProviderUser is an account of a [Provider].
@@ -405,6 +423,7 @@ func (p *Provider) Cleanup() error {
 		p.stopKeys()
 		p.stopKeys = nil
 	}
+	p.stopBackchannel()
 	if p.state.release == nil {
 		return nil
 	}
@@ -532,6 +551,10 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		RequireConsent:         c.RequireConsent,
 		Claims:                 c.Claims,
 		ClientClaimsPrefix:     c.ClientClaimsPrefix,
+
+		BackchannelLogoutURI:             c.BackchannelLogoutURI,
+		BackchannelLogoutSessionRequired: c.BackchannelLogoutSessionRequired,
+		LogoutRevokesRefreshTokens:       c.LogoutRevokesRefreshTokens,
 
 		AbsoluteRefreshTokenLifetime: time.Duration(c.AbsoluteRefreshTokenLifetime),
 		SlidingRefreshTokenLifetime:  time.Duration(c.SlidingRefreshTokenLifetime),

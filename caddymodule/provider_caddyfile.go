@@ -57,6 +57,9 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			client_credentials
 //			password_grant
 //			require_consent
+//			backchannel_logout_uri <uri>
+//			backchannel_logout_session_required
+//			logout_revokes_refresh_tokens
 //			claim <name> <value>
 //			client_claims_prefix <prefix>
 //		}
@@ -345,10 +348,13 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			require := v == "true"
 			c.RequirePKCE = &require
 
-		case "offline_access", "public", "client_credentials", "password_grant", "require_consent":
+		case "offline_access", "public", "client_credentials", "password_grant", "require_consent",
+			"backchannel_logout_session_required", "logout_revokes_refresh_tokens":
 			flag := map[string]*bool{
 				"offline_access": &c.OfflineAccess, "public": &c.Public, "client_credentials": &c.ClientCredentials,
 				"password_grant": &c.PasswordGrant, "require_consent": &c.RequireConsent,
+				"backchannel_logout_session_required": &c.BackchannelLogoutSessionRequired,
+				"logout_revokes_refresh_tokens":       &c.LogoutRevokesRefreshTokens,
 			}[d.Val()]
 			if *flag {
 				return c, d.Errf("%s is declared twice", d.Val())
@@ -357,6 +363,14 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 				return c, d.ArgErr()
 			}
 			*flag = true
+
+		case "backchannel_logout_uri":
+			if err := parseOnce(d, &c.BackchannelLogoutURI); err != nil {
+				return c, err
+			}
+			if err := checkBackchannelLogoutURI(c.BackchannelLogoutURI); err != nil {
+				return c, d.Errf("client %q: backchannel_logout_uri %q %v", c.ID, c.BackchannelLogoutURI, err)
+			}
 
 		case "cors_origin":
 			origins := d.RemainingArgs()

@@ -681,6 +681,7 @@ func (p *Provider) startKeys(ctx caddy.Context, ks keyStore, store idp.Store, cf
 			mine = &loadedKeys{cookie: cookieKeys, rot: rot}
 			remote.keepLoaded(prefix, mine, true)
 		}
+		pr.Start() // its back-channel logout worker, closed by Cleanup
 		return nil
 	}
 	build := func(ctx context.Context) error {

@@ -282,6 +282,7 @@ func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *
 		p.redirectWithError(w, r, req, oauthErr(ErrTemporarilyUnavailable, "the code could not be stored; try again shortly"))
 		return
 	}
+	p.recordSessionClient(r.Context(), c, sess)
 	v := url.Values{"code": {code}, "iss": {p.issuer}}
 	if req.State != "" {
 		v.Set("state", req.State)

@@ -111,6 +111,10 @@ type Config struct {
 	// Rand is the source of codes, token ids and CSRF tokens. Default:
 	// crypto/rand.Reader.
 	Rand io.Reader
+
+	// Backchannel tunes the delivery of back-channel logout tokens, which
+	// [Provider.Start] starts.
+	Backchannel BackchannelConfig
 }
 
 // Client is a registered relying party.
@@ -208,6 +212,23 @@ type Client struct {
 
 	// AllowPlainPKCE accepts code_challenge_method=plain from this client.
 	AllowPlainPKCE bool
+
+	// BackchannelLogoutURI is where the client takes logout tokens
+	// (OpenID Connect Back-Channel Logout 1.0 §2.2): an absolute http(s)
+	// URI without a fragment. When a provider session in which the client
+	// got a code ends, a logout token is posted there. Default: none.
+	BackchannelLogoutURI string
+
+	// BackchannelLogoutSessionRequired is the client's registration that
+	// it needs sid in logout tokens (§2.2). Ours always carry sid and
+	// sub, so it changes nothing but requires BackchannelLogoutURI.
+	BackchannelLogoutSessionRequired bool
+
+	// LogoutRevokesRefreshTokens revokes the refresh tokens the client got
+	// in a provider session when the session ends. They are offline_access
+	// tokens (the only refresh tokens issued), which §2.7 says normally
+	// should not be revoked: hence a choice of the client's.
+	LogoutRevokesRefreshTokens bool
 }
 
 // User is an account that can log in.

@@ -121,9 +121,10 @@ func (p *Provider) confirmLogout(w http.ResponseWriter, r *http.Request) {
 }
 
 // endSession ends s, on every copy of its cookie: the sid is marked ended
-// for as long as the cookie could live.
+// for as long as the cookie could live, and its clients are told by the
+// back channel ([Provider.EndSession]).
 func (p *Provider) endSession(w http.ResponseWriter, r *http.Request, s *session, clientID string) {
-	if err := p.store.Put(r.Context(), endedKey(s.SID), []byte{1}, p.sessionTTL); err != nil {
+	if err := p.EndSession(r.Context(), s.SID); err != nil {
 		p.log.ErrorContext(r.Context(), "ending session", "error", err)
 	}
 	p.log.InfoContext(r.Context(), "logout", "sub", s.Subject, "client_id", clientID)

@@ -93,11 +93,13 @@ type Provider struct {
 
 	clientIPFunc func(*http.Request) string
 
-	store  Store
-	log    *slog.Logger
-	now    func() time.Time
-	random io.Reader
-	mux    *http.ServeMux
+	store          Store
+	bcl            *backchannel
+	trackedClients []*client // with a back-channel logout URI or LogoutRevokesRefreshTokens, by id
+	log            *slog.Logger
+	now            func() time.Time
+	random         io.Reader
+	mux            *http.ServeMux
 }
 
 type client struct {
@@ -197,6 +199,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if err := p.setClients(cfg.Clients); err != nil {
 		return nil, err
 	}
+	if p.bcl, err = newBackchannel(cfg.Backchannel); err != nil {
+		return nil, err
+	}
 	if err := p.setUsers(cfg.Users); err != nil {
 		return nil, err
 	}
@@ -264,6 +269,9 @@ func (p *Provider) setClients(list []Client) error {
 			return fmt.Errorf("idp: client %q: %w", c.ID, err)
 		}
 		p.clients[c.ID] = cl
+		if cl.tracked() {
+			p.trackedClients = append(p.trackedClients, cl)
+		}
 		for _, o := range c.CORSOrigins {
 			p.corsOrigins[o] = true
 		}
@@ -305,6 +313,13 @@ func (p *Provider) newClient(c Client) (*client, error) {
 			return nil, fmt.Errorf("post-logout redirect URI %q %w", u, err)
 		}
 		cl.postLogout[u] = true
+	}
+	if c.BackchannelLogoutURI != "" {
+		if err := checkBackchannelURI(c.BackchannelLogoutURI); err != nil {
+			return nil, fmt.Errorf("backchannel logout URI %q %w", c.BackchannelLogoutURI, err)
+		}
+	} else if c.BackchannelLogoutSessionRequired {
+		return nil, errors.New("backchannel logout session required without a backchannel logout URI")
 	}
 	for _, o := range c.CORSOrigins {
 		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {

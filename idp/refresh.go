@@ -308,7 +308,15 @@ func (p *Provider) refreshReplay(r *http.Request, c *client, t *tokenRequest, to
 		// again, and its family is revoked then.
 		return nil, unavailable("the refresh token could not be checked", err)
 	}
-	p.log.WarnContext(ctx, "refresh token reused: its family is revoked", "client_id", g.ClientID, "sub", g.Subject)
+	if g.SID != "" {
+		// A stolen token may mean a stolen session: the login it came
+		// from ends too, and its clients are told by the back channel.
+		// Should the store fail, the retry ends it.
+		if err := p.EndSession(ctx, g.SID); err != nil {
+			return nil, unavailable("the refresh token could not be checked", err)
+		}
+	}
+	p.log.WarnContext(ctx, "refresh token reused: its family and its session are revoked", "client_id", g.ClientID, "sub", g.Subject)
 	return nil, invalid
 }
 

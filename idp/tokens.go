@@ -22,6 +22,7 @@ const accessTokenType = "at+jwt"
 // hot path takes no lock.
 type keyState struct {
 	signers   map[string]jose.Signer // ID token signers by alg: the first key of each
+	logout    map[string]jose.Signer // logout token signers by alg, typ logout+jwt
 	atSigner  jose.Signer            // access token signer, typ at+jwt
 	jwks      []byte                 // public JWKS document
 	verifyKey jose.JSONWebKeySet     // public keys, for verifying our own tokens
@@ -81,13 +82,16 @@ func (p *Provider) newKeyState(keys []SigningKey) (*keyState, error) {
 	if !ok {
 		return nil, fmt.Errorf("idp: access token algorithm %q has no signing key", p.atAlg)
 	}
-	ks := &keyState{signers: make(map[string]jose.Signer), verifyKey: pub}
+	ks := &keyState{signers: make(map[string]jose.Signer), logout: make(map[string]jose.Signer), verifyKey: pub}
 	for alg, k := range first {
 		s, err := newSigner(k, "JWT")
 		if err != nil {
 			return nil, err
 		}
 		ks.signers[alg] = s
+		if ks.logout[alg], err = newSigner(k, logoutTokenType); err != nil {
+			return nil, err
+		}
 	}
 	var err error
 	if ks.atSigner, err = newSigner(atKey, accessTokenType); err != nil {
