@@ -99,7 +99,7 @@ const redisResyncPage = 256
 type redisRevocations struct {
 	store  *lazyRedis
 	logger *zap.Logger
-	every   time.Duration // redisResyncEvery; tests shorten it
+	every  time.Duration // redisResyncEvery; tests shorten it
 }
 
 func (b *redisRevocations) bound() time.Duration { return b.resyncEvery() }

@@ -41,7 +41,7 @@ type session struct {
 	IDToken      string         `json:"t,omitempty"`
 	Expiry       int64          `json:"e,omitempty"` // access token expiry, unix seconds; 0: unknown
 	Created      int64          `json:"n"`
-	Binding      string         `json:"b"` // the gateways that may open it: sessionBinding of issuer and client_id
+	Binding      string         `json:"b"`           // the gateways that may open it: sessionBinding of issuer and client_id
 	SID          string         `json:"d,omitempty"` // the provider's session (the ID token's sid), for back-channel logout
 
 	claims map[string]any // the user's claims read from IDToken, when Claims is empty
