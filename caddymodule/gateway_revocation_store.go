@@ -221,7 +221,6 @@ func (b *storageRevocations) write(ctx context.Context, e revocation) error {
 }
 
 func (b *storageRevocations) watch(ctx context.Context, apply func([]revocation)) {
-	b.seen = map[string]bool{}
 	failing := false
 	t := time.NewTicker(b.every)
 	defer t.Stop()
@@ -251,6 +250,9 @@ func (b *storageRevocations) poll(ctx context.Context, apply func([]revocation))
 	}
 	if err != nil {
 		return err
+	}
+	if b.seen == nil {
+		b.seen = map[string]bool{}
 	}
 	now := time.Now().Unix()
 	listed := make(map[string]bool, len(keys))
