@@ -29,6 +29,9 @@ func TestGatewaySignOutRevokesCopies(t *testing.T) {
 	u := newUser(t, gw, op)
 	u.signIn("/")
 	copied := sessionCookieValue(t, u, "authgate")
+	if s, err := gw.gw.openSession(copied); err != nil || s.SID == "" || s.ID == "" {
+		t.Fatalf("the session: %+v, %v; want its id and the provider's sid", s, err)
+	}
 	if resp := sendCookie(t, u, "/headers", copied, false); resp.StatusCode != http.StatusOK {
 		t.Fatalf("the copy before sign-out: %d, want 200", resp.StatusCode)
 	}
@@ -332,4 +335,39 @@ func TestRedisRevocations(t *testing.T) {
 			t.Error("the revocation was lost in the outage")
 		}
 	})
+}
+
+// TestGatewayRevokeSIDAndSubject: what the back-channel logout endpoint
+// calls ends the sessions of a provider session, or of a user before a
+// time, for the gateway's issuer only.
+func TestGatewayRevokeSIDAndSubject(t *testing.T) {
+	op := newOP(t, nil)
+	g := newGateway(t, op, nil).gw
+	ctx := context.Background()
+	now := time.Now()
+	if err := g.revokeSID(ctx, "op-session-1"); err != nil {
+		t.Fatal(err)
+	}
+	cut := now.Add(-time.Minute)
+	if err := g.revokeSubjectBefore(ctx, "carol", cut); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		id      *identity
+		revoked bool
+	}{
+		{"session of the sid", sessionIdentityOf(g.Issuer, "a", "op-session-1", "alice", now.Unix()), true},
+		{"session of another sid", sessionIdentityOf(g.Issuer, "b", "op-session-2", "alice", now.Unix()), false},
+		{"the sid at another issuer", sessionIdentityOf("https://elsewhere.example", "c", "op-session-1", "alice", now.Unix()), false},
+		{"the subject's older session", sessionIdentityOf(g.Issuer, "d", "", "carol", cut.Unix()-10), true},
+		{"the subject's newer session", sessionIdentityOf(g.Issuer, "e", "", "carol", now.Unix()), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := g.revocations.list.revoked(tt.id, now.Unix()); got != tt.revoked {
+				t.Errorf("revoked: %v, want %v", got, tt.revoked)
+			}
+		})
+	}
 }
