@@ -197,6 +197,8 @@ type Gateway struct {
 	secretGiven     bool            // client_secret was configured, before its placeholders were resolved
 	refresherKey    string          // the key of refresher in refreshers, once loaded
 	redisKey        string          // the key of the store's client in redisPool, once loaded
+	revocations     *revocations    // the revocation list of the store, shared
+	revocationsKey  string          // its key in revocationPool, once loaded
 }
 
 // GatewayCookie configures the gateway's cookies.
@@ -362,6 +364,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return err
 	}
 	g.refresher, g.refresherKey = rf.(*refresher), g.binding
+	if g.revocations, g.revocationsKey, err = g.openRevocations(contextStorage(ctx)); err != nil {
+		return err
+	}
 	g.oidc = newOIDCClient(g.Issuer, g.logger)
 	return nil
 }
@@ -503,6 +508,11 @@ func (g *Gateway) Cleanup() error {
 		_, err := refreshers.Delete(g.refresherKey)
 		errs = append(errs, err)
 		g.refresherKey = ""
+	}
+	if g.revocationsKey != "" {
+		_, err := revocationPool.Delete(g.revocationsKey)
+		errs = append(errs, err)
+		g.revocationsKey = ""
 	}
 	if g.redisKey != "" {
 		_, err := redisPool.Delete(g.redisKey)

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -204,7 +205,7 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 		s.Expiry = jwtExpiry(tok.AccessToken) // no expires_in: the token's own exp, if it has one
 	}
 	if prev != nil {
-		s.ID, s.Subject, s.Claims, s.IDToken, s.Created, s.claims = prev.ID, prev.Subject, prev.Claims, prev.IDToken, prev.Created, prev.claims
+		s.ID, s.Subject, s.Claims, s.IDToken, s.Created, s.claims, s.SID = prev.ID, prev.Subject, prev.Claims, prev.IDToken, prev.Created, prev.claims, prev.SID
 	} else {
 		s.ID = randomToken()
 	}
@@ -235,6 +236,11 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
 		return nil, fmt.Errorf("reading id token claims: %w", err)
+	}
+	if sid, ok := claims["sid"].(string); ok && sid != "" {
+		// OpenID Connect Back-Channel Logout 1.0 §2.1: the provider's
+		// session, which a logout token may name.
+		s.SID = sid
 	}
 	for _, c := range protocolClaims {
 		delete(claims, c)
@@ -269,7 +275,7 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 		// The provider may still have a session: it gets no id_token_hint,
 		// so it asks the user itself (RP-Initiated Logout 1.0 §2), and a
 		// third-party page could send the browser there directly anyway.
-		g.endAtProvider(w, r, "")
+		g.endAtProvider(w, r, "", false)
 		return nil
 	}
 	if r.Method != http.MethodPost {
@@ -281,8 +287,18 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 		g.writeSignOutPage(w, http.StatusForbidden, s, "This sign-out request did not come from this site's sign-out page. ")
 		return nil
 	}
+	// Every copy of the cookie ends, on every node: the revocation is in
+	// the store before the answer, unless the store fails, when this node
+	// still refuses the session (and the log says the others may not).
+	if err := g.revokeSessionID(context.WithoutCancel(r.Context()), s); err != nil {
+		g.logger.Error("revoking the session at sign-out", zap.String("sub", s.Subject), zap.Error(err))
+	}
 	g.cache.remove(raw)
 	g.clearSessionCookies(w, r)
+	// The browser's copies too: cached pages of the site, which it would
+	// show again from its disk cache, and its cookies (W3C Clear Site
+	// Data §3.1), those of the whole registrable domain.
+	w.Header().Set("Clear-Site-Data", `"cache", "cookies"`)
 	if d, err := g.oidc.get(); err == nil && s.RefreshToken != "" && d.revocation != "" {
 		// A copy of the cookie must not go on refreshing: revoke its
 		// refresh token (RFC 7009), which with the bundled provider also
@@ -291,22 +307,37 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 			g.logger.Warn("revoking the refresh token at sign-out", zap.Error(err))
 		}
 	}
-	g.endAtProvider(w, r, s.IDToken)
+	g.endAtProvider(w, r, s.IDToken, true)
 	return nil
 }
 
 // endAtProvider sends the browser to the provider's end_session_endpoint,
-// or straight to post_logout_redirect when there is none.
-func (g *Gateway) endAtProvider(w http.ResponseWriter, r *http.Request, idToken string) {
+// or straight to post_logout_redirect when there is none. After a
+// sign-out here (signedOut), the way back carries a state that shows the
+// signed-out page, should post_logout_redirect be a page the gateway
+// protects.
+func (g *Gateway) endAtProvider(w http.ResponseWriter, r *http.Request, idToken string, signedOut bool) {
 	after := g.PostLogoutRedirect
 	if strings.HasPrefix(after, "/") {
 		after = requestOrigin(r) + after
 	}
+	state := ""
+	if signedOut {
+		state = g.signedOutState()
+	}
 	target := after
+	if state != "" {
+		target = addQuery(after, "state", state)
+	}
 	if d, err := g.oidc.get(); err == nil && d.endSession != "" {
 		v := url.Values{"post_logout_redirect_uri": {after}, "client_id": {g.ClientID}}
 		if idToken != "" {
 			v.Set("id_token_hint", idToken)
+		}
+		if state != "" {
+			// RP-Initiated Logout 1.0 §2: the provider passes state back
+			// to post_logout_redirect_uri.
+			v.Set("state", state)
 		}
 		sep := "?"
 		if strings.Contains(d.endSession, "?") {
@@ -379,6 +410,12 @@ func safeReturnURL(raw string) string {
 // redirect. bearerErr is the error code of a bad bearer token, if any.
 func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearerErr string) {
 	if g.browserMode && isNavigation(r) && bearerErr == "" {
+		if g.validSignedOutState(r.URL.Query().Get("state")) {
+			// Back from signing out, at a page of ours: a new login
+			// would look as if the sign-out had failed.
+			g.writeSignedOutPage(w, r)
+			return
+		}
 		g.startLogin(w, r, safeReturnURL(r.URL.RequestURI()))
 		return
 	}

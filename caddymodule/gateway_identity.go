@@ -28,8 +28,13 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 		g.unauthenticated(w, r, "")
 		return nil, false
 	}
+	g.revocations.run()
 	now := time.Now()
 	if id := g.cache.get(raw, now); id != nil {
+		if g.revocations.list.revoked(id, now.Unix()) {
+			g.revokedSession(w, r, id.subject)
+			return nil, false
+		}
 		return id, true
 	}
 	s, err := g.openSession(raw)
@@ -50,6 +55,11 @@ func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *id
 	if time.Since(time.Unix(s.Created, 0)) > g.lifetime {
 		g.clearSessionCookies(w, r)
 		g.unauthenticated(w, r, "")
+		return nil, false
+	}
+	// Before a refresh: a revoked copy must not get new tokens either.
+	if l := g.revocations.list; l.n.Load() != 0 && l.revokedSession(s.ID, g.sidKey(s), scopedKey(g.Issuer, s.Subject), s.Created, now.Unix()) {
+		g.revokedSession(w, r, s.Subject)
 		return nil, false
 	}
 	if s.Expiry != 0 && now.Add(g.refreshBefore).After(time.Unix(s.Expiry, 0)) {
@@ -98,6 +108,7 @@ func (g *Gateway) openSession(raw string) (*session, error) {
 func (g *Gateway) sessionIdentity(raw string, s *session) *identity {
 	id := g.newIdentity(s.Subject, s.userClaims())
 	id.raw, id.token = raw, s.AccessToken
+	id.sessionID, id.sidKey, id.subKey, id.created = s.ID, g.sidKey(s), scopedKey(g.Issuer, s.Subject), s.Created
 	id.expires = time.Unix(s.Created, 0).Add(g.lifetime)
 	if s.Expiry != 0 {
 		if refreshAt := time.Unix(s.Expiry, 0).Add(-g.refreshBefore); refreshAt.Before(id.expires) {
@@ -105,6 +116,25 @@ func (g *Gateway) sessionIdentity(raw string, s *session) *identity {
 		}
 	}
 	return id
+}
+
+// sidKey is the revocation key of the provider session of s, if it has
+// one.
+func (g *Gateway) sidKey(s *session) string {
+	if s.SID == "" {
+		return ""
+	}
+	return scopedKey(g.Issuer, s.SID)
+}
+
+// revokedSession answers a request whose session was revoked: its cookies
+// go, and it is answered as one without a session.
+func (g *Gateway) revokedSession(w http.ResponseWriter, r *http.Request, sub string) {
+	if ce := g.logger.Check(zap.InfoLevel, "revoked session refused"); ce != nil {
+		ce.Write(zap.String("sub", sub))
+	}
+	g.clearSessionCookies(w, r)
+	g.unauthenticated(w, r, "")
 }
 
 // refreshIdentity refreshes the access token of a session near expiry.

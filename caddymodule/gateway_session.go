@@ -41,7 +41,8 @@ type session struct {
 	IDToken      string         `json:"t,omitempty"`
 	Expiry       int64          `json:"e,omitempty"` // access token expiry, unix seconds; 0: unknown
 	Created      int64          `json:"n"`
-	Binding      string         `json:"b"` // the gateways that may open it: sessionBinding of issuer and client_id
+	Binding      string         `json:"b"`           // the gateways that may open it: sessionBinding of issuer and client_id
+	SID          string         `json:"d,omitempty"` // the provider's session (the ID token's sid), for back-channel logout
 
 	claims map[string]any // the user's claims read from IDToken, when Claims is empty
 }
@@ -404,6 +405,13 @@ type identity struct {
 	expires time.Time // the identity is not to be used from here on
 	raw     string    // the exact cookie or token it was decoded from
 	bearer  bool      // it came from an Authorization: Bearer token
+
+	// What revocations are looked up by, for a session's identity (none
+	// for a bearer token's): computed once, when the cookie is opened.
+	sessionID string
+	sidKey    string // scopedKey(issuer, sid), or "" without a sid
+	subKey    string // scopedKey(issuer, sub)
+	created   int64  // when the session was made, Unix seconds
 }
 
 type headerValue struct {

@@ -3,6 +3,9 @@ package caddymodule
 import (
 	"crypto/subtle"
 	"net/http"
+	"net/url"
+	"strings"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -59,4 +62,55 @@ func (g *Gateway) writeSignOutPage(w http.ResponseWriter, status int, s *session
 		"Token":   token,
 		"Button":  "Sign out",
 	})
+}
+
+// signedOutStateName binds the state of the way back from a sign-out to
+// its use, as signOutTokenName does for the form's token.
+func (g *Gateway) signedOutStateName() string {
+	return g.cookieName + "_signed_out"
+}
+
+// signedOutLifetime is how long the way back from a sign-out shows the
+// signed-out page: the time to sign out at the provider.
+const signedOutLifetime = 10 * time.Minute
+
+// signedOutState is the state sent along the way back from a sign-out:
+// the time, sealed with the session keys, so that only a sign-out of this
+// gateway shows its signed-out page. "" if it cannot be made: the way back
+// then leads to a login, as it did before there was a page.
+func (g *Gateway) signedOutState() string {
+	v, err := g.codec.encode(g.signedOutStateName(), time.Now().Unix())
+	if err != nil {
+		g.logger.Warn("encoding the signed-out state", zap.Error(err))
+		return ""
+	}
+	return v
+}
+
+// validSignedOutState reports whether state is a recent signedOutState.
+func (g *Gateway) validSignedOutState(state string) bool {
+	if state == "" {
+		return false
+	}
+	var at int64
+	if g.codec.decode(g.signedOutStateName(), state, &at) != nil {
+		return false
+	}
+	return time.Since(time.Unix(at, 0)) < signedOutLifetime
+}
+
+// writeSignedOutPage says that the user signed out, with a way to sign in
+// again to the page it was shown at.
+func (g *Gateway) writeSignedOutPage(w http.ResponseWriter, r *http.Request) {
+	writePage(w, http.StatusOK, "Signed out", "You have signed out.",
+		g.SignInPath+"?rd="+url.QueryEscape(r.URL.Path), "Sign in again")
+}
+
+// addQuery returns target with name=value added to its query.
+func addQuery(target, name, value string) string {
+	sep := "?"
+	if strings.Contains(target, "?") {
+		sep = "&"
+	}
+	return target + sep + url.QueryEscape(name) + "=" + url.QueryEscape(value)
 }
