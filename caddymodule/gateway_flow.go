@@ -295,10 +295,13 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 	}
 	g.cache.remove(raw)
 	g.clearSessionCookies(w, r)
-	// The browser's copies too: cached pages of the site, which it would
-	// show again from its disk cache, and its cookies (W3C Clear Site
-	// Data §3.1), those of the whole registrable domain.
-	w.Header().Set("Clear-Site-Data", `"cache", "cookies"`)
+	// The browser's cached pages of the site too, which it would show
+	// again from its disk cache (W3C Clear Site Data §3.1). Not its
+	// cookies yet: "cookies" clears those of the whole registrable
+	// domain, a provider's single sign-on cookie among them, which the
+	// provider needs to end its session (and tell its other clients) on
+	// the way out; the signed-out page clears them once it has.
+	w.Header().Set("Clear-Site-Data", `"cache"`)
 	if d, err := g.oidc.get(); err == nil && s.RefreshToken != "" && d.revocation != "" {
 		// A copy of the cookie must not go on refreshing: revoke its
 		// refresh token (RFC 7009), which with the bundled provider also

@@ -102,6 +102,10 @@ func (g *Gateway) validSignedOutState(state string) bool {
 // writeSignedOutPage says that the user signed out, with a way to sign in
 // again to the page it was shown at.
 func (g *Gateway) writeSignedOutPage(w http.ResponseWriter, r *http.Request) {
+	// The way back from the provider, which has ended its session: the
+	// browser may now forget the site's cookies and cached pages (W3C
+	// Clear Site Data §3.1; cookies of the whole registrable domain).
+	w.Header().Set("Clear-Site-Data", `"cache", "cookies"`)
 	writePage(w, http.StatusOK, "Signed out", "You have signed out.",
 		g.SignInPath+"?rd="+url.QueryEscape(r.URL.Path), "Sign in again")
 }
