@@ -24,8 +24,8 @@ type refreshGrant struct {
 	End      int64    `json:"end"` // absolute end of the family
 	// Used is when the user index last recorded a use of the family
 	// (unix seconds): it is updated when this is LastUsedGranularity old.
-	Used int64 `json:"used,omitempty"`
-	Expires  int64    `json:"exp"` // end of this token: End, or sooner when sliding
+	Used    int64 `json:"used,omitempty"`
+	Expires int64 `json:"exp"` // end of this token: End, or sooner when sliding
 }
 
 // graceRecord lets the token just rotated out be presented again within
