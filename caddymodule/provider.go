@@ -387,7 +387,12 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	p.state = state
 	p.logger.Debug("provider state", zap.String("issuer", p.Issuer), zap.String("store", state.where))
 	cfg.ThrottleStore = state.throttle
-	return p.startKeys(ctx, state.keys, state.store, cfg)
+	if err := p.startKeys(ctx, state.keys, state.store, cfg); err != nil {
+		return err
+	}
+	// For the admin API (provider_admin.go), until Cleanup.
+	registerProvider(p.Issuer, p.provider)
+	return nil
 }
 
 // ServeHTTP serves the provider's endpoints and passes every other request
@@ -419,6 +424,9 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 // Cleanup stops the rotation of the provider's keys and releases its
 // store.
 func (p *Provider) Cleanup() error {
+	if p.provider != nil {
+		unregisterProvider(p.Issuer, p.provider)
+	}
 	if p.stopKeys != nil {
 		p.stopKeys()
 		p.stopKeys = nil

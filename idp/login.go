@@ -112,6 +112,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})
 		return
 	}
+	p.indexSession(r.Context(), sess)
 	if err := p.writeDevice(w, user.Username); err != nil {
 		p.log.ErrorContext(r.Context(), "writing device cookie", "error", err)
 	}

@@ -22,7 +22,10 @@ type refreshGrant struct {
 	SID      string   `json:"sid,omitempty"`
 	Family   string   `json:"family"`
 	End      int64    `json:"end"` // absolute end of the family
-	Expires  int64    `json:"exp"` // end of this token: End, or sooner when sliding
+	// Used is when the user index last recorded a use of the family
+	// (unix seconds): it is updated when this is LastUsedGranularity old.
+	Used    int64 `json:"used,omitempty"`
+	Expires int64 `json:"exp"` // end of this token: End, or sooner when sliding
 }
 
 // graceRecord lets the token just rotated out be presented again within
@@ -39,14 +42,20 @@ func revokedFamilyKey(family string) string { return "rtfamily/" + family }
 // startFamily issues the first refresh token of a login's family, whose
 // access tokens carry the family as grant_id.
 func (p *Provider) startFamily(ctx context.Context, c *client, family, subject string, scopes []string, authTime int64, sid string) (string, error) {
-	return p.storeRefreshToken(ctx, c, p.familyGrant(c, family, subject, scopes, authTime, sid), "")
+	g := p.familyGrant(c, family, subject, scopes, authTime, sid)
+	token, err := p.storeRefreshToken(ctx, c, g, "")
+	if err == nil {
+		p.indexFamily(ctx, g, g.Used)
+	}
+	return token, err
 }
 
 // familyGrant is the grant of the first refresh token of a family.
 func (p *Provider) familyGrant(c *client, family, subject string, scopes []string, authTime int64, sid string) refreshGrant {
+	now := p.now()
 	return refreshGrant{
 		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
-		Family: family, End: p.now().Add(c.AbsoluteRefreshTokenLifetime).Unix(),
+		Family: family, End: now.Add(c.AbsoluteRefreshTokenLifetime).Unix(), Used: now.Unix(),
 	}
 }
 
@@ -126,10 +135,18 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		return nil, oe // a bad scope does not burn the token
 	}
 
+	// The family's last use goes to the user index when the recorded one
+	// is LastUsedGranularity old: the token's successor (or the token
+	// itself, stored again) carries when, so most refreshes skip it.
+	now := p.now().Unix()
+	touch := now-g.Used >= int64(LastUsedGranularity/time.Second)
+	if touch {
+		g.Used = now
+	}
 	var next string
 	if c.RefreshTokenUsage == RefreshReuse {
 		next = token
-		if c.RefreshTokenExpiration == RefreshSliding {
+		if c.RefreshTokenExpiration == RefreshSliding || touch {
 			if _, err := p.storeRefreshToken(ctx, c, g, token); err != nil {
 				return nil, refreshStoreErr(err)
 			}
@@ -163,6 +180,9 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		if !swapped {
 			return p.refreshReplay(r, c, t, token)
 		}
+	}
+	if touch {
+		p.indexFamily(ctx, g, now)
 	}
 	return p.refreshResponse(r, c, g, scopes, next)
 }

@@ -234,10 +234,11 @@ func (w *writeCounter) Swap(ctx context.Context, key string, old []byte, entries
 }
 
 // TestTokenWrites: redeeming a code with offline_access takes the code
-// and stores what it makes in one write; rotating a refresh token reads
-// it, then replaces it by its successor and the record of its use in one
-// write. So a store that syncs every write syncs twice per code and once
-// per refresh.
+// and stores what it makes in one write, then adds the family to the
+// user index in another; rotating a refresh token reads it, then replaces
+// it by its successor and the record of its use in one write (the user
+// index is written only once per idp.LastUsedGranularity). So a store
+// that syncs every write syncs three times per code and once per refresh.
 func TestTokenWrites(t *testing.T) {
 	counter := new(writeCounter)
 	ts := newServerWithStore(t, func(c *idp.Config) {
@@ -259,7 +260,7 @@ func TestTokenWrites(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("exchange: %d %s", resp.StatusCode, body)
 	}
-	if got, want := strings.Join(counter.take(), ", "), "Take code, PutAll rt+usedcode"; got != want {
+	if got, want := strings.Join(counter.take(), ", "), "Take code, PutAll rt+usedcode, Swap user+user"; got != want {
 		t.Errorf("code exchange writes: %s; want %s", got, want)
 	}
 	var tk tokens

@@ -313,6 +313,14 @@ func TestCodeExchangeStoreFails(t *testing.T) {
 			ns.arm(n, false)
 			resp, body := postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier))
 			ns.disarm()
+			if strings.HasSuffix(calls[n-1], " user") {
+				// The user index (the admin API's) is written after the
+				// tokens, best effort: its failure is logged, and costs
+				// the operator the sight of this family, not the user a
+				// login.
+				wantStatus(t, "exchange whose user index failed", resp.StatusCode, body, http.StatusOK, "")
+				return
+			}
 			checkUnavailable(t, resp, body)
 			resp, body = postToken(t, ts, "demo-app", testSecret, exchangeForm(code, verifier))
 			wantStatus(t, "the same code after the failure", resp.StatusCode, body, http.StatusOK, "")

@@ -285,10 +285,12 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	}
 	record := usedCode{JTI: jti, Expires: now.Add(c.AccessTokenLifetime).Unix()}
 	var entries []Entry
+	var fg refreshGrant // the grant of the family's first refresh token
 	if slices.Contains(g.Scopes, scopeOfflineAccess) {
 		record.Family = family
 		var e Entry
-		e, resp.RefreshToken, err = p.refreshEntry(c, p.familyGrant(c, family, user.Subject, g.Scopes, g.AuthTime, g.SID), "")
+		fg = p.familyGrant(c, family, user.Subject, g.Scopes, g.AuthTime, g.SID)
+		e, resp.RefreshToken, err = p.refreshEntry(c, fg, "")
 		if err != nil {
 			p.putBackCode(ctx, code, data, g)
 			return nil, unavailable("the refresh token could not be stored", err)
@@ -303,6 +305,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 		return nil, unavailable("the code could not be recorded", err)
 	}
 	if family != "" {
+		p.indexFamily(ctx, fg, fg.Used)
 		p.recordFamily(ctx, c, g.SID, user.Subject, g.AuthTime, heldFamily{Family: family, End: now.Add(c.AbsoluteRefreshTokenLifetime).Unix()})
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "authorization_code", "scope", resp.Scope)
