@@ -42,8 +42,8 @@ func init() {
 // joined by commas).
 //
 // Paths it owns: redirect_path (the callback), sign_in_path (starts a login;
-// ?rd= is where to return) and sign_out_path (a page whose button signs
-// out). It answers CORS preflights itself (see GatewayCORS) and refuses
+// ?rd= is where to return), sign_out_path (a page whose button signs
+// out) and backchannel_logout_path (where the provider ends sessions). It answers CORS preflights itself (see GatewayCORS) and refuses
 // paths with dot segments (see AllowDotSegments).
 type Gateway struct {
 	// Issuer is the OpenID provider's issuer URL. Required. Discovery is
@@ -83,6 +83,16 @@ type Gateway struct {
 	// the session) clears the session and signs out at the provider.
 	// Default: /oauth2/sign_out.
 	SignOutPath string `json:"sign_out_path,omitempty"`
+
+	// BackchannelLogoutPath receives the provider's logout tokens
+	// (OpenID Connect Back-Channel Logout 1.0), registered at the
+	// provider as the client's backchannel_logout_uri,
+	// <scheme>://<host><backchannel_logout_path>. A valid token ends
+	// every session of its provider session (sid), or of its user (sub),
+	// on every node. It needs no cookie and no allow rule lets it
+	// through or stops it: the provider's signature is its
+	// authentication. Default: /oauth2/backchannel_logout.
+	BackchannelLogoutPath string `json:"backchannel_logout_path,omitempty"`
 
 	// PostLogoutRedirect is where the browser lands after sign-out, absolute
 	// or a path on this site. Default: "/".
@@ -273,6 +283,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.SignOutPath == "" {
 		g.SignOutPath = defaultSignOutPath
 	}
+	if g.BackchannelLogoutPath == "" {
+		g.BackchannelLogoutPath = defaultBackchannelLogoutPath
+	}
 	if g.PostLogoutRedirect == "" {
 		g.PostLogoutRedirect = "/"
 	}
@@ -396,7 +409,7 @@ func (g *Gateway) Validate() error {
 	if g.acceptBearer && len(g.Audience) == 0 {
 		return fmt.Errorf("oidc_gateway: mode %s needs an audience that bearer tokens must carry", g.Mode)
 	}
-	for _, p := range []string{g.RedirectPath, g.SignInPath, g.SignOutPath} {
+	for _, p := range []string{g.RedirectPath, g.SignInPath, g.SignOutPath, g.BackchannelLogoutPath} {
 		if !strings.HasPrefix(p, "/") {
 			return fmt.Errorf("oidc_gateway: path %q must start with /", p)
 		}
@@ -466,6 +479,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return g.serveSignIn(w, r)
 		case g.SignOutPath:
 			return g.serveSignOut(w, r)
+		case g.BackchannelLogoutPath:
+			return g.serveBackchannelLogout(w, r)
 		}
 	}
 

@@ -31,6 +31,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		redirect_path <path>
 //		sign_in_path <path>
 //		sign_out_path <path>
+//		backchannel_logout_path <path>
 //		post_logout_redirect <url or path>
 //		sign_out_id_token_hint
 //		cookie {
@@ -76,11 +77,12 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
-		case "issuer", "client_id", "client_secret", "redirect_path", "sign_in_path", "sign_out_path", "post_logout_redirect", "mode":
+		case "issuer", "client_id", "client_secret", "redirect_path", "sign_in_path", "sign_out_path", "backchannel_logout_path", "post_logout_redirect", "mode":
 			dst := map[string]*string{
 				"issuer": &g.Issuer, "client_id": &g.ClientID, "client_secret": &g.ClientSecret,
 				"redirect_path": &g.RedirectPath, "sign_in_path": &g.SignInPath, "sign_out_path": &g.SignOutPath,
-				"post_logout_redirect": &g.PostLogoutRedirect, "mode": &g.Mode,
+				"backchannel_logout_path": &g.BackchannelLogoutPath,
+				"post_logout_redirect":    &g.PostLogoutRedirect, "mode": &g.Mode,
 			}[opt]
 			if err := parseOnce(d, dst); err != nil {
 				return err

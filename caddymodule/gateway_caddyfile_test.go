@@ -22,6 +22,7 @@ func TestGatewayCaddyfileRepeatedOption(t *testing.T) {
 		{option: "scopes openid", want: "cannot re-declare scopes"},
 		{option: "audience api", want: "audience is declared twice"},
 		{option: "sign_out_id_token_hint", want: "sign_out_id_token_hint is declared twice"},
+		{option: "backchannel_logout_path /bcl", want: "backchannel_logout_path is declared twice"},
 		{option: "pass_access_token", want: "pass_access_token is declared twice"},
 		{option: "allow_unverified_email", want: "allow_unverified_email is declared twice"},
 		{option: "allow_dot_segments", want: "allow_dot_segments is declared twice"},

@@ -35,6 +35,11 @@ const jwksMaxFresh = time.Hour
 // jwksFetchTimeout bounds a background fetch of the keys.
 const jwksFetchTimeout = 10 * time.Second
 
+// errKeysUnavailable is the error of a signature that could not be
+// checked because the provider's keys could not be fetched: the
+// gateway's trouble, not the token's.
+var errKeysUnavailable = errors.New("the provider's keys could not be fetched")
+
 // keySet is the provider's JWKS for go-oidc's verifiers: fetched on first
 // use, refetched for an unknown kid at most once per refetch gap, and in
 // the background once the keys are older than the provider says they may
@@ -63,7 +68,7 @@ func (k *keySet) VerifySignature(ctx context.Context, raw string) ([]byte, error
 	kid := jws.Signatures[0].Header.KeyID
 	keys, err := k.get(ctx, kid)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errKeysUnavailable, err)
 	}
 	for _, key := range keys {
 		if kid == "" || key.KeyID == kid {

@@ -186,6 +186,10 @@ type revocations struct {
 	where   string
 	release func() // gives back what backend holds; may be nil
 
+	// logoutJTIs are the jti of the logout tokens this process accepted
+	// (see serveBackchannelLogout), shared by its gateways across reloads.
+	logoutJTIs jtiCache
+
 	start  sync.Once
 	cancel context.CancelFunc
 	done   chan struct{}
