@@ -130,6 +130,11 @@ type Provider struct {
 	// bbolt file, see [StateStore].
 	Store *StateStore `json:"store,omitempty"`
 
+	// BackchannelLogout tunes the delivery of back-channel logout tokens
+	// to the clients with a BackchannelLogoutURI. Default: see
+	// [ProviderBackchannelLogout].
+	BackchannelLogout *ProviderBackchannelLogout `json:"backchannel_logout,omitempty"`
+
 	provider *liveProvider
 	stopKeys func() // stops the key rotation (and loading)
 	logger   *zap.Logger
@@ -467,6 +472,11 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		return idp.Config{}, err
 	}
 
+	backchannel, err := p.BackchannelLogout.idpBackchannel()
+	if err != nil {
+		return idp.Config{}, err
+	}
+
 	cfg := idp.Config{
 		Issuer:          p.Issuer,
 		APIScopes:       p.APIScopes,
@@ -475,6 +485,7 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		CodeLifetime:    time.Duration(p.CodeLifetime),
 		SessionLifetime: time.Duration(p.SessionLifetime),
 		Throttle:        throttle,
+		Backchannel:     backchannel,
 	}
 	repl := caddy.NewReplacer()
 	for _, r := range p.APIResources {

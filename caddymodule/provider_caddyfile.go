@@ -91,6 +91,13 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			device <free> <base> <max>
 //			device_cookie_lifetime <duration>
 //		}
+//		backchannel_logout {
+//			retry_for <duration>
+//			backoff <duration>
+//			max_backoff <duration>
+//			poll <duration>
+//			timeout <duration>
+//		}
 //		store bolt [<path>]
 //		store storage
 //		store redis {
@@ -241,6 +248,16 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			p.KeyRotation = r
+
+		case "backchannel_logout":
+			if p.BackchannelLogout != nil {
+				return d.Err("backchannel_logout is declared twice")
+			}
+			b, err := parseBackchannelLogout(d)
+			if err != nil {
+				return err
+			}
+			p.BackchannelLogout = b
 
 		case "store":
 			if p.Store != nil {
@@ -611,6 +628,45 @@ func parseKeyRotation(d *caddyfile.Dispenser) (*KeyRotation, error) {
 		return nil, d.Errf("key_rotation: publish_ahead %s must be shorter than period %s", time.Duration(r.PublishAhead), time.Duration(r.Period))
 	}
 	return r, nil
+}
+
+// parseBackchannelLogout parses
+//
+//	backchannel_logout {
+//		retry_for <duration>
+//		backoff <duration>
+//		max_backoff <duration>
+//		poll <duration>
+//		timeout <duration>
+//	}
+//
+// the dispenser on "backchannel_logout".
+func parseBackchannelLogout(d *caddyfile.Dispenser) (*ProviderBackchannelLogout, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	b := new(ProviderBackchannelLogout)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var dst *caddy.Duration
+		switch option := d.Val(); option {
+		case "retry_for":
+			dst = &b.RetryFor
+		case "backoff":
+			dst = &b.Backoff
+		case "max_backoff":
+			dst = &b.MaxBackoff
+		case "poll":
+			dst = &b.Poll
+		case "timeout":
+			dst = &b.Timeout
+		default:
+			return nil, d.Errf("unrecognized backchannel_logout option %q", option)
+		}
+		if err := parseDuration(d, dst); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // parseThrottleLimit parses the arguments `<free> <base> <max>` of the
