@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -109,5 +110,42 @@ func TestProviderAdminAPI(t *testing.T) {
 				t.Fatalf("%d %v; want an error message", status, v)
 			}
 		})
+	}
+}
+
+// TestAdminLogoutEverywhere: alice is signed in through a gateway that
+// registered back-channel logout, in a Caddy of its own, and holds a
+// refresh token of another client from another login; signing her out
+// on the provider's admin API makes the gateway refuse her old cookie
+// and the refresh token invalid_grant.
+func TestAdminLogoutEverywhere(t *testing.T) {
+	t.Parallel()
+	s := newSplitSites(t, `
+		client admin-app {
+			secret admin-app-secret
+			redirect_uri `+redirectURI+`
+			offline_access
+		}`, "")
+	cookie := s.gatewayLogin(t, caddytest.NewBrowser(t))
+
+	ctx := testContext(t)
+	rp := newRP(t, ctx, s.issuer)
+	rp.conf.ClientID, rp.conf.ClientSecret = "admin-app", "admin-app-secret"
+	rp.conf.Scopes = append(rp.conf.Scopes, "offline_access")
+	tok, _ := rp.signIn(t, ctx, caddytest.NewBrowser(t))
+	if tok.RefreshToken == "" {
+		t.Fatal("no refresh token")
+	}
+
+	admin := &site{Caddy: s.provider, issuer: s.issuer}
+	status, ended := adminCall(t, ctx, admin, http.MethodPost, "/authgate/users/alice/logout")
+	if status != http.StatusOK || ended["sessions_ended"] != 2.0 || ended["refresh_families_revoked"] != 1.0 {
+		t.Fatalf("logout: %d %v; want two sessions and one family ended", status, ended)
+	}
+	s.waitRefused(t, cookie, 10*time.Second)
+	_, err := rp.conf.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
+		t.Fatalf("refresh after the admin logout: %v; want invalid_grant", err)
 	}
 }
