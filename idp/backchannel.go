@@ -451,6 +451,7 @@ func (p *Provider) deliverLoop(ctx context.Context, done chan struct{}) {
 	b := p.bcl
 	defer close(done)
 	defer b.wg.Wait()
+	p.endDisabledSessions(ctx)
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {

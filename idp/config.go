@@ -246,6 +246,12 @@ type User struct {
 
 	// Claims are released by scope: name, given_name, email, ...
 	Claims map[string]any `json:"claims,omitempty"`
+
+	// Disabled keeps the user from signing in: a login fails as with a
+	// wrong password, the user's single sign-on session and refresh
+	// tokens stop working, and [Provider.Start] ends the user's sessions
+	// as [Provider.EndUserSessions] does, back-channel logout included.
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // APIResource is an API that accepts access tokens: its Name is their

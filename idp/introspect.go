@@ -60,7 +60,7 @@ func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	if claims, err := p.verifyAccessToken(token); err == nil {
 		revoked, rerr := p.isRevoked(r, claims)
 		mine := c != nil && claims.ClientID == c.ID || resource != nil && slices.Contains(claims.Audience, resource.Name)
-		if rerr == nil && !revoked && mine {
+		if rerr == nil && !revoked && mine && !p.disabled(claims.Subject) {
 			resp = introspection{
 				Active: true, Scope: claims.Scope, ClientID: claims.ClientID, Subject: claims.Subject,
 				Audience: claims.Audience, Issuer: claims.Issuer, Expiry: claims.Expiry, IssuedAt: claims.IssuedAt,
@@ -70,7 +70,7 @@ func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	} else if c != nil {
 		if data, err := p.store.Get(ctx, refreshKey(token)); err == nil {
 			var g refreshGrant
-			if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && p.familyLive(ctx, g.Family) {
+			if json.Unmarshal(data, &g) == nil && g.ClientID == c.ID && p.familyLive(ctx, g.Family) && !p.disabled(g.Subject) {
 				resp = introspection{
 					Active: true, Scope: strings.Join(g.Scopes, " "), ClientID: g.ClientID, Subject: g.Subject,
 					Issuer: p.issuer, Expiry: g.Expires, TokenType: "refresh_token",

@@ -125,7 +125,10 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 }
 
 // checkPassword returns the user whose password this is, or nil. An unknown
-// username costs the same hash comparison as a known one.
+// username costs the same hash comparison as a known one, and a disabled
+// user's right password fails as a wrong one does, after the same
+// comparison: neither the answer nor its time tells who exists or who is
+// disabled.
 func (p *Provider) checkPassword(username, password string) *User {
 	u := p.users[username]
 	hash := p.fakeHashFor(username)
@@ -133,10 +136,27 @@ func (p *Provider) checkPassword(username, password string) *User {
 		hash = []byte(u.PasswordHash)
 	}
 	ok, err := p.comparer.Compare(hash, []byte(password))
-	if u == nil || err != nil || !ok {
+	if u == nil || err != nil || !ok || u.Disabled {
 		return nil
 	}
 	return u
+}
+
+// disabled says whether sub is the subject of a disabled user (not of an
+// enabled one, nor of a client's own client_credentials token).
+func (p *Provider) disabled(sub string) bool {
+	u := p.subjects[sub]
+	return u != nil && u.Disabled
+}
+
+// activeUser returns the user of subject sub, or nil if there is none or
+// the user is disabled: what was issued to a user no longer serves once
+// the user is disabled.
+func (p *Provider) activeUser(sub string) *User {
+	if u := p.subjects[sub]; u != nil && !u.Disabled {
+		return u
+	}
+	return nil
 }
 
 func (p *Provider) serveLogout(w http.ResponseWriter, r *http.Request) {

@@ -384,9 +384,9 @@ func (p *Provider) refreshGrace(r *http.Request, c *client, t *tokenRequest, tok
 // refreshResponse issues new access and ID tokens for a refresh, with the
 // login's auth_time and sid.
 func (p *Provider) refreshResponse(r *http.Request, c *client, g refreshGrant, scopes []string, next string) (*tokenResponse, *Error) {
-	user := p.subjects[g.Subject]
+	user := p.activeUser(g.Subject)
 	if user == nil {
-		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists")
+		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists or is disabled")
 	}
 	resp, _, err := p.issueTokens(c, user, scopes, "", g.AuthTime, g.SID, g.Family)
 	if err != nil {

@@ -39,8 +39,8 @@ func (p *Provider) readSession(r *http.Request) *session {
 	if err := securecookie.DecodeMulti(SessionCookie, ck.Value, &s, p.cookieSet...); err != nil {
 		return nil
 	}
-	if s.SID == "" || p.subjects[s.Subject] == nil {
-		return nil // the user is gone from the configuration
+	if s.SID == "" || p.activeUser(s.Subject) == nil {
+		return nil // the user is gone from the configuration, or disabled
 	}
 	if p.now().Sub(time.Unix(s.AuthTime, 0)) > p.sessionTTL {
 		return nil

@@ -45,9 +45,9 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		p.bearerError(w, r, http.StatusForbidden, oauthErr(ErrInsufficientScope, "the access token lacks the openid scope"))
 		return
 	}
-	u := p.subjects[claims.Subject]
+	u := p.activeUser(claims.Subject)
 	if u == nil {
-		p.bearerError(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the user no longer exists"))
+		p.bearerError(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the user no longer exists or is disabled"))
 		return
 	}
 	writeJSON(w, http.StatusOK, p.userClaims(u, scopes))

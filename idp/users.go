@@ -403,3 +403,31 @@ func (p *Provider) revokeIndexed(ctx context.Context, fams []indexedFamily, matc
 	}
 	return done, n, nil
 }
+
+// endDisabledSessions ends the sessions and revokes the refresh tokens of
+// the disabled users, as [Provider.EndUserSessions] does, so that
+// disabling a user in the configuration also signs the user out of the
+// clients (by back-channel logout), not only out of new logins. It runs
+// at each start of the worker: a user's index that is empty costs one
+// read, and a session that another node or an earlier start ended is
+// not ended again. A store error is logged; the next start tries again.
+func (p *Provider) endDisabledSessions(ctx context.Context) {
+	var subs []string
+	for sub, u := range p.subjects {
+		if u.Disabled {
+			subs = append(subs, sub)
+		}
+	}
+	slices.Sort(subs)
+	for _, sub := range subs {
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		ix, err := p.readUserIndex(sctx, sub)
+		if err == nil && (len(ix.Sessions) > 0 || len(ix.Families) > 0) {
+			_, _, err = p.EndUserSessions(sctx, sub)
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			p.log.ErrorContext(ctx, "ending the sessions of a disabled user", "sub", sub, "error", err)
+		}
+	}
+}
