@@ -268,6 +268,13 @@ type ProviderUser struct {
 	// family_name, preferred_username and the like with profile; email and
 	// email_verified with email. Default: none.
 	Claims map[string]any `json:"claims,omitempty"`
+
+	// Disabled keeps the user from signing in: a login fails as with a
+	// wrong password, and the user's single sign-on session and refresh
+	// tokens stop working. When the configuration loads (start or
+	// reload), every session of a disabled user is ended, and the
+	// clients with a back-channel logout URI are told. Default: false.
+	Disabled bool `json:"disabled,omitempty"`
 }
 
 // ProviderAPIResource is an API that accepts a [Provider]'s access tokens.
@@ -515,7 +522,7 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		if err := checkPasswordHash(hash); err != nil {
 			return idp.Config{}, fmt.Errorf("user %q: password_hash: %w", u.Username, err)
 		}
-		cfg.Users = append(cfg.Users, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims})
+		cfg.Users = append(cfg.Users, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled})
 	}
 
 	for _, c := range p.Clients {

@@ -67,6 +67,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			password_hash <hash>
 //			subject <id>
 //			claim <name> <value>
+//			disabled
 //		}
 //		users_file <path>
 //		api_scope <scope...>
@@ -516,6 +517,15 @@ func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
 				u.Claims = make(map[string]any)
 			}
 			u.Claims[name] = value
+
+		case "disabled":
+			if d.NextArg() {
+				return u, d.ArgErr()
+			}
+			if u.Disabled {
+				return u, d.Errf("user %q: disabled is declared twice", u.Username)
+			}
+			u.Disabled = true
 
 		default:
 			return u, d.Errf("unrecognized user option %q", d.Val())

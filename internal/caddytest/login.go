@@ -36,6 +36,18 @@ func NewBrowser(t testing.TB) *http.Client {
 // following it.
 func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, password string) *url.URL {
 	t.Helper()
+	resp, page := LoginAttempt(t, browser, loginURL, username, password)
+	next, err := resp.Location()
+	if err != nil {
+		t.Fatalf("login: status %d, no redirect:\n%s", resp.StatusCode, page)
+	}
+	return next
+}
+
+// LoginAttempt submits the login form as [Login] does, and returns the
+// provider's answer with its body, whatever it is.
+func LoginAttempt(t testing.TB, browser *http.Client, loginURL *url.URL, username, password string) (*http.Response, string) {
+	t.Helper()
 	resp, page := send(t, browser, loginURL.String(), nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("login page: status %d:\n%s", resp.StatusCode, page)
@@ -54,12 +66,7 @@ func Login(t testing.TB, browser *http.Client, loginURL *url.URL, username, pass
 		"username":   {username},
 		"password":   {password},
 	}
-	resp, page = send(t, browser, action.String(), form)
-	next, err := resp.Location()
-	if err != nil {
-		t.Fatalf("login: status %d, no redirect:\n%s", resp.StatusCode, page)
-	}
-	return next
+	return send(t, browser, action.String(), form)
 }
 
 // Consent allows what the provider's consent page at consentURL asks, as
