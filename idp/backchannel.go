@@ -447,19 +447,31 @@ func (p *Provider) Close() error {
 	return nil
 }
 
+// firstPollDelay is the longest the worker waits before its first look
+// at the store's queue.
+const firstPollDelay = 2 * time.Second
+
 func (p *Provider) deliverLoop(ctx context.Context, done chan struct{}) {
 	b := p.bcl
 	defer close(done)
 	defer b.wg.Wait()
-	p.endDisabledSessions(ctx)
-	t := time.NewTimer(0)
+	// The first look at the store waits a little: a configuration that
+	// is only checked (`caddy validate` provisions it and cleans it up at
+	// once, often while the running Caddy holds the store) must not touch
+	// it. What this process queues wakes the worker at once all the same.
+	t := time.NewTimer(min(b.poll, firstPollDelay))
 	defer t.Stop()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.wake:
 		case <-t.C:
+		}
+		if first {
+			first = false
+			p.endDisabledSessions(ctx)
 		}
 		t.Reset(p.deliverDue(ctx))
 	}
