@@ -513,6 +513,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	g.forward(r, id)
+	if longLived(r) {
+		return g.serveLongLived(upstream, r, id, next)
+	}
 	return next.ServeHTTP(upstream, r)
 }
 

@@ -109,7 +109,8 @@ func (g *Gateway) sessionIdentity(raw string, s *session) *identity {
 	id := g.newIdentity(s.Subject, s.userClaims())
 	id.raw, id.token = raw, s.AccessToken
 	id.sessionID, id.sidKey, id.subKey, id.created = s.ID, g.sidKey(s), scopedKey(g.Issuer, s.Subject), s.Created
-	id.expires = time.Unix(s.Created, 0).Add(g.lifetime)
+	id.ends = time.Unix(s.Created, 0).Add(g.lifetime)
+	id.expires = id.ends
 	if s.Expiry != 0 {
 		if refreshAt := time.Unix(s.Expiry, 0).Add(-g.refreshBefore); refreshAt.Before(id.expires) {
 			id.expires = refreshAt
@@ -267,7 +268,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		return nil, false
 	}
 	id := g.newIdentity(idt.Subject, claims)
-	id.raw, id.token, id.expires, id.bearer = token, token, idt.Expiry, true
+	id.raw, id.token, id.expires, id.ends, id.bearer = token, token, idt.Expiry, idt.Expiry, true
 	if g.Introspect {
 		active, err := g.introspect(d, token)
 		if err != nil {

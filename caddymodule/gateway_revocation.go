@@ -181,6 +181,7 @@ type revocationBackend interface {
 // any gateway that uses it and shared by all of them, across reloads.
 type revocations struct {
 	list    *revocationList
+	conns   *connRegistry // long-lived requests, closed when an entry ends them
 	backend revocationBackend
 	logger  *zap.Logger
 	where   string
@@ -203,7 +204,7 @@ var revocationPool = caddy.NewUsagePool()
 func loadRevocations(key, where string, logger *zap.Logger, backend func() (revocationBackend, func())) (*revocations, error) {
 	v, _, err := revocationPool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		b, release := backend()
-		return &revocations{list: newRevocationList(), backend: b, release: release, logger: logger, where: where}, nil
+		return &revocations{list: newRevocationList(), conns: newConnRegistry(logger), backend: b, release: release, logger: logger, where: where}, nil
 	})
 	if err != nil {
 		return nil, err
@@ -240,11 +241,15 @@ func (r *revocations) Destruct() error {
 	return nil
 }
 
-// apply adds entries from the store to the mirror.
+// apply adds entries from the store to the mirror, and closes the
+// long-lived requests they end.
 func (r *revocations) apply(entries []revocation) {
 	now := time.Now()
 	for _, e := range entries {
 		r.list.add(e, now)
+		// Even an entry the mirror had: a request may have started
+		// between its arrival and its closing of the others.
+		r.conns.revoked(e, now)
 	}
 }
 
@@ -271,7 +276,9 @@ const writeTimeout = 2 * time.Second
 // the other nodes. A store that fails leaves the entry in this node's
 // mirror only: the error says so, and the caller logs it.
 func (r *revocations) revoke(ctx context.Context, e revocation) error {
-	r.list.add(e, time.Now())
+	now := time.Now()
+	r.list.add(e, now)
+	r.conns.revoked(e, now)
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	if err := r.backend.write(ctx, e); err != nil {

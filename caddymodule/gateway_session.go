@@ -403,6 +403,7 @@ type identity struct {
 	claims  map[string]any
 	headers []headerValue
 	expires time.Time // the identity is not to be used from here on
+	ends    time.Time // the session's absolute end, or the bearer token's exp
 	raw     string    // the exact cookie or token it was decoded from
 	bearer  bool      // it came from an Authorization: Bearer token
 
