@@ -266,8 +266,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		g.unauthenticated(w, r, "invalid_token")
 		return nil, false
 	}
-	id := g.newIdentity(idt.Subject, claims)
-	id.raw, id.token, id.expires, id.bearer = token, token, idt.Expiry, true
+	id := g.bearerIdentityOf(token, idt.Subject, claims, idt.Expiry)
 	if g.Introspect {
 		active, err := g.introspect(d, token)
 		if err != nil {
@@ -288,6 +287,13 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	}
 	g.bearerCache.put(id)
 	return id, true
+}
+
+// bearerIdentityOf is the identity of a verified bearer token.
+func (g *Gateway) bearerIdentityOf(token, subject string, claims map[string]any, expires time.Time) *identity {
+	id := g.newIdentity(subject, claims)
+	id.raw, id.token, id.expires, id.bearer = token, token, expires, true
+	return id
 }
 
 var (
