@@ -477,8 +477,13 @@ func claimHas(v any, want string) bool {
 // headers and the gateway's cookies go, our headers and placeholders come.
 func (g *Gateway) forward(r *http.Request, id *identity) {
 	g.strip.strip(r.Header)
-	for _, h := range id.headers {
-		r.Header[h.name] = []string{h.value}
+	// One array for every value, copied per request: handlers after this
+	// one may edit a header's values in place (header_up's replacements
+	// do), which must not reach the cached identity.
+	vals := make([]string, len(id.headers))
+	for i, h := range id.headers {
+		vals[i] = h.value
+		r.Header[h.name] = vals[i : i+1 : i+1]
 	}
 	if g.PassAccessToken && id.token != "" {
 		r.Header.Set("Authorization", "Bearer "+id.token)
