@@ -493,22 +493,9 @@ func (g *Gateway) forward(r *http.Request, id *identity) {
 	if repl == nil {
 		return
 	}
-	repl.Set("http.auth.user.id", id.subject)
-	repl.Set("http.auth.user.email", id.email)
-	repl.Map(func(key string) (any, bool) {
-		name, ok := strings.CutPrefix(key, "http.auth.user.claim.")
-		if !ok {
-			return nil, false
-		}
-		if name == "sub" {
-			return id.subject, true
-		}
-		v, ok := id.claims[name]
-		if !ok {
-			return "", true
-		}
-		return claimString(v), true
-	})
+	repl.Set("http.auth.user.id", id.subjectValue)
+	repl.Set("http.auth.user.email", id.emailValue)
+	repl.Map(id.placeholders)
 }
 
 // stripOwnCookies removes the session, chunk and flow cookies from the
