@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -122,4 +123,42 @@ func bearerGateway(tb testing.TB) (*Gateway, string) {
 	id := g.bearerIdentityOf(token, sub, claims, time.Now().Add(time.Hour))
 	g.bearerCache.put(id)
 	return g, token
+}
+
+// TestStripOwnCookies: the session cookie, its chunks and the flow
+// cookies go; every other part of every line stays, in order.
+func TestStripOwnCookies(t *testing.T) {
+	g := &Gateway{cookieName: "authgate"}
+	tests := []struct {
+		name string
+		in   []string
+		want []string // nil: no Cookie header
+	}{
+		{"none of ours", []string{"a=1;b=2", "c=3"}, []string{"a=1;b=2", "c=3"}},
+		{"name inside a value", []string{"a=authgate; b=2"}, []string{"a=authgate; b=2"}},
+		{"only ours", []string{"authgate=x; authgate_1=y"}, nil},
+		{"ours first", []string{"authgate=x; a=1; b=2"}, []string{"a=1; b=2"}},
+		{"ours between", []string{"a=1;authgate=x;  b=2"}, []string{"a=1; b=2"}},
+		{"ours last", []string{"a=1; authgate_flow_abc=y"}, []string{"a=1"}},
+		{"longer name not ours", []string{"authgatex=1; authgate=x"}, []string{"authgatex=1"}},
+		{"lines", []string{"authgate=x", "a=1", "b=2; authgate_2=z"}, []string{"a=1", "b=2"}},
+		{"empty part kept", []string{"authgate=x;"}, []string{""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header["Cookie"] = append([]string(nil), tt.in...)
+			g.stripOwnCookies(r)
+			got, ok := r.Header["Cookie"]
+			if tt.want == nil {
+				if ok {
+					t.Errorf("Cookie %q, want none", got)
+				}
+				return
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Cookie %q, want %q", got, tt.want)
+			}
+		})
+	}
 }

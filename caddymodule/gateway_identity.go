@@ -499,40 +499,60 @@ func (g *Gateway) forward(r *http.Request, id *identity) {
 }
 
 // stripOwnCookies removes the session, chunk and flow cookies from the
-// Cookie header, so the upstream never sees them.
+// Cookie header, so the upstream never sees them. A line with none of
+// them stays as it is; one with some is rewritten, in the header's own
+// slice, with one allocation for its new text.
 func (g *Gateway) stripOwnCookies(r *http.Request) {
 	vals := r.Header["Cookie"]
-	if len(vals) == 0 {
-		return
-	}
-	changed := false
-	kept := make([]string, 0, 4)
+	n, changed := 0, false
 	for _, line := range vals {
-		if !strings.Contains(line, g.cookieName) {
-			kept = append(kept, line)
+		if strings.Contains(line, g.cookieName) {
+			var dropped, empty bool
+			if line, dropped, empty = g.withoutOwnCookies(line); dropped {
+				changed = true
+				if empty {
+					continue
+				}
+			}
+		}
+		vals[n] = line
+		n++
+	}
+	switch {
+	case !changed:
+	case n == 0:
+		r.Header.Del("Cookie")
+	default:
+		clear(vals[n:])
+		r.Header["Cookie"] = vals[:n]
+	}
+}
+
+// withoutOwnCookies returns a Cookie line without the gateway's cookies,
+// its other parts joined by "; ", whether it had any of ours, and whether
+// nothing is left.
+func (g *Gateway) withoutOwnCookies(line string) (kept string, dropped, empty bool) {
+	var b strings.Builder
+	first := true
+	for part := range strings.SplitSeq(line, ";") {
+		part = strings.TrimSpace(part)
+		name, _, _ := strings.Cut(part, "=")
+		if rest, ok := strings.CutPrefix(name, g.cookieName); ok && (rest == "" || rest[0] == '_') {
+			dropped = true
 			continue
 		}
-		var parts []string
-		for part := range strings.SplitSeq(line, ";") {
-			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if name == g.cookieName || strings.HasPrefix(name, g.cookieName+"_") {
-				changed = true
-				continue
-			}
-			parts = append(parts, strings.TrimSpace(part))
+		if first {
+			b.Grow(len(line))
+		} else {
+			b.WriteString("; ")
 		}
-		if len(parts) > 0 {
-			kept = append(kept, strings.Join(parts, "; "))
-		}
+		b.WriteString(part)
+		first = false
 	}
-	if !changed {
-		return
+	if !dropped {
+		return line, false, false
 	}
-	if len(kept) == 0 {
-		r.Header.Del("Cookie")
-		return
-	}
-	r.Header["Cookie"] = kept
+	return b.String(), true, first
 }
 
 // identityHeaderNames lists every header the gateway controls.
