@@ -143,6 +143,7 @@ func TestStripOwnCookies(t *testing.T) {
 		{"longer name not ours", []string{"authgatex=1; authgate=x"}, []string{"authgatex=1"}},
 		{"lines", []string{"authgate=x", "a=1", "b=2; authgate_2=z"}, []string{"a=1", "b=2"}},
 		{"empty part kept", []string{"authgate=x;"}, []string{""}},
+		{"empty parts between", []string{";a=1;;authgate=x; b=2"}, []string{"; a=1; ; b=2"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -530,29 +530,46 @@ func (g *Gateway) stripOwnCookies(r *http.Request) {
 
 // withoutOwnCookies returns a Cookie line without the gateway's cookies,
 // its other parts joined by "; ", whether it had any of ours, and whether
-// nothing is left.
+// nothing is left. The first pass only measures, so that the new line is
+// one allocation of its own size, not of the line's (mostly our cookie).
 func (g *Gateway) withoutOwnCookies(line string) (kept string, dropped, empty bool) {
-	var b strings.Builder
-	first := true
+	size, n := 0, 0
 	for part := range strings.SplitSeq(line, ";") {
-		part = strings.TrimSpace(part)
-		name, _, _ := strings.Cut(part, "=")
-		if rest, ok := strings.CutPrefix(name, g.cookieName); ok && (rest == "" || rest[0] == '_') {
+		if part = strings.TrimSpace(part); g.isOwnCookie(part) {
 			dropped = true
 			continue
 		}
-		if first {
-			b.Grow(len(line))
-		} else {
+		size += len(part)
+		n++
+	}
+	if !dropped {
+		return line, false, false
+	}
+	if n == 0 {
+		return "", true, true
+	}
+	var b strings.Builder
+	b.Grow(size + 2*(n-1))
+	first := true
+	for part := range strings.SplitSeq(line, ";") {
+		if part = strings.TrimSpace(part); g.isOwnCookie(part) {
+			continue
+		}
+		if !first {
 			b.WriteString("; ")
 		}
 		b.WriteString(part)
 		first = false
 	}
-	if !dropped {
-		return line, false, false
-	}
-	return b.String(), true, first
+	return b.String(), true, false
+}
+
+// isOwnCookie tells a cookie-pair of the session, its chunks or a login
+// flow from the others.
+func (g *Gateway) isOwnCookie(pair string) bool {
+	name, _, _ := strings.Cut(pair, "=")
+	rest, ok := strings.CutPrefix(name, g.cookieName)
+	return ok && (rest == "" || rest[0] == '_')
 }
 
 // identityHeaderNames lists every header the gateway controls.
