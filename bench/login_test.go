@@ -2,9 +2,11 @@ package bench_test
 
 import (
 	"encoding/json"
+	"html"
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -57,6 +59,39 @@ func sessionCookie(b *testing.B, s *server) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// signOutOtherSession logs alice in once more at the gateway site and
+// signs that session out with the sign-out page's form, so that the
+// gateways' revocation list is not empty: the load then measures
+// requests that look their session up in it, as in production.
+func signOutOtherSession(b *testing.B, s *server) {
+	b.Helper()
+	cookie := sessionCookie(b, s)
+	req, err := http.NewRequest(http.MethodGet, s.gateway+"/oauth2/sign_out", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Cookie", cookie)
+	resp := do(b, http.DefaultClient, req)
+	m := signOutTokenField.FindSubmatch(resp.body)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		b.Fatalf("sign-out page: status %d, no token in:\n%s", resp.StatusCode, resp.body)
+	}
+	form := url.Values{"token": {html.UnescapeString(string(m[1]))}}
+	req, err = http.NewRequest(http.MethodPost, s.gateway+"/oauth2/sign_out", strings.NewReader(form.Encode()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Cookie", cookie)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp := do(b, noRedirect, req); resp.StatusCode/100 != 3 {
+		b.Fatalf("sign-out: status %d, want a redirect:\n%s", resp.StatusCode, resp.body)
+	}
+}
+
+// signOutTokenField finds the token of the sign-out page's form.
+var signOutTokenField = regexp.MustCompile(`name="token" value="([^"]+)"`)
 
 // isSessionCookie tells the gateway's session cookie, authgate, and its
 // chunks, authgate_1, authgate_2, ..., from the other cookies of the host.

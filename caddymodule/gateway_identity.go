@@ -267,8 +267,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		g.unauthenticated(w, r, "invalid_token")
 		return nil, false
 	}
-	id := g.newIdentity(idt.Subject, claims)
-	id.raw, id.token, id.expires, id.ends, id.bearer = token, token, idt.Expiry, idt.Expiry, true
+	id := g.bearerIdentityOf(token, idt.Subject, claims, idt.Expiry)
 	if g.Introspect {
 		active, err := g.introspect(d, token)
 		if err != nil {
@@ -289,6 +288,13 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	}
 	g.bearerCache.put(id)
 	return id, true
+}
+
+// bearerIdentityOf is the identity of a verified bearer token.
+func (g *Gateway) bearerIdentityOf(token, subject string, claims map[string]any, expires time.Time) *identity {
+	id := g.newIdentity(subject, claims)
+	id.raw, id.token, id.expires, id.ends, id.bearer = token, token, expires, expires, true
+	return id
 }
 
 var (
@@ -472,8 +478,13 @@ func claimHas(v any, want string) bool {
 // headers and the gateway's cookies go, our headers and placeholders come.
 func (g *Gateway) forward(r *http.Request, id *identity) {
 	g.strip.strip(r.Header)
-	for _, h := range id.headers {
-		r.Header[h.name] = []string{h.value}
+	// One array for every value, copied per request: handlers after this
+	// one may edit a header's values in place (header_up's replacements
+	// do), which must not reach the cached identity.
+	vals := make([]string, len(id.headers))
+	for i, h := range id.headers {
+		vals[i] = h.value
+		r.Header[h.name] = vals[i : i+1 : i+1]
 	}
 	if g.PassAccessToken && id.token != "" {
 		r.Header.Set("Authorization", "Bearer "+id.token)
@@ -483,59 +494,83 @@ func (g *Gateway) forward(r *http.Request, id *identity) {
 	if repl == nil {
 		return
 	}
-	repl.Set("http.auth.user.id", id.subject)
-	repl.Set("http.auth.user.email", id.email)
-	repl.Map(func(key string) (any, bool) {
-		name, ok := strings.CutPrefix(key, "http.auth.user.claim.")
-		if !ok {
-			return nil, false
-		}
-		if name == "sub" {
-			return id.subject, true
-		}
-		v, ok := id.claims[name]
-		if !ok {
-			return "", true
-		}
-		return claimString(v), true
-	})
+	repl.Set("http.auth.user.id", id.subjectValue)
+	repl.Set("http.auth.user.email", id.emailValue)
+	repl.Map(id.placeholders)
 }
 
 // stripOwnCookies removes the session, chunk and flow cookies from the
-// Cookie header, so the upstream never sees them.
+// Cookie header, so the upstream never sees them. A line with none of
+// them stays as it is; one with some is rewritten, in the header's own
+// slice, with one allocation for its new text.
 func (g *Gateway) stripOwnCookies(r *http.Request) {
 	vals := r.Header["Cookie"]
-	if len(vals) == 0 {
-		return
-	}
-	changed := false
-	kept := make([]string, 0, 4)
+	n, changed := 0, false
 	for _, line := range vals {
-		if !strings.Contains(line, g.cookieName) {
-			kept = append(kept, line)
+		if strings.Contains(line, g.cookieName) {
+			var dropped, empty bool
+			if line, dropped, empty = g.withoutOwnCookies(line); dropped {
+				changed = true
+				if empty {
+					continue
+				}
+			}
+		}
+		vals[n] = line
+		n++
+	}
+	switch {
+	case !changed:
+	case n == 0:
+		r.Header.Del("Cookie")
+	default:
+		clear(vals[n:])
+		r.Header["Cookie"] = vals[:n]
+	}
+}
+
+// withoutOwnCookies returns a Cookie line without the gateway's cookies,
+// its other parts joined by "; ", whether it had any of ours, and whether
+// nothing is left. The first pass only measures, so that the new line is
+// one allocation of its own size, not of the line's (mostly our cookie).
+func (g *Gateway) withoutOwnCookies(line string) (kept string, dropped, empty bool) {
+	size, n := 0, 0
+	for part := range strings.SplitSeq(line, ";") {
+		if part = strings.TrimSpace(part); g.isOwnCookie(part) {
+			dropped = true
 			continue
 		}
-		var parts []string
-		for part := range strings.SplitSeq(line, ";") {
-			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if name == g.cookieName || strings.HasPrefix(name, g.cookieName+"_") {
-				changed = true
-				continue
-			}
-			parts = append(parts, strings.TrimSpace(part))
+		size += len(part)
+		n++
+	}
+	if !dropped {
+		return line, false, false
+	}
+	if n == 0 {
+		return "", true, true
+	}
+	var b strings.Builder
+	b.Grow(size + 2*(n-1))
+	first := true
+	for part := range strings.SplitSeq(line, ";") {
+		if part = strings.TrimSpace(part); g.isOwnCookie(part) {
+			continue
 		}
-		if len(parts) > 0 {
-			kept = append(kept, strings.Join(parts, "; "))
+		if !first {
+			b.WriteString("; ")
 		}
+		b.WriteString(part)
+		first = false
 	}
-	if !changed {
-		return
-	}
-	if len(kept) == 0 {
-		r.Header.Del("Cookie")
-		return
-	}
-	r.Header["Cookie"] = kept
+	return b.String(), true, false
+}
+
+// isOwnCookie tells a cookie-pair of the session, its chunks or a login
+// flow from the others.
+func (g *Gateway) isOwnCookie(pair string) bool {
+	name, _, _ := strings.Cut(pair, "=")
+	rest, ok := strings.CutPrefix(name, g.cookieName)
+	return ok && (rest == "" || rest[0] == '_')
 }
 
 // identityHeaderNames lists every header the gateway controls.

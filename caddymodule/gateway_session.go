@@ -20,6 +20,8 @@ import (
 	"github.com/gorilla/securecookie"
 	"go.uber.org/zap"
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // randReader is the source of every secret the gateway makes.
@@ -413,6 +415,11 @@ type identity struct {
 	sidKey    string // scopedKey(issuer, sid), or "" without a sid
 	subKey    string // scopedKey(issuer, sub)
 	created   int64  // when the session was made, Unix seconds
+
+	// The placeholders, made once: subject and email as the replacer
+	// keeps them, and the provider of http.auth.user.claim.*.
+	subjectValue, emailValue any
+	placeholders             caddy.ReplacerFunc
 }
 
 type headerValue struct {
@@ -448,6 +455,21 @@ func claimString(v any) string {
 func (g *Gateway) newIdentity(subject string, claims map[string]any) *identity {
 	id := &identity{subject: subject, claims: claims}
 	id.email, _ = claims["email"].(string)
+	id.subjectValue, id.emailValue = subject, id.email
+	id.placeholders = func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, "http.auth.user.claim.")
+		if !ok {
+			return nil, false
+		}
+		if name == "sub" {
+			return id.subjectValue, true
+		}
+		v, ok := claims[name]
+		if !ok {
+			return "", true
+		}
+		return claimString(v), true
+	}
 	add := func(name, value string) {
 		switch {
 		case value == "":
