@@ -91,9 +91,6 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	// Persistence as the README recommends, so that what the nodes keep
 	// survives a restart of Redis.
 	c := &cluster{redis: redistest.Start(t, "--appendonly", "yes", "--appendfsync", "everysec")}

@@ -58,9 +58,6 @@ var csrfInput = regexp.MustCompile(`name="csrf_token" value="([^"]*)"`)
 // back-channel endpoint, and the gateway's session cookie is refused from
 // then on: 401 for an API call, a fresh login for a navigation.
 func TestGatewayBackchannelLogout(t *testing.T) {
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	t.Parallel()
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", caddytest.FreePort(t))
 	gateway := fmt.Sprintf("http://127.0.0.1:%d", caddytest.FreePort(t))

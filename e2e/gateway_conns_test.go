@@ -134,18 +134,15 @@ func (s *eventStream) next() (string, error) {
 	return "", errors.New("end of stream")
 }
 
-// closedWithin reads from a connection until it fails and reports how
-// long after start that was: it fails the test if not within limit. read
-// blocks; the caller's deadline (set before) bounds it.
-func closedWithin(t testing.TB, what string, start time.Time, limit time.Duration, read func() error) {
+// closedWithin reads from a connection until it fails: a failure that is
+// not the caller's deadline (set before, its watchdog) means the server
+// closed it, which is logged with the time since start.
+func closedWithin(t testing.TB, what string, start time.Time, read func() error) {
 	t.Helper()
 	for range 1000 { // at 100 ms an event, the deadline comes first
 		err := read()
 		if err == nil {
-			if time.Since(start) > limit {
-				t.Fatalf("%s still open %v after sign-out", what, time.Since(start))
-			}
-			continue
+			continue // until closed, or the caller's deadline
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
@@ -180,7 +177,7 @@ func TestGatewayConnsEndWithSession(t *testing.T) {
 	const limit = 3 * time.Second
 	t.Run("websocket", func(t *testing.T) {
 		_ = ws.SetDeadline(signedOut.Add(limit))
-		closedWithin(t, "WebSocket", signedOut, limit, func() error {
+		closedWithin(t, "WebSocket", signedOut, func() error {
 			var msg string
 			return websocket.Message.Receive(ws, &msg)
 		})
@@ -188,7 +185,7 @@ func TestGatewayConnsEndWithSession(t *testing.T) {
 	t.Run("event stream", func(t *testing.T) {
 		timer := time.AfterFunc(time.Until(signedOut.Add(limit)), func() { events.resp.Body.Close() })
 		defer timer.Stop()
-		closedWithin(t, "event stream", signedOut, limit, func() error {
+		closedWithin(t, "event stream", signedOut, func() error {
 			_, err := events.next()
 			if err != nil && !timer.Stop() {
 				return os.ErrDeadlineExceeded // closed by us, not the server
@@ -200,8 +197,8 @@ func TestGatewayConnsEndWithSession(t *testing.T) {
 		// Its events keep coming after the others were closed.
 		timer := time.AfterFunc(limit+5*time.Second, func() { other.resp.Body.Close() })
 		defer timer.Stop()
-		for i := 0; time.Since(signedOut) < limit+time.Second; i++ {
-			if _, err := other.next(); err != nil || i > 1000 {
+		for i := range 30 { // 3 s of events at one per 100 ms
+			if _, err := other.next(); err != nil {
 				t.Fatalf("event %d of the other session, %v after sign-out: %v", i, time.Since(signedOut), err)
 			}
 		}

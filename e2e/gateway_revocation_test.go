@@ -98,9 +98,6 @@ func signOutWith(t *testing.T, gateway, cookie string) *http.Response {
 // that shares the Redis store; sign-out clears the site's data and ends
 // on the gateway's signed-out page.
 func TestGatewayRevocation(t *testing.T) {
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	t.Parallel()
 	redis := redistest.Start(t)
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", caddytest.FreePort(t))

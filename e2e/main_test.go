@@ -27,7 +27,7 @@ const (
 )
 
 var (
-	// caddyBin is the binary built from ./cmd/caddy, empty under -short.
+	// caddyBin is the binary built from ./cmd/caddy.
 	caddyBin string
 	// passwordHash is alice's bcrypt hash, made at the lowest cost so that
 	// logins stay fast.
@@ -40,9 +40,6 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	flag.Parse()
-	if testing.Short() {
-		return m.Run()
-	}
 	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hashing password:", err)
@@ -82,9 +79,6 @@ func newSite(t testing.TB, extra string) *site {
 // Caddyfile is the caller's to write.
 func newEmptySite(t testing.TB) *site {
 	t.Helper()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	s := &site{
 		Caddy:  caddytest.New(t, secretEnv+"="+clientSecret),
 		issuer: fmt.Sprintf("http://127.0.0.1:%d", caddytest.FreePort(t)),

@@ -70,9 +70,6 @@ type splitSites struct {
 // both.
 func newSplitSites(t *testing.T, extra, alice string) *splitSites {
 	t.Helper()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	s := &splitSites{
 		provider: caddytest.New(t, secretEnv+"="+clientSecret),
 		gateway:  caddytest.New(t, secretEnv+"="+clientSecret),

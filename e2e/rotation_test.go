@@ -71,9 +71,6 @@ const (
 
 func newRotationCluster(t *testing.T) *cluster {
 	t.Helper()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	c := &cluster{redis: redistest.Start(t)}
 	var providerPort, gatewayPort [2]int
 	for i := range 2 {

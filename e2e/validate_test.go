@@ -14,9 +14,6 @@ import (
 // oidc_provider: each must fail, and say where and what.
 func TestValidate(t *testing.T) {
 	t.Parallel()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	// Never echoed, whatever the error: errors name options, not secrets.
 	const secret = "validate-secret-do-not-print"
 	tests := []struct {
@@ -165,9 +162,6 @@ http://127.0.0.1:9 {
 // option; a public client on purpose validates.
 func TestValidateGatewaySecret(t *testing.T) {
 	t.Parallel()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	const secretVar = "AUTHGATE_E2E_GATEWAY_SECRET"
 	tests := []struct {
 		name    string
@@ -228,9 +222,6 @@ http://127.0.0.1:9 {
 // `make run` gives it.
 func TestValidateDemo(t *testing.T) {
 	t.Parallel()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	demo, err := os.ReadFile(filepath.Join("..", "Caddyfile"))
 	if err != nil {
 		t.Fatal(err)
@@ -249,9 +240,6 @@ func TestValidateDemo(t *testing.T) {
 // Redis address when its variable is unset.
 func TestValidateClusterExample(t *testing.T) {
 	t.Parallel()
-	if caddyBin == "" {
-		t.Skip("end-to-end tests do not run under -short")
-	}
 	text, err := os.ReadFile(filepath.Join("..", "examples", "cluster", "Caddyfile"))
 	if err != nil {
 		t.Fatal(err)
