@@ -96,7 +96,7 @@ func TestReadmeOneMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body := caddytest.ReadBody(t, resp); resp.StatusCode != http.StatusOK || body != "hello alice" {
-		t.Fatalf("the app after login: %d %q, want 200 \"hello alice\"", resp.StatusCode, body)
+	if body := caddytest.ReadBody(t, resp); resp.StatusCode != http.StatusOK || body != "hello Alice" {
+		t.Fatalf("the app after login: %d %q, want 200 \"hello Alice\"", resp.StatusCode, body)
 	}
 }
