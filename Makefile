@@ -11,6 +11,9 @@
 
 GO ?= go
 
+# bash, for pipefail in `unit`.
+SHELL := bash
+
 # The demo client's secret, read by the Caddyfile as {env.DEMO_APP_SECRET}.
 # Change it for anything but a demo on your own machine.
 DEMO_APP_SECRET ?= demo-app-secret
@@ -75,14 +78,18 @@ vet:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
+# go test -json, printed as a plain go test prints, with a count of what
+# ran at the end (internal/testsummary), kept for `make test`'s last line.
 unit:
-	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+	@mkdir -p bin
+	@set -o pipefail; $(GO) test -json -timeout $(TEST_TIMEOUT) ./... | $(GO) run ./internal/testsummary -o bin/unit-summary
 
 # Every fuzz target for FUZZ_TIME each (scripts/fuzz says how).
 fuzz:
 	GO='$(GO)' scripts/fuzz $(FUZZ_TIME)
 
 test: deps vet unit fuzz
+	@echo "make test passed: $$(cat bin/unit-summary); $$(cat bin/fuzz-summary)"
 
 # The micro-benchmarks run as long as -benchtime says; the load benchmark of
 # ./bench/ time their own rounds (about a minute and half a minute), so they

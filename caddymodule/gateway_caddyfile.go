@@ -11,7 +11,12 @@ import (
 
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("oidc_gateway", parseGatewayCaddyfile)
-	httpcaddyfile.RegisterDirectiveOrder("oidc_gateway", httpcaddyfile.Before, "reverse_proxy")
+	// With the other authentication, right after basic_auth: before
+	// every directive that may answer or route a request (respond,
+	// handle, route, file_server, reverse_proxy...), so that none of them
+	// ever runs for a request the gateway has not let through; and after
+	// oidc_provider, whose pages a site of both must serve to everyone.
+	httpcaddyfile.RegisterDirectiveOrder("oidc_gateway", httpcaddyfile.After, "basic_auth")
 }
 
 func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {

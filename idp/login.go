@@ -93,7 +93,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait > 0 {
 		p.log.WarnContext(r.Context(), "login throttled", "username", loggedName(page.Username), "client_ip", ip, "client_id", page.ClientID)
-		page.Error = fmt.Sprintf("Too many failed attempts. Try again in %d s.", retryAfter(wait))
+		page.Error = "Too many failed attempts. Try again in " + waitText(retryAfter(wait)) + "."
 		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
 		p.renderLogin(w, r, http.StatusTooManyRequests, page)
 		return

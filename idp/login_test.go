@@ -106,7 +106,7 @@ func TestLoginPage(t *testing.T) {
 		// The third failure set a 4 s wait: even the right password waits.
 		form.Set("password", testPassword)
 		resp, body := postLogin(t, ts, c, form)
-		if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, "Try again in 4 s") || resp.Header.Get("Retry-After") != "4" {
+		if resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(body, "Try again in 4\u00a0seconds.") || resp.Header.Get("Retry-After") != "4" {
 			t.Fatalf("throttled: status %d Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 		}
 		// Another username from the same IP has failures of its own.
@@ -124,7 +124,7 @@ func TestLoginPage(t *testing.T) {
 		postLogin(t, ts, c, form) // fourth failure: 8 s
 		form.Set("password", testPassword)
 		ts.clock.Advance(7 * time.Second)
-		if resp, body := postLogin(t, ts, c, form); !strings.Contains(body, "Try again in 1 s") {
+		if resp, body := postLogin(t, ts, c, form); !strings.Contains(body, "Try again in 1\u00a0second.") {
 			t.Fatalf("after 7 of 8 s: status %d: %s", resp.StatusCode, body)
 		}
 		ts.clock.Advance(time.Second)

@@ -3,6 +3,7 @@ package idp
 import (
 	"context"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -288,3 +289,18 @@ func throttleAddr(ip string) string {
 
 // retryAfter is a wait in whole seconds, rounded up.
 func retryAfter(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
+
+// waitText says a wait of seconds for the login page, in seconds up to
+// two minutes and in whole minutes, rounded up, beyond. A no-break space
+// joins number and unit, so that a narrow page never wraps the unit onto
+// a line of its own.
+func waitText(seconds int) string {
+	n, unit := seconds, "second"
+	if seconds > 120 {
+		n, unit = (seconds+59)/60, "minute"
+	}
+	if n != 1 {
+		unit += "s"
+	}
+	return strconv.Itoa(n) + "\u00a0" + unit
+}

@@ -42,3 +42,20 @@ func TestMemoryThrottlePruneRate(t *testing.T) {
 		t.Error("an attempt a second after the last prune did not prune")
 	}
 }
+
+func TestWaitText(t *testing.T) {
+	for _, tt := range []struct {
+		seconds int
+		want    string
+	}{
+		{1, "1\u00a0second"},
+		{4, "4\u00a0seconds"},
+		{120, "120\u00a0seconds"},
+		{121, "3\u00a0minutes"},
+		{900, "15\u00a0minutes"},
+	} {
+		if got := waitText(tt.seconds); got != tt.want {
+			t.Errorf("waitText(%d) = %q, want %q", tt.seconds, got, tt.want)
+		}
+	}
+}
