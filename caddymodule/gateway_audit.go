@@ -5,8 +5,6 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // The gateway's events in the audit log (AuditLoggerName). None is on
@@ -23,16 +21,12 @@ const (
 // auditFields are the fields of every gateway event: which gateway (its
 // issuer and client_id) and who called.
 func (g *Gateway) auditFields(r *http.Request, event string, n int) []zap.Field {
-	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if ip == "" {
-		ip = r.RemoteAddr
-	}
 	fields := make([]zap.Field, 0, 5+n)
 	return append(fields,
 		zap.String("event", event),
 		zap.String("issuer", g.Issuer),
 		zap.String("client_id", g.ClientID),
-		zap.String("remote_ip", ip),
+		zap.String("remote_ip", clientIP(r)),
 		zap.String("user_agent", truncateAudit(r.UserAgent())))
 }
 
