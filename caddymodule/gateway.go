@@ -183,6 +183,7 @@ type Gateway struct {
 	CORS *GatewayCORS `json:"cors,omitempty"`
 
 	logger        *zap.Logger
+	audit         *zap.Logger // the audit log (gateway_audit.go); nil: none
 	oidc          *oidcClient
 	codec         *sessionCodec
 	cache         *sessionCache
@@ -270,6 +271,7 @@ func (Gateway) CaddyModule() caddy.ModuleInfo {
 // request that needs it.
 func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
+	g.audit = auditLogger(ctx)
 	repl := caddy.NewReplacer()
 	g.secretGiven = g.ClientSecret != ""
 	g.ClientSecret = repl.ReplaceAll(g.ClientSecret, "")

@@ -76,6 +76,7 @@ func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request)
 	}
 	refuse := func(desc string) error {
 		g.logger.Debug("back-channel logout refused", zap.String("reason", desc))
+		g.auditBackchannel(r, auditRefused, desc, nil)
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": desc})
 		return nil
 	}
@@ -128,6 +129,7 @@ func (g *Gateway) serveBackchannelLogout(w http.ResponseWriter, r *http.Request)
 		return g.logoutUnavailable(w)
 	}
 	g.logger.Info("back-channel logout", zap.String("sid", lt.sid), zap.String("sub", lt.sub))
+	g.auditBackchannel(r, auditAccepted, "", lt)
 	w.WriteHeader(http.StatusOK)
 	return nil
 }

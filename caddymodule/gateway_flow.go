@@ -188,6 +188,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 	if ce := g.logger.Check(zap.InfoLevel, "login"); ce != nil {
 		ce.Write(zap.String("sub", s.Subject), zap.String("email", claimString(s.userClaims()["email"])))
 	}
+	g.auditSession(r, zap.InfoLevel, auditSignIn, s)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, safeReturnURL(f.Return), http.StatusFound)
 	return nil
@@ -294,6 +295,7 @@ func (g *Gateway) serveSignOut(w http.ResponseWriter, r *http.Request) error {
 	}
 	g.cache.remove(raw)
 	g.clearSessionCookies(w, r)
+	g.auditSession(r, zap.InfoLevel, auditSignOut, s)
 	// The browser's cached pages of the site too, which it would show
 	// again from its disk cache (W3C Clear Site Data §3.1). Not its
 	// cookies yet: "cookies" clears those of the whole registrable

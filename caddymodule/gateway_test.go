@@ -143,6 +143,7 @@ func newGateway(t testing.TB, op *opServer, edit func(*Gateway)) *gwServer {
 		t.Fatalf("Validate: %v", err)
 	}
 	g.logger = zap.NewNop()
+	g.audit = zap.NewNop()
 	upstream := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		out := map[string]any{"headers": r.Header, "id": repl.ReplaceAll("{http.auth.user.id}", ""), "name": repl.ReplaceAll("{http.auth.user.claim.name}", ""), "groups": repl.ReplaceAll("{http.auth.user.claim.groups}", "")}

@@ -390,6 +390,9 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	cfg.Logger = ctx.Slogger()
 	cfg.ClientIP = clientIP
+	if cfg.Events, err = providerEvents(ctx, p.Issuer, cfg.Clients); err != nil {
+		return err
+	}
 	warnMixedCosts(p.logger, cfg.Users)
 
 	state, err := p.openState(ctx)

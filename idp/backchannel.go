@@ -588,13 +588,23 @@ func (p *Provider) attempt(ctx context.Context, j delivery) {
 	// delivery must go back to the queue.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
+	ev := Event{Type: EventBackchannel, Subject: j.Subject, ClientID: j.ClientID, SID: j.SID, Attempt: j.Attempts}
+	if err != nil {
+		ev.Reason = truncate(err.Error(), 256)
+	} else {
+		ev.Reason = fmt.Sprintf("status %d", status)
+	}
 	switch {
 	case res == delivered:
 		p.log.InfoContext(ctx, "back-channel logout delivered", log...)
+		ev.Outcome = OutcomeDelivered
+		p.emit(ctx, ev)
 		p.forget(sctx, j.ID)
 		return
 	case res == refused:
 		p.log.WarnContext(ctx, "back-channel logout refused by the client; not retried", log...)
+		ev.Outcome = OutcomeRefused
+		p.emit(ctx, ev)
 		p.forget(sctx, j.ID)
 		return
 	case ctx.Err() != nil:
@@ -607,11 +617,15 @@ func (p *Provider) attempt(ctx context.Context, j delivery) {
 		next := p.now().Add(wait)
 		if next.UnixMilli() > j.Deadline {
 			p.log.ErrorContext(ctx, "back-channel logout failed; giving up", log...)
+			ev.Outcome = OutcomeGivenUp
+			p.emit(ctx, ev)
 			p.forget(sctx, j.ID)
 			return
 		}
 		j.Next = next.UnixMilli()
 		p.log.WarnContext(ctx, "back-channel logout failed; will retry", append(log, "retry_in", wait)...)
+		ev.Outcome = OutcomeRetrying
+		p.emit(ctx, ev)
 	}
 	data, _ := json.Marshal(j)
 	ttl := time.UnixMilli(j.Deadline).Sub(p.now()) + time.Minute

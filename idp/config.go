@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
@@ -104,6 +105,14 @@ type Config struct {
 	// Logger receives one line per login and per token issued. Default:
 	// discard.
 	Logger *slog.Logger
+
+	// Events, if set, is called at each security event (logins, consents,
+	// tokens issued, refreshes, token errors, revocations, logouts, admin
+	// actions, back-channel deliveries): synchronously, on the request's
+	// goroutine, so it must be quick and safe for concurrent use. An
+	// [Event] never holds a password, secret, code or token. Default:
+	// none.
+	Events func(context.Context, Event)
 
 	// Now returns the current time. Default: time.Now.
 	Now func() time.Time

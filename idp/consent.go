@@ -123,6 +123,7 @@ func (p *Provider) serveConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.PostForm.Get("decision") != "allow" {
 		p.log.InfoContext(r.Context(), "consent denied", "sub", sess.Subject, "client_id", c.ID)
+		p.emitRequest(r, Event{Type: EventConsent, Outcome: OutcomeDenied, Subject: sess.Subject, ClientID: c.ID, SID: sess.SID})
 		p.redirectWithError(w, r, req, oauthErr(ErrAccessDenied, "the user denied the request"))
 		return
 	}
@@ -144,5 +145,6 @@ func (p *Provider) serveConsent(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.log.InfoContext(r.Context(), "consent given", "sub", sess.Subject, "client_id", c.ID, "remembered", r.PostForm.Get("remember") != "")
+	p.emitRequest(r, Event{Type: EventConsent, Outcome: OutcomeGranted, Subject: sess.Subject, ClientID: c.ID, SID: sess.SID})
 	p.finishAuthorize(w, r, req, c, sess)
 }

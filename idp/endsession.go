@@ -128,6 +128,11 @@ func (p *Provider) endSession(w http.ResponseWriter, r *http.Request, s *session
 		p.log.ErrorContext(r.Context(), "ending session", "error", err)
 	}
 	p.log.InfoContext(r.Context(), "logout", "sub", s.Subject, "client_id", clientID)
+	via := ReasonAccount
+	if clientID != "" {
+		via = ReasonRPInitiated
+	}
+	p.emitRequest(r, Event{Type: EventLogout, Reason: via, Subject: s.Subject, ClientID: clientID, SID: s.SID})
 	p.clearSession(w)
 }
 

@@ -57,6 +57,7 @@ func (p *Provider) clientCredentials(r *http.Request, c *client, t *tokenRequest
 		return nil, &Error{Code: ErrServerError, Description: "the token could not be issued", Cause: err}
 	}
 	p.log.InfoContext(r.Context(), "token issued", "client_id", c.ID, "sub", c.ID, "grant_type", "client_credentials", "scope", claims["scope"])
+	p.emitRequest(r, Event{Type: EventTokenIssued, Subject: c.ID, ClientID: c.ID, GrantType: "client_credentials"})
 	return &tokenResponse{
 		AccessToken: access,
 		TokenType:   "Bearer",
@@ -89,15 +90,18 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 	}
 	if wait > 0 {
 		p.log.WarnContext(ctx, "login throttled", "username", loggedName(username), "client_ip", ip, "client_id", c.ID)
+		p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeThrottled, Username: loggedName(username), ClientID: c.ID, GrantType: "password"})
 		return nil, oauthErr(ErrInvalidGrant, fmt.Sprintf("too many failed attempts; try again in %d s", retryAfter(wait)))
 	}
-	user := p.checkPassword(username, password)
+	user, failure := p.verifyPassword(username, password)
 	if user == nil {
 		p.log.InfoContext(ctx, "login failed", "username", loggedName(username), "client_ip", ip, "client_id", c.ID, "grant_type", "password")
+		p.emitRequest(r, Event{Type: EventLogin, Outcome: failure, Username: loggedName(username), ClientID: c.ID, GrantType: "password"})
 		return nil, oauthErr(ErrInvalidGrant, "invalid username or password")
 	}
 	p.succeeded(ctx, attempt)
 	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
+	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: c.ID, GrantType: "password"})
 	authTime := p.now().Unix()
 	var family string
 	if slices.Contains(scopes, scopeOfflineAccess) {
@@ -113,5 +117,6 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 		}
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "password", "scope", resp.Scope)
+	p.emitRequest(r, Event{Type: EventTokenIssued, Subject: user.Subject, ClientID: c.ID, GrantType: "password"})
 	return resp, nil
 }

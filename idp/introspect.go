@@ -27,8 +27,8 @@ type introspection struct {
 // clients, which may inspect their own tokens, and API resources with a
 // secret, which may inspect access tokens meant for them.
 func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
-	t := p.readBackChannel(w, r)
-	if t == nil {
+	t, oe := p.readBackChannel(w, r)
+	if oe != nil {
 		return
 	}
 	id, secret, oe := t.credentials()

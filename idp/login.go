@@ -93,14 +93,16 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	if wait > 0 {
 		p.log.WarnContext(r.Context(), "login throttled", "username", loggedName(page.Username), "client_ip", ip, "client_id", page.ClientID)
+		p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeThrottled, Username: loggedName(page.Username), ClientID: page.ClientID})
 		page.Error = "Too many failed attempts. Try again in " + waitText(retryAfter(wait)) + "."
 		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
 		p.renderLogin(w, r, http.StatusTooManyRequests, page)
 		return
 	}
-	user := p.checkPassword(page.Username, f.Get("password"))
+	user, failure := p.verifyPassword(page.Username, f.Get("password"))
 	if user == nil {
 		p.log.InfoContext(r.Context(), "login failed", "username", loggedName(page.Username), "client_ip", ip, "client_id", page.ClientID)
+		p.emitRequest(r, Event{Type: EventLogin, Outcome: failure, Username: loggedName(page.Username), ClientID: page.ClientID})
 		page.Error = "Invalid username or password."
 		p.renderLogin(w, r, http.StatusOK, page)
 		return
@@ -117,6 +119,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.log.ErrorContext(r.Context(), "writing device cookie", "error", err)
 	}
 	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", page.ClientID)
+	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: page.ClientID, SID: sess.SID})
 	if req == nil {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
 		return
@@ -130,16 +133,27 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 // comparison: neither the answer nor its time tells who exists or who is
 // disabled.
 func (p *Provider) checkPassword(username, password string) *User {
+	u, _ := p.verifyPassword(username, password)
+	return u
+}
+
+// verifyPassword is checkPassword that also tells, for the audit log only,
+// why a login failed: [OutcomeDisabled] for the right password of a
+// disabled user, else [OutcomeInvalid], an unknown username included.
+func (p *Provider) verifyPassword(username, password string) (*User, string) {
 	u := p.users[username]
 	hash := p.fakeHashFor(username)
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}
 	ok, err := p.comparer.Compare(hash, []byte(password))
-	if u == nil || err != nil || !ok || u.Disabled {
-		return nil
+	switch {
+	case u == nil || err != nil || !ok:
+		return nil, OutcomeInvalid
+	case u.Disabled:
+		return nil, OutcomeDisabled
 	}
-	return u
+	return u, OutcomeSuccess
 }
 
 // disabled says whether sub is the subject of a disabled user (not of an

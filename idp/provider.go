@@ -4,6 +4,7 @@
 package idp
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -97,6 +98,7 @@ type Provider struct {
 	bcl            *backchannel
 	trackedClients []*client // with a back-channel logout URI or LogoutRevokesRefreshTokens, by id
 	log            *slog.Logger
+	events         func(context.Context, Event)
 	now            func() time.Time
 	random         io.Reader
 	mux            *http.ServeMux
@@ -144,6 +146,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		comparer:    cfg.PasswordComparer,
 		store:       store,
 		log:         cfg.Logger,
+		events:      cfg.Events,
 		now:         cfg.Now,
 		random:      cfg.Rand,
 

@@ -111,6 +111,9 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 	if err != nil {
 		return nil, unavailable("the refresh token could not be checked", err)
 	}
+	refused := func(g refreshGrant, outcome string) {
+		p.emitRequest(r, Event{Type: EventRefresh, Outcome: outcome, Subject: g.Subject, ClientID: c.ID, SID: g.SID})
+	}
 	var g refreshGrant
 	if err := json.Unmarshal(data, &g); err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "the refresh token could not be read", Cause: err}
@@ -121,6 +124,7 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		if err := p.revokeFamily(ctx, g); err != nil {
 			p.log.ErrorContext(ctx, "revoking the family of a refresh token presented by another client", "client_id", g.ClientID, "error", err)
 		}
+		refused(g, OutcomeWrongClient)
 		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token was issued to another client", Cause: fmt.Errorf("client %q presented a refresh token of client %q", c.ID, g.ClientID)}
 	}
 	switch revoked, err := p.familyRevoked(ctx, g.Family); {
@@ -128,6 +132,7 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		// Fail closed: a revocation that cannot be read may be there.
 		return nil, unavailable("the refresh token could not be checked", err)
 	case revoked:
+		refused(g, OutcomeRevoked)
 		return nil, oauthErr(ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
 	}
 	scopes, oe := narrowScopes(g.Scopes, t.get("scope"))
@@ -144,16 +149,23 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		g.Used = now
 	}
 	var next string
+	outcome := OutcomeRotated
 	if c.RefreshTokenUsage == RefreshReuse {
-		next = token
+		next, outcome = token, OutcomeKept
 		if c.RefreshTokenExpiration == RefreshSliding || touch {
 			if _, err := p.storeRefreshToken(ctx, c, g, token); err != nil {
+				if errors.Is(err, errFamilyExpired) {
+					refused(g, OutcomeExpired)
+				}
 				return nil, refreshStoreErr(err)
 			}
 		}
 	} else {
 		e, tok, err := p.refreshEntry(c, g, "")
 		if err != nil {
+			if errors.Is(err, errFamilyExpired) {
+				refused(g, OutcomeExpired)
+			}
 			return nil, refreshStoreErr(err)
 		}
 		next = tok
@@ -184,7 +196,7 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 	if touch {
 		p.indexFamily(ctx, g, now)
 	}
-	return p.refreshResponse(r, c, g, scopes, next)
+	return p.refreshResponse(r, c, g, scopes, next, outcome)
 }
 
 // rotate replaces rot's token by its successor and the record of its use
@@ -315,12 +327,14 @@ func (p *Provider) refreshReplay(r *http.Request, c *client, t *tokenRequest, to
 	data, err := p.store.Get(ctx, usedRefreshKey(token))
 	switch {
 	case errors.Is(err, ErrNotFound):
+		p.emitRequest(r, Event{Type: EventRefresh, Outcome: OutcomeInvalid, ClientID: c.ID})
 		return nil, invalid
 	case err != nil:
 		return nil, unavailable("the refresh token could not be checked", err)
 	}
 	var g refreshGrant
 	if json.Unmarshal(data, &g) != nil {
+		p.emitRequest(r, Event{Type: EventRefresh, Outcome: OutcomeInvalid, ClientID: c.ID})
 		return nil, invalid
 	}
 	if err := p.revokeFamily(ctx, g); err != nil {
@@ -337,6 +351,7 @@ func (p *Provider) refreshReplay(r *http.Request, c *client, t *tokenRequest, to
 		}
 	}
 	p.log.WarnContext(ctx, "refresh token reused: its family and its session are revoked", "client_id", g.ClientID, "sub", g.Subject)
+	p.emitRequest(r, Event{Type: EventRefresh, Outcome: OutcomeReuseDetected, Subject: g.Subject, ClientID: c.ID, SID: g.SID})
 	return nil, invalid
 }
 
@@ -377,15 +392,16 @@ func (p *Provider) refreshGrace(r *http.Request, c *client, t *tokenRequest, tok
 	if oe != nil {
 		return nil, oe, true
 	}
-	resp, oe = p.refreshResponse(r, c, g, scopes, gr.Successor)
+	resp, oe = p.refreshResponse(r, c, g, scopes, gr.Successor, OutcomeGrace)
 	return resp, oe, true
 }
 
 // refreshResponse issues new access and ID tokens for a refresh, with the
 // login's auth_time and sid.
-func (p *Provider) refreshResponse(r *http.Request, c *client, g refreshGrant, scopes []string, next string) (*tokenResponse, *Error) {
+func (p *Provider) refreshResponse(r *http.Request, c *client, g refreshGrant, scopes []string, next, outcome string) (*tokenResponse, *Error) {
 	user := p.activeUser(g.Subject)
 	if user == nil {
+		p.emitRequest(r, Event{Type: EventRefresh, Outcome: OutcomeDisabled, Subject: g.Subject, ClientID: c.ID, SID: g.SID})
 		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists or is disabled")
 	}
 	resp, _, err := p.issueTokens(c, user, scopes, "", g.AuthTime, g.SID, g.Family)
@@ -394,6 +410,8 @@ func (p *Provider) refreshResponse(r *http.Request, c *client, g refreshGrant, s
 	}
 	resp.RefreshToken = next
 	p.log.InfoContext(r.Context(), "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "refresh_token", "scope", resp.Scope)
+	p.emitRequest(r, Event{Type: EventRefresh, Outcome: outcome, Subject: user.Subject, ClientID: c.ID, SID: g.SID})
+	p.emitRequest(r, Event{Type: EventTokenIssued, Subject: user.Subject, ClientID: c.ID, GrantType: "refresh_token", SID: g.SID})
 	return resp, nil
 }
 

@@ -12,8 +12,8 @@ import (
 // access tokens (by jti, until they expire). Unknown or foreign tokens get
 // 200 too, as §2.2 requires, so the answer tells nothing.
 func (p *Provider) serveRevocation(w http.ResponseWriter, r *http.Request) {
-	t := p.readBackChannel(w, r)
-	if t == nil {
+	t, oe := p.readBackChannel(w, r)
+	if oe != nil {
 		return
 	}
 	c, oe := p.authenticateClient(t)
@@ -46,6 +46,7 @@ func (p *Provider) serveRevocation(w http.ResponseWriter, r *http.Request) {
 			// it only tidies.
 			p.store.Delete(ctx, refreshKey(token))
 			p.log.InfoContext(ctx, "token revoked", "client_id", c.ID, "sub", g.Subject, "token_type", "refresh_token")
+			p.emitRequest(r, Event{Type: EventTokenRevoked, Subject: g.Subject, ClientID: c.ID, SID: g.SID, Reason: "refresh_token"})
 		}
 	} else if claims, err := p.verifyAccessToken(token); err == nil && claims.ClientID == c.ID {
 		ttl := time.Unix(claims.Expiry, 0).Sub(p.now())
@@ -54,6 +55,7 @@ func (p *Provider) serveRevocation(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p.log.InfoContext(ctx, "token revoked", "client_id", c.ID, "sub", claims.Subject, "token_type", "access_token")
+		p.emitRequest(r, Event{Type: EventTokenRevoked, Subject: claims.Subject, ClientID: c.ID, SID: claims.SID, Reason: "access_token"})
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)

@@ -100,33 +100,38 @@ func parseBasic(cred string) (id, secret string, err error) {
 // introspection endpoint: POST only (RFC 6749 §3.2, RFC 7009 §2.1, RFC
 // 7662 §2.1), a bounded form body. On failure it has answered and returns
 // nil.
-func (p *Provider) readBackChannel(w http.ResponseWriter, r *http.Request) *tokenRequest {
+func (p *Provider) readBackChannel(w http.ResponseWriter, r *http.Request) (*tokenRequest, *Error) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "this endpoint accepts only POST"))
-		return nil
+		oe := oauthErr(ErrInvalidRequest, "this endpoint accepts only POST")
+		writeError(w, http.StatusMethodNotAllowed, oe)
+		return nil, oe
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	t, oe := parseTokenRequest(r)
 	if oe != nil {
 		p.tokenError(w, r, oe)
-		return nil
+		return nil, oe
 	}
-	return t
+	return t, nil
 }
 
 func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
-	treq := p.readBackChannel(w, r)
-	if treq == nil {
+	treq, oe := p.readBackChannel(w, r)
+	if oe != nil {
+		p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code})
 		return
 	}
+	gt := treq.get("grant_type")
 	c, oe := p.authenticateClient(treq)
 	if oe != nil {
+		id, _, _ := treq.credentials()
+		p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: truncate(id, 100), GrantType: knownGrant(gt)})
 		p.tokenError(w, r, oe)
 		return
 	}
 	var resp *tokenResponse
-	switch gt := treq.get("grant_type"); gt {
+	switch gt {
 	case "authorization_code":
 		resp, oe = p.exchangeCode(r, c, treq)
 	case "refresh_token":
@@ -141,10 +146,22 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		oe = oauthErr(ErrUnsupportedGrantType, "unsupported grant_type")
 	}
 	if oe != nil {
+		p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: c.ID, GrantType: knownGrant(gt)})
 		p.tokenError(w, r, oe)
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// knownGrant is grant_type as an event holds it: one of the grants the
+// token endpoint knows, else empty, so that what a client sends cannot
+// make up a value.
+func knownGrant(gt string) string {
+	switch gt {
+	case "authorization_code", "refresh_token", "client_credentials", "password":
+		return gt
+	}
+	return ""
 }
 
 // tokenError writes an error of RFC 6749 §5.2, logging its cause.
@@ -309,6 +326,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 		p.recordFamily(ctx, c, g.SID, user.Subject, g.AuthTime, heldFamily{Family: family, End: now.Add(c.AbsoluteRefreshTokenLifetime).Unix()})
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "authorization_code", "scope", resp.Scope)
+	p.emitRequest(r, Event{Type: EventTokenIssued, Subject: user.Subject, ClientID: c.ID, GrantType: "authorization_code", SID: g.SID})
 	return resp, nil
 }
 
@@ -386,6 +404,7 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) e
 		}
 	}
 	p.log.WarnContext(ctx, "authorization code replayed: tokens it issued are revoked", "client_id", c.ID, "jti", u.JTI)
+	p.emitRequest(r, Event{Type: EventCodeReplay, ClientID: c.ID})
 	return nil
 }
 

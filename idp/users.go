@@ -293,29 +293,44 @@ func (p *Provider) UserFamilies(ctx context.Context, user string) ([]FamilyInfo,
 // it ended and families it revoked. On a store error, what was done stays
 // done and the call may be repeated.
 func (p *Provider) EndUserSessions(ctx context.Context, user string) (sessions, families int, err error) {
-	sub, err := p.subject(user)
+	sub, sessions, families, err := p.endUserSessions(ctx, user)
+	ev := Event{Type: EventAdmin, Outcome: ActionEndUserSessions, Subject: sub, Sessions: sessions, Families: families}
+	if sub == "" {
+		ev.Username = loggedName(user)
+	}
 	if err != nil {
-		return 0, 0, err
+		ev.Reason = err.Error()
+	}
+	p.emit(ctx, ev)
+	return sessions, families, err
+}
+
+// endUserSessions is [Provider.EndUserSessions], which it also returns
+// the subject of, without its event.
+func (p *Provider) endUserSessions(ctx context.Context, user string) (sub string, sessions, families int, err error) {
+	sub, err = p.subject(user)
+	if err != nil {
+		return "", 0, 0, err
 	}
 	ix, err := p.readUserIndex(ctx, sub)
 	if err != nil {
-		return 0, 0, err
+		return sub, 0, 0, err
 	}
 	// The families first: ending a session revokes some of them too,
 	// and they are counted here.
 	revoked, families, err := p.revokeIndexed(ctx, ix.Families, func(indexedFamily) bool { return true })
 	if err != nil {
-		return 0, families, err
+		return sub, 0, families, err
 	}
 	ended := make(map[string]bool)
 	for _, s := range ix.Sessions {
 		live, err := p.sessionLive(ctx, s.SID)
 		if err != nil {
-			return sessions, families, fmt.Errorf("idp: reading a session: %w", err)
+			return sub, sessions, families, fmt.Errorf("idp: reading a session: %w", err)
 		}
 		if live {
 			if err := p.EndSession(ctx, s.SID); err != nil {
-				return sessions, families, err
+				return sub, sessions, families, err
 			}
 			sessions++
 		}
@@ -327,7 +342,7 @@ func (p *Provider) EndUserSessions(ctx context.Context, user string) (sessions, 
 		return true
 	})
 	p.log.InfoContext(ctx, "user signed out everywhere", "sub", sub, "sessions", sessions, "families", families)
-	return sessions, families, err
+	return sub, sessions, families, err
 }
 
 // RevokeClientTokens revokes the refresh token families (and with them
@@ -337,6 +352,23 @@ func (p *Provider) EndUserSessions(ctx context.Context, user string) (sessions, 
 // stored. It returns how many families it revoked. The users' provider
 // sessions stay.
 func (p *Provider) RevokeClientTokens(ctx context.Context, clientID, user string) (int, error) {
+	n, err := p.revokeClientTokens(ctx, clientID, user)
+	ev := Event{Type: EventAdmin, Outcome: ActionRevokeClientTokens, ClientID: truncate(clientID, 100), Families: n}
+	if user != "" {
+		if sub, serr := p.subject(user); serr == nil {
+			ev.Subject = sub
+		} else {
+			ev.Username = loggedName(user)
+		}
+	}
+	if err != nil {
+		ev.Reason = err.Error()
+	}
+	p.emit(ctx, ev)
+	return n, err
+}
+
+func (p *Provider) revokeClientTokens(ctx context.Context, clientID, user string) (int, error) {
 	if p.clients[clientID] == nil {
 		return 0, ErrUnknownClient
 	}
@@ -423,7 +455,11 @@ func (p *Provider) endDisabledSessions(ctx context.Context) {
 		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 		ix, err := p.readUserIndex(sctx, sub)
 		if err == nil && (len(ix.Sessions) > 0 || len(ix.Families) > 0) {
-			_, _, err = p.EndUserSessions(sctx, sub)
+			var sessions, families int
+			_, sessions, families, err = p.endUserSessions(sctx, sub)
+			if sessions > 0 || families > 0 {
+				p.emit(ctx, Event{Type: EventLogout, Reason: ReasonUserDisabled, Subject: sub, Sessions: sessions, Families: families})
+			}
 		}
 		cancel()
 		if err != nil && ctx.Err() == nil {
