@@ -154,6 +154,30 @@ func closedWithin(t testing.TB, what string, start time.Time, read func() error)
 	t.Fatalf("%s never closed", what)
 }
 
+// expectStreamsClosed checks, in subtests, that the server closes ws and
+// events at the latest limit after start, when their session ended.
+func expectStreamsClosed(t *testing.T, ws *websocket.Conn, events *eventStream, start time.Time, limit time.Duration) {
+	t.Helper()
+	t.Run("websocket", func(t *testing.T) {
+		_ = ws.SetDeadline(start.Add(limit))
+		closedWithin(t, "WebSocket", start, func() error {
+			var msg string
+			return websocket.Message.Receive(ws, &msg)
+		})
+	})
+	t.Run("event stream", func(t *testing.T) {
+		timer := time.AfterFunc(time.Until(start.Add(limit)), func() { events.resp.Body.Close() })
+		defer timer.Stop()
+		closedWithin(t, "event stream", start, func() error {
+			_, err := events.next()
+			if err != nil && !timer.Stop() {
+				return os.ErrDeadlineExceeded // closed by us, not the server
+			}
+			return err
+		})
+	})
+}
+
 // TestGatewayConnsEndWithSession: a WebSocket and an event stream opened
 // through the gateway are closed by the server when their session signs
 // out, while another session's stream of the same user goes on.
@@ -175,24 +199,7 @@ func TestGatewayConnsEndWithSession(t *testing.T) {
 
 	// Sign-out revokes on this node at once: a second is plenty.
 	const limit = 3 * time.Second
-	t.Run("websocket", func(t *testing.T) {
-		_ = ws.SetDeadline(signedOut.Add(limit))
-		closedWithin(t, "WebSocket", signedOut, func() error {
-			var msg string
-			return websocket.Message.Receive(ws, &msg)
-		})
-	})
-	t.Run("event stream", func(t *testing.T) {
-		timer := time.AfterFunc(time.Until(signedOut.Add(limit)), func() { events.resp.Body.Close() })
-		defer timer.Stop()
-		closedWithin(t, "event stream", signedOut, func() error {
-			_, err := events.next()
-			if err != nil && !timer.Stop() {
-				return os.ErrDeadlineExceeded // closed by us, not the server
-			}
-			return err
-		})
-	})
+	expectStreamsClosed(t, ws, events, signedOut, limit)
 	t.Run("other session's stream goes on", func(t *testing.T) {
 		// Its events keep coming after the others were closed.
 		timer := time.AfterFunc(limit+5*time.Second, func() { other.resp.Body.Close() })

@@ -17,7 +17,8 @@ import (
 
 // revocationTemplate is the Caddyfile of the nodes of
 // TestGatewayRevocation: node A serves the provider and a gateway, node B
-// a gateway of the same client; they share only Redis.
+// a gateway of the same client; they share only Redis. /ws and /events go
+// to a streaming upstream.
 var revocationTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	admin {{.Admin}}
 	storage file_system {{.Storage}}
@@ -59,6 +60,8 @@ var revocationTemplate = template.Must(template.New("Caddyfile").Parse(`{
 			sign_out_id_token_hint
 			import redis
 		}
+		@streams path /ws /events
+		reverse_proxy @streams {{.Streams}}
 		respond "hello {http.auth.user.id}"
 	}
 }
@@ -95,8 +98,9 @@ func signOutWith(t *testing.T, gateway, cookie string) *http.Response {
 
 // TestGatewayRevocation: a copy of a session cookie taken before sign-out
 // is refused after it, on the node that signed out and on another node
-// that shares the Redis store; sign-out clears the site's data and ends
-// on the gateway's signed-out page.
+// that shares the Redis store; a WebSocket and an event stream open on
+// the other node are closed when the revocation reaches it; sign-out
+// clears the site's data and ends on the gateway's signed-out page.
 func TestGatewayRevocation(t *testing.T) {
 	t.Parallel()
 	redis := redistest.Start(t)
@@ -105,13 +109,14 @@ func TestGatewayRevocation(t *testing.T) {
 	for i := range gateways {
 		gateways[i] = fmt.Sprintf("http://127.0.0.1:%d", caddytest.FreePort(t))
 	}
+	streams := newStreamingUpstream(t)
 	for i, gateway := range gateways {
 		node := caddytest.New(t, secretEnv+"="+clientSecret)
 		node.WriteConfig(t, revocationTemplate, map[string]any{
 			"Admin": node.AdminAddr, "Storage": node.Storage, "Redis": redis.Addr,
 			"Provider": i == 0, "Issuer": issuer, "Gateway": gateway,
 			"GatewayA": gateways[0], "GatewayB": gateways[1],
-			"SecretEnv": secretEnv, "Hash": passwordHash,
+			"SecretEnv": secretEnv, "Hash": passwordHash, "Streams": streams,
 		})
 		if i == 0 {
 			node.Ready = []string{issuer + "/.well-known/openid-configuration"}
@@ -127,11 +132,20 @@ func TestGatewayRevocation(t *testing.T) {
 		}
 	}
 
+	// Streams on node B, which learns of the sign-out at A from Redis.
+	ws := openWebSocket(t, gateways[1], cookie)
+	events := openEvents(t, gateways[1], cookie)
+
 	out := signOutWith(t, gateways[0], cookie)
+	signedOut := time.Now()
 	if got := out.Header.Get("Clear-Site-Data"); got != `"cache"` {
 		t.Errorf("Clear-Site-Data: %q", got)
 	}
 
+	t.Run("streams closed on the other node", func(t *testing.T) {
+		// Pub/sub brings the entry at once; the bound is generous.
+		expectStreamsClosed(t, ws, events, signedOut, 5*time.Second)
+	})
 	t.Run("copy refused on the same node", func(t *testing.T) {
 		if resp, body := apiGet(t, gateways[0]+"/", cookie, api); resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("API call: %d %s, want 401", resp.StatusCode, body)
