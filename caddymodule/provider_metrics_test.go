@@ -104,7 +104,9 @@ func TestInstrumentStoreErrors(t *testing.T) {
 	f := &fakeStore{Store: idp.NewMemoryStore(time.Now)}
 	s := instrumentStore(f, "test")
 	ctx := context.Background()
-	errs := func() float64 { return testutil.ToFloat64(providerCollectors.storeErrors.WithLabelValues("test", "get")) }
+	errs := func() float64 {
+		return testutil.ToFloat64(providerCollectors.storeErrors.WithLabelValues("test", "get"))
+	}
 	gets := func() uint64 { return histogramCount(t, providerCollectors.storeDuration, "test", "get") }
 	e0, g0 := errs(), gets()
 	if _, err := s.Get(ctx, "absent"); !errors.Is(err, idp.ErrNotFound) {
