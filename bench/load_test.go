@@ -54,6 +54,9 @@ var upstreamBody = []byte("ok")
 // fourth case, plain-cookie, sends the gateway's Cookie header to a plain
 // reverse_proxy that drops it as the gateway does: the difference from
 // plain is what the cookie's bytes cost, the rest is the gateway's work.
+// A fifth, gateway-nometrics, is the gateway with its metrics off (the
+// same session cookie works there): gateway against it is what counting
+// costs.
 // Another session of alice's was signed out first, so that both
 // gateways look requests up in a revocation list that is not empty. The
 // cases take turns, round after round, so that noise from the machine
@@ -74,13 +77,16 @@ func BenchmarkProxy(b *testing.B) {
 	plain := newLoadCase("plain", s.plain+"/", nil)
 	plainCookie := newLoadCase("plain-cookie", s.noCookie+"/", http.Header{"Cookie": {cookie}})
 	gateway := newLoadCase("gateway", s.gateway+"/", http.Header{"Cookie": {cookie}})
+	gatewayNoMetrics := newLoadCase("gateway-nometrics", s.noMetric+"/", http.Header{"Cookie": {cookie}})
 	bearer := newLoadCase("bearer", s.bearer+"/", http.Header{"Authorization": {"Bearer " + token}})
-	cases := []*loadCase{plain, plainCookie, gateway, bearer}
+	cases := []*loadCase{plain, plainCookie, gateway, gatewayNoMetrics, bearer}
 	comparisons := []comparison{
 		{gateway, plain, "", targetGatewayRatio},
 		{bearer, plain, "", targetBearerRatio},
 		{plainCookie, plain, "the cookie's bytes", 0},
 		{gateway, plainCookie, "the gateway's work", 0},
+		{gatewayNoMetrics, plain, "the gateway without metrics", 0},
+		{gateway, gatewayNoMetrics, "the gateway's metrics", 0},
 	}
 
 	// Connections, the gateway's caches and both heaps warm up first.

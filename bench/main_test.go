@@ -1,9 +1,9 @@
 // Package bench_test measures what oidc_gateway costs in front of
 // reverse_proxy: one Caddy built from ./cmd/caddy serves a tiny upstream,
 // the upstream through plain reverse_proxy (also with the session's Cookie
-// header, dropped), through oidc_gateway with a session cookie, and
-// through oidc_gateway in bearer mode, and a load generator in this
-// process compares them. Run it with `make bench`; without -bench it does
+// header, dropped), through oidc_gateway with a session cookie (and again
+// with the gateway's metrics off), and through oidc_gateway in bearer
+// mode, and a load generator in this process compares them. Run it with `make bench`; without -bench it does
 // nothing.
 package bench_test
 
@@ -54,6 +54,7 @@ type server struct {
 	plain    string // reverse_proxy to upstream
 	noCookie string // reverse_proxy to upstream without the Cookie header
 	gateway  string // oidc_gateway (browser mode) + reverse_proxy
+	noMetric string // the same gateway with metrics off
 	bearer   string // oidc_gateway (bearer mode) + reverse_proxy
 	issuer   string // oidc_provider
 }
@@ -88,6 +89,17 @@ var configTemplate = template.Must(template.New("Caddyfile").Parse(`{
 		issuer {{.Issuer}}
 		client_id demo-app
 		client_secret {env.{{.SecretEnv}}}
+	}
+	reverse_proxy {{.UpstreamHost}}
+}
+
+{{.NoMetrics}} {
+	bind 127.0.0.1
+	oidc_gateway {
+		issuer {{.Issuer}}
+		client_id demo-app
+		client_secret {env.{{.SecretEnv}}}
+		metrics off
 	}
 	reverse_proxy {{.UpstreamHost}}
 }
@@ -140,6 +152,7 @@ func startServer(b *testing.B) *server {
 		plain:    url(),
 		noCookie: url(),
 		gateway:  url(),
+		noMetric: url(),
 		bearer:   url(),
 		issuer:   url(),
 	}
@@ -151,6 +164,7 @@ func startServer(b *testing.B) *server {
 		"Plain":        s.plain,
 		"NoCookie":     s.noCookie,
 		"Gateway":      s.gateway,
+		"NoMetrics":    s.noMetric,
 		"Bearer":       s.bearer,
 		"Issuer":       s.issuer,
 		"SecretEnv":    secretEnv,

@@ -182,8 +182,14 @@ type Gateway struct {
 	// upstream.
 	CORS *GatewayCORS `json:"cors,omitempty"`
 
+	// DisableMetrics stops the gateway counting into its Prometheus
+	// metrics (authgate_gateway_*, see the README's "Metrics"). Default:
+	// off, the metrics are counted and exposed wherever Caddy's are.
+	DisableMetrics bool `json:"disable_metrics,omitempty"`
+
 	logger        *zap.Logger
 	audit         *zap.Logger // the audit log (gateway_audit.go); nil: none
+	metrics       *gatewayMetrics
 	oidc          *oidcClient
 	codec         *sessionCodec
 	cache         *sessionCache
@@ -382,7 +388,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.revocations, g.revocationsKey, err = g.openRevocations(contextStorage(ctx)); err != nil {
 		return err
 	}
+	if g.metrics, err = newGatewayMetrics(ctx.GetMetricsRegistry(), !g.DisableMetrics); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	g.oidc = newOIDCClient(g.Issuer, g.logger)
+	g.oidc.http.Transport = g.metrics.transport(http.DefaultTransport)
 	return nil
 }
 
@@ -471,6 +481,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if err := checkPath(r.URL.Path, g.AllowDotSegments); err != nil {
 		// Caddy's matchers chose this route without reading the path as
 		// the upstream may: refused, whatever the route's policy.
+		g.metrics.count(outcomeBadRequest)
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	if g.acceptCookie {
@@ -480,40 +491,46 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		case g.SignInPath:
 			return g.serveSignIn(w, r)
 		case g.SignOutPath:
+			g.metrics.count(outcomeSignOut)
 			return g.serveSignOut(w, r)
 		case g.BackchannelLogoutPath:
+			g.metrics.count(outcomeBackchannelLogout)
 			return g.serveBackchannelLogout(w, r)
 		}
 	}
 
 	if isPreflight(r) {
+		g.metrics.count(outcomePreflight)
 		return g.servePreflight(w, r, next)
 	}
 	w, upstream := g.corsWriters(w, r)
 
 	var id *identity
+	o := outcomeNone
 	if g.acceptBearer {
-		var ok bool
-		id, ok = g.bearerIdentity(w, r)
-		if !ok {
+		if id, o = g.bearerIdentity(w, r); o != outcomeNone {
+			g.metrics.count(o)
 			return nil // answered
 		}
 	}
 	if id == nil && g.acceptCookie {
-		var ok bool
-		id, ok = g.cookieIdentity(w, r)
-		if !ok {
+		if id, o = g.cookieIdentity(w, r); id == nil {
+			g.metrics.count(o)
 			return nil
 		}
 	}
 	if id == nil {
-		g.unauthenticated(w, r, "")
+		g.metrics.count(g.unauthenticated(w, r, ""))
 		return nil
 	}
 	if !g.allowed(id) {
-		g.forbidden(w, r, id)
+		g.metrics.count(g.forbidden(w, r, id))
 		return nil
 	}
+	if o == outcomeNone {
+		o = outcomePassed
+	}
+	g.metrics.count(o)
 	g.forward(r, id)
 	if longLived(r) {
 		return g.serveLongLived(upstream, r, id, next)

@@ -19,17 +19,17 @@ import (
 // unauthenticated answers a request without a valid login: a browser
 // navigation goes to log in, anything else gets 401 with a JSON body that
 // carries the login URL, since a script cannot follow a cross-origin
-// redirect. bearerErr is the error code of a bad bearer token, if any.
-func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearerErr string) {
+// redirect. bearerErr is the error code of a bad bearer token, if any. It
+// returns the outcome of the answer, for the metrics.
+func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearerErr string) outcome {
 	if g.browserMode && isNavigation(r) && bearerErr == "" {
 		if g.validSignedOutState(r.URL.Query().Get("state")) {
 			// Back from signing out, at a page of ours: a new login
 			// would look as if the sign-out had failed.
 			g.writeSignedOutPage(w, r)
-			return
+			return outcomeUnauthenticated
 		}
-		g.startLogin(w, r, safeReturnURL(r.URL.RequestURI()))
-		return
+		return g.startLogin(w, r, safeReturnURL(r.URL.RequestURI()))
 	}
 	w.Header().Set("WWW-Authenticate", bearerChallenge(r, bearerErr))
 	body := map[string]string{"error": "unauthorized", "error_description": "authentication required"}
@@ -41,6 +41,7 @@ func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearer
 		body["login_url"] = requestOrigin(r) + g.SignInPath + "?rd=" + url.QueryEscape(safeReturnURL(r.URL.RequestURI()))
 	}
 	writeJSON(w, http.StatusUnauthorized, body)
+	return outcomeUnauthenticated
 }
 
 // bearerChallenge is the WWW-Authenticate value of RFC 6750 §3, with
@@ -55,7 +56,7 @@ func bearerChallenge(r *http.Request, errCode string) string {
 }
 
 // forbidden answers a logged-in user whom the allow rules refuse.
-func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, id *identity) {
+func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, id *identity) outcome {
 	who := id.email
 	if who == "" {
 		who = claimString(id.claims["preferred_username"])
@@ -72,25 +73,27 @@ func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, id *identity
 	}
 	if !isNavigation(r) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "error_description": "signed in as " + who + ", who may not access this"})
-		return
+		return outcomeForbidden
 	}
 	link := ""
 	if g.acceptCookie {
 		link = g.SignOutPath
 	}
 	writePage(w, http.StatusForbidden, "Access denied", "You are signed in as "+who+", who may not access this page.", link, "Sign out")
+	return outcomeForbidden
 }
 
 // providerDown answers when the provider cannot be reached.
-func (g *Gateway) providerDown(w http.ResponseWriter, r *http.Request, err error) {
+func (g *Gateway) providerDown(w http.ResponseWriter, r *http.Request, err error) outcome {
 	if ce := g.logger.Check(zap.ErrorLevel, "identity provider unavailable"); ce != nil {
 		ce.Write(zap.String("issuer", g.Issuer), zap.Error(err))
 	}
 	if isNavigation(r) {
 		writePage(w, http.StatusBadGateway, "Sign-in unavailable", "The identity provider cannot be reached right now. Please try again in a moment.", "", "")
-		return
+		return outcomeProviderUnreachable
 	}
 	writeJSON(w, http.StatusBadGateway, map[string]string{"error": "provider_unavailable", "error_description": "the identity provider cannot be reached"})
+	return outcomeProviderUnreachable
 }
 
 var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>

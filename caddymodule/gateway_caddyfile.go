@@ -60,6 +60,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		refresh_before <duration>
 //		introspect [<cache duration>]
 //		allow_dot_segments
+//		metrics off
 //		cors [<origin...>] {
 //			origin <origin...>
 //			methods <method...>
@@ -79,6 +80,7 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.ArgErr()
 		}
 	}
+	seenMetrics := false
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
@@ -175,6 +177,24 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			*flag = true
+		case "metrics":
+			if seenMetrics {
+				return d.Err("metrics is declared twice")
+			}
+			seenMetrics = true
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch d.Val() {
+			case "on":
+			case "off":
+				g.DisableMetrics = true
+			default:
+				return d.Errf("metrics %q: want on or off", d.Val())
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
 		case "allow":
 			args := d.RemainingArgs()
 			var rule GatewayRule

@@ -89,7 +89,7 @@ func (c *oidcClient) get() (*discovered, error) {
 }
 
 func (c *oidcClient) fetch() (*discovered, error) {
-	p, err := oidc.NewProvider(c.ctx, c.issuer)
+	p, err := oidc.NewProvider(withProviderOp(c.ctx, opDiscovery), c.issuer)
 	if err != nil {
 		return nil, fmt.Errorf("discovering %s: %w", c.issuer, err)
 	}

@@ -37,18 +37,17 @@ const (
 
 // serveSignIn starts a login that comes back to ?rd=.
 func (g *Gateway) serveSignIn(w http.ResponseWriter, r *http.Request) error {
-	g.startLogin(w, r, safeReturnURL(r.URL.Query().Get("rd")))
+	g.metrics.count(g.startLogin(w, r, safeReturnURL(r.URL.Query().Get("rd"))))
 	return nil
 }
 
 // startLogin sends the browser to the provider's authorization endpoint
 // with state, nonce and a PKCE S256 challenge, remembering them in a flow
-// cookie.
-func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo string) {
+// cookie. It returns the outcome of the answer, for the metrics.
+func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo string) outcome {
 	d, err := g.oidc.get()
 	if err != nil {
-		g.providerDown(w, r, err)
-		return
+		return g.providerDown(w, r, err)
 	}
 	f := flowState{
 		State:    randomToken(),
@@ -63,10 +62,10 @@ func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo st
 		if errors.Is(err, errSessionKeyUnavailable) {
 			w.Header().Set("Retry-After", "5")
 			writePage(w, http.StatusServiceUnavailable, "Sign-in unavailable", "The sign-in could not be started. Try again shortly.", "", "")
-			return
+			return outcomeUnavailable
 		}
 		writePage(w, http.StatusInternalServerError, "Sign-in failed", "The sign-in could not be started.", "", "")
-		return
+		return outcomeUnavailable
 	}
 	g.dropOldFlows(w, r)
 	fc := g.cookie(r, g.flowName(f.State), value, int(flowLifetime/time.Second))
@@ -76,6 +75,7 @@ func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo st
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(f.Verifier), oauth2.SetAuthURLParam("nonce", f.Nonce)}
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, conf.AuthCodeURL(f.State, opts...), http.StatusFound)
+	return outcomeLoginStarted
 }
 
 // dropOldFlows expires the oldest flow cookies so that, with the new one,
@@ -120,6 +120,8 @@ func (g *Gateway) flowName(state string) string {
 // token (signature, iss, aud, exp, nonce); then a new session replaces any
 // earlier one and the browser returns to where it was going.
 func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
+	o := outcomeLoginFailed
+	defer func() { g.metrics.count(o) }()
 	q := r.URL.Query()
 	state := q.Get("state")
 	if state == "" {
@@ -164,7 +166,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	conf := g.oauth2Config(r, d)
-	tok, err := conf.Exchange(g.oidc.ctx, code, oauth2.VerifierOption(f.Verifier))
+	tok, err := conf.Exchange(withProviderOp(g.oidc.ctx, opExchange), code, oauth2.VerifierOption(f.Verifier))
 	if err != nil {
 		g.logger.Warn("exchanging authorization code", zap.String("issuer", g.Issuer), zap.Error(redactOAuthError(err)))
 		status := http.StatusBadGateway // the provider failed
@@ -191,6 +193,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 	g.auditSession(r, zap.InfoLevel, auditSignIn, s)
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, safeReturnURL(f.Return), http.StatusFound)
+	o = outcomeLoginCompleted
 	return nil
 }
 

@@ -19,55 +19,54 @@ import (
 )
 
 // cookieIdentity returns the identity of the request's session cookie.
-// ok false means the request was answered (a login was started, or 401).
-// A tampered, expired or undecodable cookie is the same as none, and so
-// is another gateway's: one of another issuer or client_id.
-func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *identity, ok bool) {
+// A nil identity means the request was answered (a login was started, or
+// 401), with the outcome o. With an identity, o says whether its tokens
+// were refreshed (outcomeRefreshed, outcomeRefreshFailed) or not
+// (outcomeNone). A tampered, expired or undecodable cookie is the same as
+// none, and so is another gateway's: one of another issuer or client_id.
+func (g *Gateway) cookieIdentity(w http.ResponseWriter, r *http.Request) (id *identity, o outcome) {
 	raw := readSessionCookie(r, g.cookieName)
 	if raw == "" {
-		g.unauthenticated(w, r, "")
-		return nil, false
+		return nil, g.unauthenticated(w, r, "")
 	}
 	g.revocations.run()
 	now := time.Now()
 	if id := g.cache.get(raw, now); id != nil {
+		g.metrics.sessionHit.Inc()
 		if g.revocations.list.revoked(id, now.Unix()) {
-			g.revokedSession(w, r, id.subject)
-			return nil, false
+			return nil, g.revokedSession(w, r, id.subject)
 		}
-		return id, true
+		return id, outcomeNone
 	}
+	g.metrics.sessionMiss.Inc()
 	s, err := g.openSession(raw)
 	if errors.Is(err, errSessionKeyUnavailable) {
 		// The cookie may well be good: keep it, and say to come back.
 		g.logger.Error("session key unavailable", zap.Error(err))
 		w.Header().Set("Retry-After", "5")
 		writePage(w, http.StatusServiceUnavailable, "Unavailable", "The session could not be checked. Try again shortly.", "", "")
-		return nil, false
+		return nil, outcomeUnavailable
 	}
 	if err != nil {
 		if !errors.Is(err, errForeignCookie) {
 			g.clearSessionCookies(w, r)
 		}
-		g.unauthenticated(w, r, "")
-		return nil, false
+		return nil, g.unauthenticated(w, r, "")
 	}
 	if time.Since(time.Unix(s.Created, 0)) > g.lifetime {
 		g.clearSessionCookies(w, r)
-		g.unauthenticated(w, r, "")
-		return nil, false
+		return nil, g.unauthenticated(w, r, "")
 	}
 	// Before a refresh: a revoked copy must not get new tokens either.
 	if l := g.revocations.list; l.n.Load() != 0 && l.revokedSession(s.ID, g.sidKey(s), scopedKey(g.Issuer, s.Subject), s.Created, now.Unix()) {
-		g.revokedSession(w, r, s.Subject)
-		return nil, false
+		return nil, g.revokedSession(w, r, s.Subject)
 	}
 	if s.Expiry != 0 && now.Add(g.refreshBefore).After(time.Unix(s.Expiry, 0)) {
 		return g.refreshIdentity(w, r, raw, s)
 	}
 	id = g.sessionIdentity(raw, s)
 	g.cache.put(id)
-	return id, true
+	return id, outcomeNone
 }
 
 // openSession decodes a session cookie's value and checks that it is this
@@ -130,26 +129,26 @@ func (g *Gateway) sidKey(s *session) string {
 
 // revokedSession answers a request whose session was revoked: its cookies
 // go, and it is answered as one without a session.
-func (g *Gateway) revokedSession(w http.ResponseWriter, r *http.Request, sub string) {
+func (g *Gateway) revokedSession(w http.ResponseWriter, r *http.Request, sub string) outcome {
 	if ce := g.logger.Check(zap.InfoLevel, "revoked session refused"); ce != nil {
 		ce.Write(zap.String("sub", sub))
 	}
 	g.clearSessionCookies(w, r)
-	g.unauthenticated(w, r, "")
+	return g.unauthenticated(w, r, "")
 }
 
 // refreshIdentity refreshes the access token of a session near expiry.
 // Concurrent requests of the session share one refresh, and requests that
-// still carry the old cookie shortly after get the same result.
-func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw string, s *session) (*identity, bool) {
+// still carry the old cookie shortly after get the same result. Its
+// outcome is that of [Gateway.cookieIdentity].
+func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw string, s *session) (*identity, outcome) {
 	expired := !time.Now().Before(time.Unix(s.Expiry, 0))
 	if s.RefreshToken == "" {
 		if !expired {
-			return g.sessionIdentity(raw, s), true // good until it expires
+			return g.sessionIdentity(raw, s), outcomeNone // good until it expires
 		}
 		g.clearSessionCookies(w, r)
-		g.unauthenticated(w, r, "")
-		return nil, false
+		return nil, g.unauthenticated(w, r, "")
 	}
 	res := g.refresher.do(hashID(s.RefreshToken), func() refreshResult {
 		return g.refresh(s)
@@ -161,7 +160,7 @@ func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw st
 			g.logger.Error("encoding refreshed session", zap.String("sub", s.Subject), zap.Error(err))
 			g.clearSessionCookies(w, r)
 			g.unauthenticated(w, r, "")
-			return nil, false
+			return nil, outcomeRefreshFailed
 		}
 		for _, c := range g.sessionCookies(r, value) {
 			http.SetCookie(w, c)
@@ -171,22 +170,21 @@ func (g *Gateway) refreshIdentity(w http.ResponseWriter, r *http.Request, raw st
 		// Cache-Control, and no-store among them wins (RFC 9111 §5.2.2.5).
 		w.Header().Add("Cache-Control", "no-store")
 		if id := g.cache.get(value, time.Now()); id != nil {
-			return id, true
+			return id, outcomeRefreshed
 		}
 		id := g.sessionIdentity(value, ns)
 		g.cache.put(id)
-		return id, true
+		return id, outcomeRefreshed
 	case res.refused:
 		g.clearSessionCookies(w, r)
 		g.unauthenticated(w, r, "")
-		return nil, false
+		return nil, outcomeRefreshFailed
 	case !expired:
 		// The provider is unreachable but the token still works: go on,
 		// and try again on a later request.
-		return g.sessionIdentity(raw, s), true
+		return g.sessionIdentity(raw, s), outcomeRefreshFailed
 	default:
-		g.providerDown(w, r, res.err)
-		return nil, false
+		return nil, g.providerDown(w, r, res.err)
 	}
 }
 
@@ -219,31 +217,31 @@ func (g *Gateway) refresh(s *session) refreshResult {
 }
 
 // bearerIdentity returns the identity of an Authorization: Bearer JWT from
-// the issuer. With no bearer token it returns nil and ok; a bad token is
-// answered with 401 (ok false).
-func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*identity, bool) {
+// the issuer. With no bearer token it returns nil and outcomeNone; a bad
+// token is answered with 401, and its outcome returned.
+func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*identity, outcome) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return nil, true
+		return nil, outcomeNone
 	}
 	scheme, token, _ := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {
 		if g.acceptCookie {
-			return nil, true // not ours: maybe the upstream's own scheme
+			return nil, outcomeNone // not ours: maybe the upstream's own scheme
 		}
 		// RFC 6750 §3.1: no bearer token at all gets the bare challenge.
-		g.unauthenticated(w, r, "")
-		return nil, false
+		return nil, g.unauthenticated(w, r, "")
 	}
 	now := time.Now()
 	if id := g.bearerCache.get(token, now); id != nil {
-		return id, true
+		g.metrics.bearerHit.Inc()
+		return id, outcomeNone
 	}
+	g.metrics.bearerMiss.Inc()
 	d, err := g.oidc.get()
 	if err != nil {
-		g.providerDown(w, r, err)
-		return nil, false
+		return nil, g.providerDown(w, r, err)
 	}
 	idt, err := d.verifier("").Verify(g.oidc.ctx, token)
 	if err == nil && !slices.ContainsFunc(idt.Audience, func(a string) bool { return slices.Contains(g.Audience, a) }) {
@@ -259,27 +257,23 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
 			ce.Write(zap.Error(err))
 		}
-		g.unauthenticated(w, r, "invalid_token")
-		return nil, false
+		return nil, g.unauthenticated(w, r, "invalid_token")
 	}
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
-		g.unauthenticated(w, r, "invalid_token")
-		return nil, false
+		return nil, g.unauthenticated(w, r, "invalid_token")
 	}
 	id := g.bearerIdentityOf(token, idt.Subject, claims, idt.Expiry)
 	if g.Introspect {
 		active, err := g.introspect(d, token)
 		if err != nil {
-			g.providerDown(w, r, err)
-			return nil, false
+			return nil, g.providerDown(w, r, err)
 		}
 		if !active {
 			if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
 				ce.Write(zap.String("reason", "not active at introspection"), zap.String("sub", idt.Subject))
 			}
-			g.unauthenticated(w, r, "invalid_token")
-			return nil, false
+			return nil, g.unauthenticated(w, r, "invalid_token")
 		}
 		// The answer is good for a short while only: then ask again.
 		if until := now.Add(g.introspectCache); until.Before(id.expires) {
@@ -287,7 +281,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		}
 	}
 	g.bearerCache.put(id)
-	return id, true
+	return id, outcomeNone
 }
 
 // bearerIdentityOf is the identity of a verified bearer token.

@@ -15,7 +15,7 @@ func (g *Gateway) introspect(d *discovered, token string) (bool, error) {
 	if d.introspection == "" {
 		return false, errors.New("the provider advertises no introspection_endpoint")
 	}
-	resp, err := g.postForm(d.introspection, url.Values{"token": {token}, "token_type_hint": {"access_token"}})
+	resp, err := g.postForm(opIntrospect, d.introspection, url.Values{"token": {token}, "token_type_hint": {"access_token"}})
 	if err != nil {
 		return false, fmt.Errorf("introspecting token: %w", err)
 	}
@@ -34,7 +34,7 @@ func (g *Gateway) introspect(d *discovered, token string) (bool, error) {
 
 // revoke revokes a refresh token at the provider (RFC 7009 §2).
 func (g *Gateway) revoke(d *discovered, token string) error {
-	resp, err := g.postForm(d.revocation, url.Values{"token": {token}, "token_type_hint": {"refresh_token"}})
+	resp, err := g.postForm(opRevoke, d.revocation, url.Values{"token": {token}, "token_type_hint": {"refresh_token"}})
 	if err != nil {
 		return err
 	}
@@ -48,12 +48,13 @@ func (g *Gateway) revoke(d *discovered, token string) error {
 
 // postForm sends a back-channel form to the provider, authenticated as
 // this gateway's client: client_secret_basic, or for a public client its
-// client_id in the form (RFC 7009 §2.1).
-func (g *Gateway) postForm(endpoint string, form url.Values) (*http.Response, error) {
+// client_id in the form (RFC 7009 §2.1). op names the request in the
+// metrics.
+func (g *Gateway) postForm(op providerOp, endpoint string, form url.Values) (*http.Response, error) {
 	if g.PublicClient {
 		form.Set("client_id", g.ClientID)
 	}
-	req, err := http.NewRequestWithContext(g.oidc.ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(withProviderOp(g.oidc.ctx, op), http.MethodPost, endpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
 	}

@@ -157,7 +157,7 @@ func cacheTimes(cacheControl string) (gap, fresh time.Duration) {
 }
 
 func (k *keySet) fetch(ctx context.Context) (keys []jose.JSONWebKey, gap, fresh time.Duration, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	req, err := http.NewRequestWithContext(withProviderOp(ctx, opJWKS), http.MethodGet, k.url, nil)
 	if err != nil {
 		return nil, 0, 0, err
 	}

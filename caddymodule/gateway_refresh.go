@@ -113,7 +113,7 @@ func (rf *refresher) do(key string, fn func() refreshResult) refreshResult {
 func (g *Gateway) refreshTokens(d *discovered, refreshToken string) (*oauth2.Token, error) {
 	conf := g.tokenConfig(d)
 	// An expired token with a refresh token makes the source refresh now.
-	src := conf.TokenSource(g.oidc.ctx, &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
+	src := conf.TokenSource(withProviderOp(g.oidc.ctx, opRefresh), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
 	return src.Token()
 }
 

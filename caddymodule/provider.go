@@ -139,6 +139,7 @@ type Provider struct {
 	stopKeys func() // stops the key rotation (and loading)
 	logger   *zap.Logger
 	state    providerState // once provisioned, until Cleanup
+	metrics  *providerMetrics
 }
 
 // ProviderClient is a client (relying party) of a [Provider].
@@ -402,7 +403,11 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	p.state = state
 	p.logger.Debug("provider state", zap.String("issuer", p.Issuer), zap.String("store", state.where))
 	cfg.ThrottleStore = state.throttle
-	if err := p.startKeys(ctx, state.keys, state.store, cfg); err != nil {
+	if p.metrics, err = newProviderMetrics(ctx.GetMetricsRegistry(), p.Issuer); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+	store := instrumentStore(state.store, storeKind(state.where))
+	if err := p.startKeys(ctx, state.keys, store, cfg); err != nil {
 		return err
 	}
 	// For the admin API (provider_admin.go), until Cleanup.
@@ -432,7 +437,13 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 	if !pr.Owns(r) {
 		return next.ServeHTTP(w, r)
 	}
+	if p.metrics == nil {
+		pr.ServeHTTP(w, r)
+		return nil
+	}
+	start := time.Now()
 	pr.ServeHTTP(w, r)
+	p.metrics.observe(r.URL.Path, start)
 	return nil
 }
 
