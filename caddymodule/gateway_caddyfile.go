@@ -296,9 +296,10 @@ func (g *Gateway) parseAssertion(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized oidc_gateway identity_assertion option %q", opt)
 		}
-	}
-	if err := a.validate(); err != nil {
-		return d.Err(err.Error())
+		// Checked as each option is read, so that the error has its line.
+		if err := a.validate(); err != nil {
+			return d.Err(err.Error())
+		}
 	}
 	g.IdentityAssertion = a
 	return nil
