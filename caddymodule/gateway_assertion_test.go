@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/authgate/authgate/examples/assertion-verifier/verifier"
+	"github.com/authgate/authgate/internal/redistest"
 )
 
 // assertionGateway is a provisioned gateway with the identity assertion a
@@ -261,5 +263,60 @@ func TestGatewayAssertionValidate(t *testing.T) {
 				t.Errorf("got %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// redisAssertionGateway provisions a gateway with the identity assertion
+// on the Redis at addr; dial tells nodes apart (another configuration of
+// the same server, so another key ring in the pool, as on another node).
+func redisAssertionGateway(t *testing.T, addr string, dial time.Duration) *Gateway {
+	t.Helper()
+	g := &Gateway{
+		Issuer: "https://login.example.com", ClientID: "app",
+		Store:             &StateStore{Redis: &RedisStore{Addresses: []string{addr}, KeyPrefix: "gw:", DialTimeout: caddy.Duration(dial)}},
+		IdentityAssertion: &GatewayAssertion{},
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := g.Provision(ctx); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	t.Cleanup(func() { _ = g.Cleanup() })
+	return g
+}
+
+// TestGatewayAssertionRedisKeys: gateways of two nodes that share only
+// Redis sign with the same key ring, made once there.
+func TestGatewayAssertionRedisKeys(t *testing.T) {
+	srv := redistest.Start(t)
+	a := redisAssertionGateway(t, srv.Addr, 200*time.Millisecond)
+	b := redisAssertionGateway(t, srv.Addr, 300*time.Millisecond)
+	if a.assertion.keys == b.assertion.keys {
+		t.Fatal("the two nodes share a key ring in memory; the test needs one each")
+	}
+	ka, err := a.assertion.keys.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := b.assertion.keys.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(ka.jwks) != string(kb.jwks) {
+		t.Errorf("node A publishes %s, node B %s", ka.jwks, kb.jwks)
+	}
+}
+
+// TestGatewayAssertionRedisDown: Provision needs no Redis; without it the
+// JWKS and protected requests get 503, not a request without assertion.
+func TestGatewayAssertionRedisDown(t *testing.T) {
+	g := redisAssertionGateway(t, closedAddr(t), 200*time.Millisecond)
+	_, w := through(t, g, httptest.NewRequest(http.MethodGet, "http://app.example"+AssertionJWKSPath, nil))
+	if w.Code != http.StatusServiceUnavailable {
+		t.Errorf("JWKS: status %d, want 503", w.Code)
+	}
+	id := g.newIdentity("alice", map[string]any{})
+	if _, err := g.assertion.assertionFor(httptest.NewRequest(http.MethodGet, "http://app.example/", nil), id, time.Now()); !errors.Is(err, errAssertionKeysUnavailable) {
+		t.Errorf("assertion: %v, want errAssertionKeysUnavailable", err)
 	}
 }
