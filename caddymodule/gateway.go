@@ -37,13 +37,19 @@ func init() {
 // separated), every header of the headers map, and Authorization when
 // pass_access_token is on.
 //
+// With IdentityAssertion, the upstream also gets a JWT that the gateway
+// signs, in X-Authgate-Assertion (see GatewayAssertion); that header is
+// deleted from every incoming request, whether the assertion is on or not.
+//
 // Placeholders set: {http.auth.user.id} (sub), {http.auth.user.email},
 // {http.auth.user.claim.<name>} for any claim of the ID token (lists
 // joined by commas).
 //
 // Paths it owns: redirect_path (the callback), sign_in_path (starts a login;
 // ?rd= is where to return), sign_out_path (a page whose button signs
-// out) and backchannel_logout_path (where the provider ends sessions). It answers CORS preflights itself (see GatewayCORS) and refuses
+// out), backchannel_logout_path (where the provider ends sessions) and,
+// with IdentityAssertion, /.well-known/authgate/jwks.json (the keys that
+// verify the assertion). It answers CORS preflights itself (see GatewayCORS) and refuses
 // paths with dot segments (see AllowDotSegments).
 type Gateway struct {
 	// Issuer is the OpenID provider's issuer URL. Required. Discovery is
@@ -187,6 +193,10 @@ type Gateway struct {
 	// off, the metrics are counted and exposed wherever Caddy's are.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
+	// IdentityAssertion, when set, sends the upstream a signed JWT of the
+	// user's identity, and serves its keys. Default: none.
+	IdentityAssertion *GatewayAssertion `json:"identity_assertion,omitempty"`
+
 	logger        *zap.Logger
 	audit         *zap.Logger // the audit log (gateway_audit.go); nil: none
 	metrics       *gatewayMetrics
@@ -195,7 +205,8 @@ type Gateway struct {
 	cache         *sessionCache
 	bearerCache   *sessionCache
 	refresher     *refresher
-	cors          *corsPolicy // nil: no origin allowed
+	cors          *corsPolicy      // nil: no origin allowed
+	assertion     *assertionSigner // nil: no identity assertion
 	strip         headerStripper
 	cookieName    string
 	flowPrefix    string
@@ -375,6 +386,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	} else if g.codec, err = newSessionCodec(secrets, g.Issuer, g.ClientID, g.lifetime); err != nil {
 		return err
 	}
+	if err := g.provisionAssertion(ctx); err != nil {
+		return err
+	}
 	g.strip = newHeaderStripper(g.identityHeaderNames())
 	g.cache = newSessionCache(4096)
 	g.bearerCache = newSessionCache(4096)
@@ -441,6 +455,11 @@ func (g *Gateway) Validate() error {
 			return fmt.Errorf("oidc_gateway: %w", err)
 		}
 	}
+	if g.IdentityAssertion != nil {
+		if err := g.IdentityAssertion.validate(); err != nil {
+			return fmt.Errorf("oidc_gateway: %w", err)
+		}
+	}
 	for i, r := range g.Allow {
 		n := 0
 		for _, set := range []bool{r.Email != "", r.Group != "", r.Claim != ""} {
@@ -499,6 +518,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
+	if g.assertion != nil && r.URL.Path == AssertionJWKSPath {
+		return g.assertion.serveJWKS(w, r)
+	}
+
 	if isPreflight(r) {
 		g.metrics.count(outcomePreflight)
 		return g.servePreflight(w, r, next)
@@ -530,8 +553,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if o == outcomeNone {
 		o = outcomePassed
 	}
+	assertion := ""
+	if g.assertion != nil {
+		var err error
+		if assertion, err = g.assertion.assertionFor(r, id, time.Now()); err != nil {
+			g.metrics.count(outcomeUnavailable)
+			w.Header().Set("Retry-After", "5")
+			return caddyhttp.Error(http.StatusServiceUnavailable, err)
+		}
+	}
 	g.metrics.count(o)
-	g.forward(r, id)
+	g.forward(r, id, assertion)
 	if longLived(r) {
 		return g.serveLongLived(upstream, r, id, next)
 	}
@@ -551,6 +583,7 @@ func (g *Gateway) Cleanup() error {
 		errs = append(errs, err)
 		g.revocationsKey = ""
 	}
+	errs = append(errs, g.cleanupAssertion())
 	if g.redisKey != "" {
 		_, err := redisPool.Delete(g.redisKey)
 		errs = append(errs, err)

@@ -17,13 +17,20 @@ import (
 // benchGateway is a provisioned gateway and a session cookie for it whose
 // claims and tokens are the size of a real login's.
 func benchGateway(b testing.TB) (*Gateway, string) {
+	return benchGatewayWith(b, nil)
+}
+
+// benchGatewayWith is benchGateway with the identity assertion a (nil:
+// off).
+func benchGatewayWith(b testing.TB, a *GatewayAssertion) (*Gateway, string) {
 	b.Helper()
-	g := &Gateway{Issuer: "http://127.0.0.1:1", ClientID: "demo-app", SessionKeys: []string{"bench-session-key-0123456789"}, Headers: map[string]string{"X-User-Name": "name"}}
+	g := &Gateway{Issuer: "http://127.0.0.1:1", ClientID: "demo-app", SessionKeys: []string{"bench-session-key-0123456789"}, Headers: map[string]string{"X-User-Name": "name"}, IdentityAssertion: a}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	b.Cleanup(cancel)
 	if err := g.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() { _ = g.Cleanup() })
 	g.logger = zap.NewNop()
 	s := &session{
 		ID: randomToken(), Subject: "fe4e5196-a8d0-a711-a5f0-373d373cec91",
@@ -43,15 +50,23 @@ func benchGateway(b testing.TB) (*Gateway, string) {
 // BenchmarkGatewaySession is the per-request path with a valid session:
 // cookie lookup, checks, header stripping and setting, placeholders. The
 // "cold" case decodes the cookie each time (the cost the cache avoids).
+// The "assertion" cases add the identity assertion (ES256): the cached
+// path reuses the session's assertion, the cold one signs every time.
 func BenchmarkGatewaySession(b *testing.B) {
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
-	for _, cold := range []bool{false, true} {
-		name := "cached"
-		if cold {
-			name = "cold"
-		}
-		b.Run(name, func(b *testing.B) {
-			g, value := benchGateway(b)
+	for _, c := range []struct {
+		name      string
+		cold      bool
+		assertion *GatewayAssertion
+	}{
+		{"cached", false, nil},
+		{"cold", true, nil},
+		{"cached_assertion", false, &GatewayAssertion{}},
+		{"cold_assertion", true, &GatewayAssertion{}},
+	} {
+		cold := c.cold
+		b.Run(c.name, func(b *testing.B) {
+			g, value := benchGatewayWith(b, c.assertion)
 			req := httptest.NewRequest(http.MethodGet, "/headers", nil)
 			req.Header.Set("Accept", "text/html")
 			req.Header.Set("User-Agent", "bench")
@@ -69,6 +84,9 @@ func BenchmarkGatewaySession(b *testing.B) {
 				}
 				if r.Header.Get("X-Auth-Request-User") != "fe4e5196-a8d0-a711-a5f0-373d373cec91" {
 					b.Fatalf("identity not set: %v (status %d)", r.Header, w.Code)
+				}
+				if (c.assertion != nil) != (r.Header.Get("X-Authgate-Assertion") != "") {
+					b.Fatalf("assertion header %q with the assertion %v", r.Header.Get("X-Authgate-Assertion"), c.assertion != nil)
 				}
 			}
 		})

@@ -69,9 +69,17 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //			credentials
 //			preflight answer|forward
 //		}
+//		identity_assertion {
+//			header <name>          (default X-Authgate-Assertion)
+//			issuer <url>           (default: the site's origin)
+//			audience <aud>         (default: the issuer)
+//			lifetime <duration>    (default 60s, at most 10m)
+//			alg ES256|RS256        (default ES256)
+//		}
 //	}
 //
 // session_key, header and allow may be repeated, and so may cors origin.
+// identity_assertion without a block takes every default.
 func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -227,6 +235,16 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := g.parseCORS(d); err != nil {
 				return err
 			}
+		case "identity_assertion":
+			if g.IdentityAssertion != nil {
+				return d.Err("identity_assertion is declared twice")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if err := g.parseAssertion(d); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized oidc_gateway option %q", opt)
 		}
@@ -277,6 +295,38 @@ func (g *Gateway) parseCookie(d *caddyfile.Dispenser) error {
 			return d.Errf("unrecognized oidc_gateway cookie option %q", opt)
 		}
 	}
+	return nil
+}
+
+func (g *Gateway) parseAssertion(d *caddyfile.Dispenser) error {
+	a := new(GatewayAssertion)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "header", "issuer", "audience", "alg":
+			dst := map[string]*string{"header": &a.Header, "issuer": &a.Issuer, "audience": &a.Audience, "alg": &a.Alg}[opt]
+			if *dst != "" {
+				return d.Errf("identity_assertion %s is declared twice", opt)
+			}
+			if err := parseOnce(d, dst); err != nil {
+				return err
+			}
+		case "lifetime":
+			if a.Lifetime != 0 {
+				return d.Err("identity_assertion lifetime is declared twice")
+			}
+			if err := parseDuration(d, &a.Lifetime); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized oidc_gateway identity_assertion option %q", opt)
+		}
+		// Checked as each option is read, so that the error has its line.
+		if err := a.validate(); err != nil {
+			return d.Err(err.Error())
+		}
+	}
+	g.IdentityAssertion = a
 	return nil
 }
 

@@ -469,16 +469,21 @@ func claimHas(v any, want string) bool {
 }
 
 // forward prepares the request for the next handler: client-sent identity
-// headers and the gateway's cookies go, our headers and placeholders come.
-func (g *Gateway) forward(r *http.Request, id *identity) {
+// headers and the gateway's cookies go, our headers and placeholders come,
+// and the identity assertion if there is one.
+func (g *Gateway) forward(r *http.Request, id *identity, assertion string) {
 	g.strip.strip(r.Header)
 	// One array for every value, copied per request: handlers after this
 	// one may edit a header's values in place (header_up's replacements
 	// do), which must not reach the cached identity.
-	vals := make([]string, len(id.headers))
+	vals := make([]string, len(id.headers), len(id.headers)+1)
 	for i, h := range id.headers {
 		vals[i] = h.value
 		r.Header[h.name] = vals[i : i+1 : i+1]
+	}
+	if assertion != "" {
+		vals = append(vals, assertion)
+		r.Header[g.assertion.header] = vals[len(vals)-1:]
 	}
 	if g.PassAccessToken && id.token != "" {
 		r.Header.Set("Authorization", "Bearer "+id.token)
@@ -569,7 +574,12 @@ func (g *Gateway) isOwnCookie(pair string) bool {
 
 // identityHeaderNames lists every header the gateway controls.
 func (g *Gateway) identityHeaderNames() []string {
-	names := []string{"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username", "X-Auth-Request-Groups"}
+	// The assertion's header goes whether the assertion is on or not: an
+	// upstream that checks it must never see one a client made up.
+	names := []string{"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username", "X-Auth-Request-Groups", defaultAssertionHeader}
+	if g.assertion != nil && g.assertion.header != defaultAssertionHeader {
+		names = append(names, g.assertion.header)
+	}
 	for h := range g.Headers {
 		names = append(names, h)
 	}

@@ -420,6 +420,10 @@ type identity struct {
 	// keeps them, and the provider of http.auth.user.claim.*.
 	subjectValue, emailValue any
 	placeholders             caddy.ReplacerFunc
+
+	// The identity assertion last made for it, reused while it has more
+	// than half its lifetime left (see assertionSigner.assertionFor).
+	assertion atomic.Pointer[signedAssertion]
 }
 
 type headerValue struct {
