@@ -208,11 +208,13 @@ func (g *Gateway) validateLogoutToken(ctx context.Context, raw string, now time.
 	case iat.Before(now.Add(-logoutTokenMaxAge)):
 		return nil, errors.New("the logout token is too old (iat)")
 	}
-	if _, present := c["exp"]; present {
-		exp, ok := claimTime(c, "exp")
-		if !ok || !now.Before(exp.Add(logoutTokenLeeway)) {
-			return nil, errors.New("the logout token has expired")
-		}
+	// §2.4 makes exp REQUIRED (drafts before the final 1.0 had none; a
+	// provider still on one is refused, as the spec says).
+	switch exp, ok := claimTime(c, "exp"); {
+	case !ok:
+		return nil, errors.New("the logout token has no exp")
+	case !now.Before(exp.Add(logoutTokenLeeway)):
+		return nil, errors.New("the logout token has expired")
 	}
 	// §2.6: sub, sid or both.
 	lt := &logoutToken{iat: iat}

@@ -121,6 +121,7 @@ func TestGatewayBackchannelLogout(t *testing.T) {
 			c["exp"] = time.Now().Add(time.Hour).Unix()
 		}))},
 		{name: "no iat", token: forgeTyped(t, "logout+jwt", edit(func(c map[string]any) { delete(c, "iat") }))},
+		{name: "no exp", token: forgeTyped(t, "logout+jwt", edit(func(c map[string]any) { delete(c, "exp") }))},
 		{name: "expired", token: forgeTyped(t, "logout+jwt", edit(func(c map[string]any) { c["exp"] = time.Now().Add(-5 * time.Minute).Unix() }))},
 		{name: "no jti", token: forgeTyped(t, "logout+jwt", edit(func(c map[string]any) { delete(c, "jti") }))},
 		{name: "an ID token's typ", token: forgeTyped(t, "JWT", logoutClaimsFor(op, "sid-bad", "sub-bad"))},

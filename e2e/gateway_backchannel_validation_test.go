@@ -248,6 +248,7 @@ func TestGatewayBackchannelValidation(t *testing.T) {
 		{"iat too old", sign(with(map[string]any{"iat": now.Add(-time.Hour).Unix()}))},
 		{"no iat", sign(with(nil, "iat"))},
 		{"expired", sign(with(map[string]any{"iat": now.Add(-4 * time.Minute).Unix(), "exp": now.Add(-2 * time.Minute).Unix()}))},
+		{"no exp", sign(with(nil, "exp"))},
 		{"no jti", sign(with(nil, "jti"))},
 		{"typ JWT", signJWT(t, key, jose.RS256, "JWT", claims(victim))},
 		// The provider's own access token, signed with its key and
