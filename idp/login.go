@@ -53,7 +53,7 @@ func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
 		page.Username = req.LoginHint
 		page.ClientID = req.ClientID
 	} else if s := p.readSession(r); s != nil {
-		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.subjects[s.Subject].Username), true)
+		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.username(s.Subject)), true)
 		return
 	}
 	p.renderLogin(w, r, http.StatusOK, page)
@@ -130,8 +130,9 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 // comparison: neither the answer nor its time tells who exists or who is
 // disabled.
 func (p *Provider) checkPassword(username, password string) *User {
-	u := p.users[username]
-	hash := p.fakeHashFor(username)
+	us := p.users()
+	u := us.byName[username]
+	hash := p.fakeHashFor(us, username)
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}
@@ -145,7 +146,7 @@ func (p *Provider) checkPassword(username, password string) *User {
 // disabled says whether sub is the subject of a disabled user (not of an
 // enabled one, nor of a client's own client_credentials token).
 func (p *Provider) disabled(sub string) bool {
-	u := p.subjects[sub]
+	u := p.users().bySubject[sub]
 	return u != nil && u.Disabled
 }
 
@@ -153,7 +154,7 @@ func (p *Provider) disabled(sub string) bool {
 // the user is disabled: what was issued to a user no longer serves once
 // the user is disabled.
 func (p *Provider) activeUser(sub string) *User {
-	if u := p.subjects[sub]; u != nil && !u.Disabled {
+	if u := p.users().bySubject[sub]; u != nil && !u.Disabled {
 		return u
 	}
 	return nil
