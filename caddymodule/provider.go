@@ -145,8 +145,8 @@ type Provider struct {
 	// what the provisioning read of it.
 	stopUsersFile func()
 	usersSeen     fileIdentity
-	logger   *zap.Logger
-	state    providerState // once provisioned, until Cleanup
+	logger        *zap.Logger
+	state         providerState // once provisioned, until Cleanup
 }
 
 // ProviderClient is a client (relying party) of a [Provider].
