@@ -141,12 +141,13 @@ type Provider struct {
 
 	provider *liveProvider
 	stopKeys func() // stops the key rotation (and loading)
+	logger   *zap.Logger
+	state    providerState // once provisioned, until Cleanup
+
 	// stopUsersFile stops the polling of the users file; usersSeen is
 	// what the provisioning read of it.
 	stopUsersFile func()
 	usersSeen     fileIdentity
-	logger        *zap.Logger
-	state         providerState // once provisioned, until Cleanup
 }
 
 // ProviderClient is a client (relying party) of a [Provider].
