@@ -281,8 +281,9 @@ type ProviderUser struct {
 	// Disabled keeps the user from signing in: a login fails as with a
 	// wrong password, and the user's single sign-on session and refresh
 	// tokens stop working. When the configuration loads (start or
-	// reload), every session of a disabled user is ended, and the
-	// clients with a back-channel logout URI are told. Default: false.
+	// reload), or the users file disables the user, every session of the
+	// user is ended, and the clients with a back-channel logout URI are
+	// told. Default: false.
 	Disabled bool `json:"disabled,omitempty"`
 }
 
