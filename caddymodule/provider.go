@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,7 +8,6 @@ import (
 	"net/url"
 	"os"
 	"reflect"
-	"slices"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -68,8 +65,15 @@ type Provider struct {
 	Users []ProviderUser `json:"users,omitempty"`
 
 	// UsersFile is the path of a JSON file holding more users: an array of
-	// objects of the same shape as Users. It is read when the config loads.
+	// objects of the same shape as Users, as `caddy authgate user` writes
+	// it. It is read when the config loads, and again whenever it changes
+	// (see UsersFilePoll).
 	UsersFile string `json:"users_file,omitempty"`
+
+	// UsersFilePoll is how often the users file is looked at for changes
+	// (its size, modification time and content), at least 100ms; a
+	// negative value reads it only when the config loads. Default: 5s.
+	UsersFilePoll caddy.Duration `json:"users_file_poll,omitempty"`
 
 	// APIScopes are scopes, besides OpenID Connect's identity scopes
 	// (openid, profile, email, address, phone), that clients may request
@@ -140,6 +144,11 @@ type Provider struct {
 	logger   *zap.Logger
 	state    providerState // once provisioned, until Cleanup
 	metrics  *providerMetrics
+
+	// stopUsersFile stops the polling of the users file; usersSeen is
+	// what the provisioning read of it.
+	stopUsersFile func()
+	usersSeen     fileIdentity
 }
 
 // ProviderClient is a client (relying party) of a [Provider].
@@ -273,8 +282,9 @@ type ProviderUser struct {
 	// Disabled keeps the user from signing in: a login fails as with a
 	// wrong password, and the user's single sign-on session and refresh
 	// tokens stop working. When the configuration loads (start or
-	// reload), every session of a disabled user is ended, and the
-	// clients with a back-channel logout URI are told. Default: false.
+	// reload), or the users file disables the user, every session of the
+	// user is ended, and the clients with a back-channel logout URI are
+	// told. Default: false.
 	Disabled bool `json:"disabled,omitempty"`
 }
 
@@ -412,6 +422,7 @@ func (p *Provider) Provision(ctx caddy.Context) error {
 	}
 	// For the admin API (provider_admin.go), until Cleanup.
 	registerProvider(p.Issuer, p.provider)
+	p.watchUsersFile(p.usersSeen)
 	return nil
 }
 
@@ -452,6 +463,10 @@ func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyh
 func (p *Provider) Cleanup() error {
 	if p.provider != nil {
 		unregisterProvider(p.Issuer, p.provider)
+	}
+	if p.stopUsersFile != nil {
+		p.stopUsersFile()
+		p.stopUsersFile = nil
 	}
 	if p.stopKeys != nil {
 		p.stopKeys()
@@ -520,23 +535,21 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		cfg.APIResources = append(cfg.APIResources, res)
 	}
 
-	users := p.Users
+	var usersData []byte
 	if p.UsersFile != "" {
-		more, err := readUsersFile(p.UsersFile)
-		if err != nil {
+		if _, err := p.usersFilePoll(); err != nil {
+			return idp.Config{}, err
+		}
+		if usersData, p.usersSeen, err = readUsersFile(p.UsersFile); err != nil {
 			return idp.Config{}, fmt.Errorf("users_file %q: %w", p.UsersFile, err)
 		}
-		users = slices.Concat(users, more)
 	}
-	for _, u := range users {
-		hash := repl.ReplaceAll(u.PasswordHash, "")
-		if hash == "" {
-			return idp.Config{}, fmt.Errorf("user %q: password_hash is required", u.Username)
+	if cfg.Users, err = p.users(usersData); err != nil {
+		var fe *usersFileError
+		if errors.As(err, &fe) {
+			return idp.Config{}, fmt.Errorf("users_file %q: %w", p.UsersFile, err)
 		}
-		if err := checkPasswordHash(hash); err != nil {
-			return idp.Config{}, fmt.Errorf("user %q: password_hash: %w", u.Username, err)
-		}
-		cfg.Users = append(cfg.Users, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled})
+		return idp.Config{}, err
 	}
 
 	for _, c := range p.Clients {
@@ -614,22 +627,6 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		}
 	}
 	return ic, nil
-}
-
-// readUsersFile reads a JSON array of users. Unknown fields are errors,
-// so that a misspelt "password_hash" is not a user without a password.
-func readUsersFile(filename string) ([]ProviderUser, error) {
-	data, err := os.ReadFile(filename)
-	if err != nil {
-		return nil, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var users []ProviderUser
-	if err := dec.Decode(&users); err != nil {
-		return nil, fmt.Errorf("decoding: %w", err)
-	}
-	return users, nil
 }
 
 // clientIP is the address failed logins are throttled by: Caddy's client

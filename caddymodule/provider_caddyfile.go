@@ -69,7 +69,9 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			claim <name> <value>
 //			disabled
 //		}
-//		users_file <path>
+//		users_file <path> {
+//			poll <interval>|off
+//		}
 //		api_scope <scope...>
 //		api_resource <name> <scope...> {
 //			secret <plaintext or {env.X}>
@@ -162,6 +164,29 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "users_file":
 			if err := parseOnce(d, &p.UsersFile); err != nil {
 				return err
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				switch d.Val() {
+				case "poll":
+					if p.UsersFilePoll != 0 {
+						return d.Err("users_file poll is declared twice")
+					}
+					args := d.RemainingArgs()
+					if len(args) != 1 {
+						return d.ArgErr()
+					}
+					if args[0] == "off" {
+						p.UsersFilePoll = -1
+						continue
+					}
+					v, err := caddy.ParseDuration(args[0])
+					if err != nil || v <= 0 {
+						return d.Errf("users_file poll %q: want a positive duration or off", args[0])
+					}
+					p.UsersFilePoll = caddy.Duration(v)
+				default:
+					return d.Errf("unrecognized users_file option %q", d.Val())
+				}
 			}
 
 		case "api_scope":

@@ -355,7 +355,12 @@ func TestProvisionErrors(t *testing.T) {
 			p.Clients[0].Secret, p.Clients[0].SecretHash = "", "s3cret-value"
 		}, `client "app": secret_hash: not a bcrypt or argon2id hash`},
 		{"secret from unset variable", func(p *Provider) { p.Clients[0].Secret = "{env.AUTHGATE_TEST_UNSET}" }, `client "app": secret is empty`},
-		{"misspelt users file", func(p *Provider) { p.UsersFile = misspelt }, `users_file "` + misspelt + `": decoding: json: unknown field "password"`},
+		{"misspelt users file", func(p *Provider) { p.UsersFile = misspelt }, `users_file "` + misspelt + `": line 1, column 22: unknown field "password"`},
+		{"users file user also configured", func(p *Provider) {
+			p.UsersFile = write("dup.json", "[\n  {\"username\": \"alice\", \"password_hash\": \""+testBcryptHash+"\"}\n]")
+		},
+			`users_file "` + filepath.Join(dir, "dup.json") + `": line 2, column 3: user "alice" is declared twice (also in the configuration)`},
+		{"users file poll too short", func(p *Provider) { p.UsersFile, p.UsersFilePoll = misspelt, caddy.Duration(time.Millisecond) }, "users_file poll 1ms: want at least 100ms"},
 		{"missing users file", func(p *Provider) { p.UsersFile = filepath.Join(dir, "none.json") }, "users_file"},
 		{"signing key not PEM", func(p *Provider) { p.SigningKeys = []string{notPEM} }, `signing_key "` + notPEM + `": no PEM private key found`},
 		{"templates not a directory", func(p *Provider) { p.Templates = notPEM }, "is not a directory"},

@@ -132,9 +132,11 @@ type backchannel struct {
 	mu    sync.Mutex
 	local map[string]int64 // deliveries this process queued: id -> deadline
 	busy  map[string]bool  // deliveries being attempted here
-	stop  context.CancelFunc
-	done  chan struct{}
-	wg    sync.WaitGroup
+	// ending are the subjects whose sessions SetUsers asked to end.
+	ending map[string]bool
+	stop   context.CancelFunc
+	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func newBackchannel(cfg BackchannelConfig) (*backchannel, error) {
@@ -149,6 +151,7 @@ func newBackchannel(cfg BackchannelConfig) (*backchannel, error) {
 		wake:       make(chan struct{}, 1),
 		local:      make(map[string]int64),
 		busy:       make(map[string]bool),
+		ending:     make(map[string]bool),
 	}
 	c := http.Client{Timeout: DefaultBackchannelTimeout}
 	if cfg.Client != nil {
@@ -473,6 +476,7 @@ func (p *Provider) deliverLoop(ctx context.Context, done chan struct{}) {
 			first = false
 			p.endDisabledSessions(ctx)
 		}
+		p.endQueued(ctx)
 		t.Reset(p.deliverDue(ctx))
 	}
 }

@@ -82,7 +82,7 @@ func BenchmarkCodeExchange(b *testing.B) {
 			}
 			exchange := time.Since(start)
 			b.StopTimer()
-			c, u := p.clients["app"], p.subjects[DeriveSubject("alice")]
+			c, u := p.clients["app"], p.users().bySubject[DeriveSubject("alice")]
 			start = time.Now()
 			for range b.N {
 				if _, _, err := p.issueTokens(c, u, grant.Scopes, grant.Nonce, grant.AuthTime, grant.SID, ""); err != nil {

@@ -108,7 +108,7 @@ func (p *Provider) confirmLogout(w http.ResponseWriter, r *http.Request) {
 			// done: only the provider's session stays.
 			p.redirectAfterLogout(w, r, &lr)
 		case s != nil:
-			p.renderMessage(w, r, http.StatusOK, "Signed in", "You are still signed in as "+p.subjects[s.Subject].Username+".", true)
+			p.renderMessage(w, r, http.StatusOK, "Signed in", "You are still signed in as "+p.username(s.Subject)+".", true)
 		default:
 			p.renderMessage(w, r, http.StatusOK, "Signed out", "You are signed out.", false)
 		}

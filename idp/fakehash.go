@@ -20,61 +20,68 @@ type fakeHash struct {
 	users int
 }
 
-// setFakeHashes makes a fake hash for each cost among the users' hashes,
-// so that checking the password of an unknown username costs what it
-// costs for some real user. secret keys the choice among them.
-func (p *Provider) setFakeHashes(secret []byte) error {
+// setFakeKey derives from secret the key that picks a fake hash for an
+// unknown username.
+func (p *Provider) setFakeKey(secret []byte) {
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte("authgate unknown username"))
 	p.fakeKey = mac.Sum(nil)
+}
 
+// fakeHashes makes a fake hash for each cost among the users' hashes, so
+// that checking the password of an unknown username costs what it costs
+// for some real user. A cost that prev has a fake for takes that one,
+// rather than a new hash: a change of users costs no hashing for the
+// costs it keeps.
+func (p *Provider) fakeHashes(users map[string]*User, prev []fakeHash) ([]fakeHash, error) {
 	f, ok := p.comparer.(FakeHasher)
-	if !ok || len(p.users) == 0 {
-		p.fakes = []fakeHash{{hash: defaultFakeHash, users: 1}}
-		return nil
+	if !ok || len(users) == 0 {
+		return []fakeHash{{hash: defaultFakeHash, users: 1}}, nil
 	}
 	byCost := make(map[string]*fakeHash)
-	for _, u := range p.users {
+	for _, u := range users {
 		cost, err := f.HashCost([]byte(u.PasswordHash))
 		if err != nil {
-			return fmt.Errorf("idp: user %q: password hash: %w", u.Username, err)
+			return nil, fmt.Errorf("idp: user %q: password hash: %w", u.Username, err)
 		}
 		if fh := byCost[cost]; fh != nil {
 			fh.users++
 			continue
 		}
-		hash, err := f.FakeHash([]byte(u.PasswordHash))
-		if err != nil {
-			return fmt.Errorf("idp: making a hash of %s: %w", cost, err)
+		var hash []byte
+		if i := slices.IndexFunc(prev, func(fh fakeHash) bool { return fh.cost == cost }); i >= 0 {
+			hash = prev[i].hash
+		} else if hash, err = f.FakeHash([]byte(u.PasswordHash)); err != nil {
+			return nil, fmt.Errorf("idp: making a hash of %s: %w", cost, err)
 		}
 		byCost[cost] = &fakeHash{cost: cost, hash: hash, users: 1}
 	}
-	p.fakes = p.fakes[:0]
+	fakes := make([]fakeHash, 0, len(byCost))
 	for _, fh := range byCost {
-		p.fakes = append(p.fakes, *fh)
+		fakes = append(fakes, *fh)
 	}
 	// The order must not depend on map iteration, so that a name picks the
 	// same cost on every start and every node.
-	slices.SortFunc(p.fakes, func(a, b fakeHash) int { return strings.Compare(a.cost, b.cost) })
-	return nil
+	slices.SortFunc(fakes, func(a, b fakeHash) int { return strings.Compare(a.cost, b.cost) })
+	return fakes, nil
 }
 
 // fakeHashFor returns the fake hash to check the password of the unknown
 // username against: a keyed hash of the name picks a cost, each with the
 // weight of its users, so that the name looks like one of them, always
 // the same one, and which cost it got tells nothing without the key.
-func (p *Provider) fakeHashFor(username string) []byte {
-	if len(p.fakes) == 1 {
-		return p.fakes[0].hash
+func (p *Provider) fakeHashFor(us *userSet, username string) []byte {
+	if len(us.fakes) == 1 {
+		return us.fakes[0].hash
 	}
 	mac := hmac.New(sha256.New, p.fakeKey)
 	mac.Write([]byte(username))
-	n := binary.BigEndian.Uint64(mac.Sum(nil)) % uint64(len(p.users))
-	for _, fh := range p.fakes {
+	n := binary.BigEndian.Uint64(mac.Sum(nil)) % uint64(len(us.byName))
+	for _, fh := range us.fakes {
 		if n < uint64(fh.users) {
 			return fh.hash
 		}
 		n -= uint64(fh.users)
 	}
-	return p.fakes[len(p.fakes)-1].hash
+	return us.fakes[len(us.fakes)-1].hash
 }

@@ -164,6 +164,23 @@ func TestUnknownUserCostsLikeAKnownOne(t *testing.T) {
 			t.Errorf("a known user compared against %q, want its own hash", got)
 		}
 	})
+
+	t.Run("SetUsers hashes only new costs", func(t *testing.T) {
+		c := &classComparer{}
+		p := fakeTestProvider(t, c, "cls$A$a1", "cls$B$b1")
+		if err := p.SetUsers([]User{{Username: "u", PasswordHash: "cls$A$a2"}, {Username: "v", PasswordHash: "cls$C$c1"}}); err != nil {
+			t.Fatal(err)
+		}
+		if c.fakes != 3 {
+			t.Errorf("%d fake hashes made for costs A, B, then A and C; want 3", c.fakes)
+		}
+		for i := range 40 {
+			p.checkPassword(fmt.Sprintf("nobody%d", i), "x")
+			if cost, _ := c.HashCost([]byte(c.last())); cost == "B" {
+				t.Fatalf("an unknown name compared against a fake of cost B, which no user has any more")
+			}
+		}
+	})
 }
 
 // TestBcryptComparerLongPassword: bcrypt reads 72 bytes of a password;

@@ -53,7 +53,7 @@ func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
 		page.Username = req.LoginHint
 		page.ClientID = req.ClientID
 	} else if s := p.readSession(r); s != nil {
-		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.subjects[s.Subject].Username), true)
+		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.username(s.Subject)), true)
 		return
 	}
 	p.renderLogin(w, r, http.StatusOK, page)
@@ -141,8 +141,9 @@ func (p *Provider) checkPassword(username, password string) *User {
 // why a login failed: [OutcomeDisabled] for the right password of a
 // disabled user, else [OutcomeInvalid], an unknown username included.
 func (p *Provider) verifyPassword(username, password string) (*User, string) {
-	u := p.users[username]
-	hash := p.fakeHashFor(username)
+	us := p.users()
+	u := us.byName[username]
+	hash := p.fakeHashFor(us, username)
 	if u != nil {
 		hash = []byte(u.PasswordHash)
 	}
@@ -159,7 +160,7 @@ func (p *Provider) verifyPassword(username, password string) (*User, string) {
 // disabled says whether sub is the subject of a disabled user (not of an
 // enabled one, nor of a client's own client_credentials token).
 func (p *Provider) disabled(sub string) bool {
-	u := p.subjects[sub]
+	u := p.users().bySubject[sub]
 	return u != nil && u.Disabled
 }
 
@@ -167,7 +168,7 @@ func (p *Provider) disabled(sub string) bool {
 // the user is disabled: what was issued to a user no longer serves once
 // the user is disabled.
 func (p *Provider) activeUser(sub string) *User {
-	if u := p.subjects[sub]; u != nil && !u.Disabled {
+	if u := p.users().bySubject[sub]; u != nil && !u.Disabled {
 		return u
 	}
 	return nil

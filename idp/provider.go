@@ -68,9 +68,8 @@ type Provider struct {
 	secure      bool   // issuer is https: cookies are Secure
 	origin      string // the issuer's origin, as browsers send it in Origin
 	clients     map[string]*client
-	corsOrigins map[string]bool  // origins any client registered
-	users       map[string]*User // by username
-	subjects    map[string]*User // by subject
+	corsOrigins map[string]bool         // origins any client registered
+	accounts    atomic.Pointer[userSet] // swapped whole by SetUsers
 	apiScopes   map[string]bool
 	resources   []APIResource
 	staticAud   string
@@ -86,8 +85,7 @@ type Provider struct {
 	codeTTL     time.Duration
 	sessionTTL  time.Duration
 	comparer    PasswordComparer
-	fakes       []fakeHash // for unknown usernames, by cost
-	fakeKey     []byte     // picks a fake for a username
+	fakeKey     []byte // picks a fake hash for a username
 	throttle    ThrottleStore
 	throttleCfg ThrottleConfig
 	templates   *template.Template
@@ -136,8 +134,6 @@ func New(cfg Config, store Store) (*Provider, error) {
 		origin:      webOrigin(iss),
 		clients:     make(map[string]*client),
 		corsOrigins: make(map[string]bool),
-		users:       make(map[string]*User),
-		subjects:    make(map[string]*User),
 		apiScopes:   make(map[string]bool),
 		resources:   cfg.APIResources,
 		staticAud:   cfg.StaticAudience,
@@ -205,9 +201,6 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.bcl, err = newBackchannel(cfg.Backchannel); err != nil {
 		return nil, err
 	}
-	if err := p.setUsers(cfg.Users); err != nil {
-		return nil, err
-	}
 	p.atAlg = cfg.AccessTokenAlg
 	if p.atAlg == "" {
 		p.atAlg = RS256
@@ -222,9 +215,12 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if err := p.setCookieKeys(cfg.CookieKeys); err != nil {
 		return nil, err
 	}
-	if err := p.setFakeHashes(cfg.CookieKeys[0][0]); err != nil {
+	p.setFakeKey(cfg.CookieKeys[0][0])
+	us, err := p.newUserSet(cfg.Users, nil)
+	if err != nil {
 		return nil, err
 	}
+	p.accounts.Store(us)
 	if p.templates, err = parseTemplates(cfg.Templates); err != nil {
 		return nil, err
 	}
@@ -415,33 +411,6 @@ func checkRedirectURI(raw string) error {
 	}
 	if u.Fragment != "" || strings.Contains(raw, "#") {
 		return errors.New("has a fragment")
-	}
-	return nil
-}
-
-func (p *Provider) setUsers(list []User) error {
-	for i := range list {
-		u := list[i]
-		if u.Username == "" {
-			return errors.New("idp: user without a username")
-		}
-		if _, dup := p.users[u.Username]; dup {
-			return fmt.Errorf("idp: user %q is declared twice", u.Username)
-		}
-		if u.PasswordHash == "" {
-			return fmt.Errorf("idp: user %q: a password hash is required", u.Username)
-		}
-		if u.Subject == "" {
-			u.Subject = DeriveSubject(u.Username)
-		}
-		if _, dup := p.subjects[u.Subject]; dup {
-			return fmt.Errorf("idp: user %q: subject %q is used by another user", u.Username, u.Subject)
-		}
-		if _, ok := u.Claims["sub"]; ok {
-			return fmt.Errorf("idp: user %q: the sub claim comes from the subject, not from claims", u.Username)
-		}
-		p.users[u.Username] = &u
-		p.subjects[u.Subject] = &u
 	}
 	return nil
 }

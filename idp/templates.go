@@ -90,7 +90,7 @@ func (p *Provider) renderMessage(w http.ResponseWriter, r *http.Request, status 
 func (p *Provider) renderLogout(w http.ResponseWriter, r *http.Request, status int, s *session, lr *logoutRequest, errMsg string) {
 	page := logoutPage{Action: p.base + PathLogout, Error: errMsg}
 	if s != nil {
-		page.Username = p.subjects[s.Subject].Username
+		page.Username = p.username(s.Subject)
 	}
 	if lr != nil && lr.RedirectURI != "" {
 		sealed := *lr

@@ -214,10 +214,11 @@ func (p *Provider) indexFamily(ctx context.Context, g refreshGrant, now int64) {
 
 // subject resolves user, a subject or else a username, to a subject.
 func (p *Provider) subject(user string) (string, error) {
-	if p.subjects[user] != nil {
+	us := p.users()
+	if us.bySubject[user] != nil {
 		return user, nil
 	}
-	if u := p.users[user]; u != nil {
+	if u := us.byName[user]; u != nil {
 		return u.Subject, nil
 	}
 	return "", ErrUnknownUser
@@ -312,25 +313,32 @@ func (p *Provider) endUserSessions(ctx context.Context, user string) (sub string
 	if err != nil {
 		return "", 0, 0, err
 	}
+	sessions, families, err = p.endSubjectSessions(ctx, sub)
+	return sub, sessions, families, err
+}
+
+// endSubjectSessions is [Provider.EndUserSessions] of the subject sub,
+// which need not be a user's any more.
+func (p *Provider) endSubjectSessions(ctx context.Context, sub string) (sessions, families int, err error) {
 	ix, err := p.readUserIndex(ctx, sub)
 	if err != nil {
-		return sub, 0, 0, err
+		return 0, 0, err
 	}
 	// The families first: ending a session revokes some of them too,
 	// and they are counted here.
 	revoked, families, err := p.revokeIndexed(ctx, ix.Families, func(indexedFamily) bool { return true })
 	if err != nil {
-		return sub, 0, families, err
+		return 0, families, err
 	}
 	ended := make(map[string]bool)
 	for _, s := range ix.Sessions {
 		live, err := p.sessionLive(ctx, s.SID)
 		if err != nil {
-			return sub, sessions, families, fmt.Errorf("idp: reading a session: %w", err)
+			return sessions, families, fmt.Errorf("idp: reading a session: %w", err)
 		}
 		if live {
 			if err := p.EndSession(ctx, s.SID); err != nil {
-				return sub, sessions, families, err
+				return sessions, families, err
 			}
 			sessions++
 		}
@@ -342,7 +350,7 @@ func (p *Provider) endUserSessions(ctx context.Context, user string) (sub string
 		return true
 	})
 	p.log.InfoContext(ctx, "user signed out everywhere", "sub", sub, "sessions", sessions, "families", families)
-	return sub, sessions, families, err
+	return sessions, families, err
 }
 
 // RevokeClientTokens revokes the refresh token families (and with them
@@ -380,7 +388,7 @@ func (p *Provider) revokeClientTokens(ctx context.Context, clientID, user string
 		}
 		subs = []string{sub}
 	} else {
-		for sub := range p.subjects {
+		for sub := range p.users().bySubject {
 			subs = append(subs, sub)
 		}
 		slices.Sort(subs)
@@ -445,25 +453,71 @@ func (p *Provider) revokeIndexed(ctx context.Context, fams []indexedFamily, matc
 // not ended again. A store error is logged; the next start tries again.
 func (p *Provider) endDisabledSessions(ctx context.Context) {
 	var subs []string
-	for sub, u := range p.subjects {
+	for sub, u := range p.users().bySubject {
 		if u.Disabled {
 			subs = append(subs, sub)
 		}
 	}
 	slices.Sort(subs)
 	for _, sub := range subs {
-		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		ix, err := p.readUserIndex(sctx, sub)
-		if err == nil && (len(ix.Sessions) > 0 || len(ix.Families) > 0) {
-			var sessions, families int
-			_, sessions, families, err = p.endUserSessions(sctx, sub)
-			if sessions > 0 || families > 0 {
-				p.emit(ctx, Event{Type: EventLogout, Reason: ReasonUserDisabled, Subject: sub, Sessions: sessions, Families: families})
-			}
-		}
-		cancel()
-		if err != nil && ctx.Err() == nil {
+		if err := p.endIndexed(ctx, sub); err != nil && ctx.Err() == nil {
 			p.log.ErrorContext(ctx, "ending the sessions of a disabled user", "sub", sub, "error", err)
 		}
+	}
+}
+
+// endIndexed ends the sessions and families of sub if its index lists
+// any, under the store's timeout: a subject with an empty index costs
+// one read.
+func (p *Provider) endIndexed(ctx context.Context, sub string) error {
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	ix, err := p.readUserIndex(sctx, sub)
+	if err == nil && (len(ix.Sessions) > 0 || len(ix.Families) > 0) {
+		var sessions, families int
+		sessions, families, err = p.endSubjectSessions(sctx, sub)
+		if sessions > 0 || families > 0 {
+			p.emit(ctx, Event{Type: EventLogout, Reason: ReasonUserDisabled, Subject: sub, Sessions: sessions, Families: families})
+		}
+	}
+	return err
+}
+
+// endLater queues the subjects of users that [Provider.SetUsers] removed
+// or disabled, for the worker to end their sessions, and wakes it.
+func (p *Provider) endLater(subs []string) {
+	b := p.bcl
+	b.mu.Lock()
+	for _, sub := range subs {
+		b.ending[sub] = true
+	}
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// endQueued ends the sessions of the subjects that endLater queued. One
+// that fails stays queued, for the worker's next round.
+func (p *Provider) endQueued(ctx context.Context) {
+	b := p.bcl
+	b.mu.Lock()
+	subs := make([]string, 0, len(b.ending))
+	for sub := range b.ending {
+		subs = append(subs, sub)
+	}
+	b.mu.Unlock()
+	slices.Sort(subs)
+	for _, sub := range subs {
+		if err := p.endIndexed(ctx, sub); err != nil {
+			if ctx.Err() == nil {
+				p.log.ErrorContext(ctx, "ending the sessions of a removed or disabled user; trying again", "sub", sub, "error", err)
+			}
+			continue
+		}
+		b.mu.Lock()
+		delete(b.ending, sub)
+		b.mu.Unlock()
 	}
 }
