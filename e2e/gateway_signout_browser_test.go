@@ -299,8 +299,9 @@ func TestGatewaySignedOutPage(t *testing.T) {
 		t.Errorf("on the signed-out page the browser still has cookies for the site: %q", names)
 	}
 
+	// Another browser, without any cookie yet.
+	fresh := newChrome(t)
 	t.Run("without cookies", func(t *testing.T) {
-		fresh := newChrome(t)
 		resp := fresh.navigate(signedOut)
 		expectSignedOutPage(t, fresh, s.gateway)
 		if resp.Status != http.StatusOK || !strings.Contains(fmt.Sprint(resp.Headers["Cache-Control"]), "no-store") {
@@ -308,7 +309,6 @@ func TestGatewaySignedOutPage(t *testing.T) {
 		}
 	})
 	t.Run("forged state", func(t *testing.T) {
-		fresh := newChrome(t)
 		fresh.navigate(s.gateway + "/?state=forged")
 		expectLoginPage(t, fresh, s.issuer)
 	})
@@ -325,4 +325,36 @@ func TestGatewaySignedOutPage(t *testing.T) {
 			t.Fatalf("after signing in again the browser is at %s, want the app at %s/; the page says:\n%s", loc, s.gateway, c.text())
 		}
 	})
+}
+
+// TestGatewaySignOutClearsCacheAtOnce: the gateway's own answer to the
+// sign-out button clears the cache, before the provider and the
+// signed-out page have their say: a user who goes back from the
+// provider's confirmation page, still signed in there, gets the app's
+// page through the gateway (a single sign-on login and a request to the
+// app), not from the browser's cache.
+func TestGatewaySignOutClearsCacheAtOnce(t *testing.T) {
+	t.Parallel()
+	s := newSignOutSite(t)
+	c := newChrome(t)
+	const path = "/app"
+	s.logInTo(t, c, path)
+	c.navigate(s.gateway + "/other")
+	if resp := c.navigate(s.gateway + path); !resp.FromDiskCache || s.app.hitsOf(path) != 1 {
+		t.Fatalf("before the sign-out the page was not served from the disk cache (from cache %v, app reached %d times); the test proves nothing", resp.FromDiskCache, s.app.hitsOf(path))
+	}
+
+	c.navigate(s.gateway + "/oauth2/sign_out")
+	c.submit(t, "sign-out")
+	if loc := c.location(); !strings.HasPrefix(loc, s.issuer+"/connect/endsession") {
+		t.Fatalf("after the gateway's sign-out button the browser is at %s, want the provider's end-session page; the page says:\n%s", loc, c.text())
+	}
+	c.waitVisible("logout")
+	c.backTo(s.gateway + path)
+	if loc := c.location(); loc != s.gateway+path || !s.showsApp(c) {
+		t.Fatalf("back at the app, still signed in at the provider, the browser is at %s, want the app's page; the page says:\n%s", loc, c.text())
+	}
+	if n := s.app.hitsOf(path); n != 2 {
+		t.Errorf("the app got %d requests for %s, want 2: the page shown after the sign-out came from the browser's cache", n, path)
+	}
 }
