@@ -243,7 +243,9 @@ func TestResponseModeRefused(t *testing.T) {
 		{name: "form_post to a native app", edit: func(q url.Values) {
 			q.Set("redirect_uri", "com.example.app:/cb")
 			q.Set("response_mode", "form_post")
-		}, cfg: func(c *idp.Config) { c.Clients[0].RedirectURIs = append(c.Clients[0].RedirectURIs, "com.example.app:/cb") }},
+		}, cfg: func(c *idp.Config) {
+			c.Clients[0].RedirectURIs = append(c.Clients[0].RedirectURIs, "com.example.app:/cb")
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
