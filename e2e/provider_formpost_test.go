@@ -92,7 +92,9 @@ func (rp *formPostRP) start(w http.ResponseWriter, r *http.Request) {
 
 // callback redeems the posted code.
 func (rp *formPostRP) callback(w http.ResponseWriter, r *http.Request) {
-	fail := func(format string, args ...any) { http.Error(w, "callback: "+fmt.Sprintf(format, args...), http.StatusBadRequest) }
+	fail := func(format string, args ...any) {
+		http.Error(w, "callback: "+fmt.Sprintf(format, args...), http.StatusBadRequest)
+	}
 	if err := r.ParseForm(); err != nil {
 		fail("%v", err)
 		return
