@@ -88,6 +88,12 @@ func formActionSource(raw string) string {
 	if err != nil || u.Host == "" {
 		return "'none'"
 	}
+	if strings.HasPrefix(u.Host, "[") {
+		// CSP host sources have no IPv6 literals (CSP3 §2.3.1): a native
+		// app's http://[::1]:port/ gets its scheme, the narrowest source
+		// that still lets the form go.
+		return u.Scheme + ":"
+	}
 	path := u.EscapedPath()
 	if path == "" {
 		path = "/"
