@@ -100,6 +100,11 @@ type userinfoResult struct {
 func (g *Gateway) userinfoIdentity(w http.ResponseWriter, r *http.Request, d *discovered, token string) (*identity, outcome) {
 	// The key is a hash: the singleflight map never holds the token.
 	v, _, _ := g.userinfoCalls.Do(hashID(token), func() (any, error) {
+		// A call that ended between this request's cache miss and
+		// now has left its answer in the cache.
+		if id := g.bearerCache.get(token, time.Now()); id != nil {
+			return userinfoResult{id: id}, nil
+		}
 		res := g.userinfo(d, token)
 		if res.id != nil {
 			g.bearerCache.put(res.id)
