@@ -155,7 +155,8 @@ type Gateway struct {
 	Mode string `json:"mode,omitempty"`
 
 	// Audience is what a bearer token's aud must contain (one of). Required
-	// for modes api and bearer.
+	// for modes api and bearer, unless AcceptIDTokens is set or BearerCheck
+	// is "userinfo" (which forbids it).
 	Audience []string `json:"audience,omitempty"`
 
 	// Introspect asks the provider's introspection endpoint (RFC 7662)
