@@ -217,6 +217,7 @@ func TestGatewayUserinfoBearer(t *testing.T) {
 		g.BearerCheck = "userinfo"
 		g.UserinfoCache = caddy.Duration(time.Minute)
 	})
+	timed := providerOpCount(t, opUserinfo)
 
 	for _, tc := range []struct {
 		name, token string
@@ -241,6 +242,11 @@ func TestGatewayUserinfoBearer(t *testing.T) {
 				t.Fatalf("WWW-Authenticate %q, want invalid_token", resp.Header.Get("WWW-Authenticate"))
 			}
 		})
+	}
+
+	// Each call is timed in the metrics, as operation "userinfo".
+	if got, want := providerOpCount(t, opUserinfo)-timed, uint64(op.calls.Load()); got != want || want == 0 {
+		t.Fatalf("userinfo timed %d times for %d calls", got, want)
 	}
 
 	// Cached: more requests with the good token ask userinfo no more.
