@@ -76,8 +76,9 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		api_resource <name> <scope...> {
 //			secret <plaintext or {env.X}>
 //			secret_hash <hash>
+//			user_claims <claim...>
 //		}
-//		static_audience <aud>
+//		static_audience [<aud>]
 //		access_token_alg RS256|ES256
 //		code_lifetime <duration>
 //		session_lifetime <duration>
@@ -214,6 +215,20 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					if err := parseOnce(d, &r.SecretHash); err != nil {
 						return err
 					}
+				case "user_claims":
+					claims := d.RemainingArgs()
+					if len(claims) == 0 {
+						return d.ArgErr()
+					}
+					for _, c := range claims {
+						if slices.Contains(idp.ReservedAccessTokenClaims, c) {
+							return d.Errf("api_resource %q: user_claims %q: the access token sets this claim itself", r.Name, c)
+						}
+						if slices.Contains(r.UserClaims, c) {
+							return d.Errf("api_resource %q: user_claims %q is listed twice", r.Name, c)
+						}
+						r.UserClaims = append(r.UserClaims, c)
+					}
 				default:
 					return d.Errf("unrecognized api_resource option %q", d.Val())
 				}
@@ -224,9 +239,19 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.APIResources = append(p.APIResources, r)
 
 		case "static_audience":
-			if err := parseOnce(d, &p.StaticAudience); err != nil {
-				return err
+			// On, as IdentityServer's EmitStaticAudienceClaim, with an
+			// optional name other than {issuer}/resources.
+			if p.EmitStaticAudience {
+				return d.Err("static_audience is declared twice")
 			}
+			args := d.RemainingArgs()
+			if len(args) > 1 {
+				return d.ArgErr()
+			}
+			if len(args) == 1 {
+				p.StaticAudience = args[0]
+			}
+			p.EmitStaticAudience = true
 
 		case "access_token_alg":
 			if err := parseAlg(d, &p.AccessTokenAlg); err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,7 @@ type Provider struct {
 	apiScopes   map[string]bool
 	resources   []APIResource
 	staticAud   string
+	emitStatic  bool // staticAud in every access token
 
 	keys       atomic.Pointer[keyState] // swapped whole by SetKeys
 	atAlg      string                   // access token algorithm
@@ -137,6 +139,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		apiScopes:   make(map[string]bool),
 		resources:   cfg.APIResources,
 		staticAud:   cfg.StaticAudience,
+		emitStatic:  cfg.EmitStaticAudience,
 		codeTTL:     cmp(cfg.CodeLifetime, DefaultCodeLifetime),
 		sessionTTL:  cmp(cfg.SessionLifetime, DefaultSessionLifetime),
 		comparer:    cfg.PasswordComparer,
@@ -192,6 +195,11 @@ func New(cfg Config, store Store) (*Provider, error) {
 		for _, s := range r.Scopes {
 			if !p.apiScopes[s] {
 				return nil, fmt.Errorf("idp: api resource %q: scope %q is not an api scope", r.Name, s)
+			}
+		}
+		for _, c := range r.UserClaims {
+			if c == "" || slices.Contains(ReservedAccessTokenClaims, c) {
+				return nil, fmt.Errorf("idp: api resource %q: user claim %q is set by the access token itself", r.Name, c)
 			}
 		}
 	}
