@@ -296,8 +296,10 @@ func (p *Provider) newClient(c Client) (*client, error) {
 	case c.Public && c.AllowClientCredentials:
 		return nil, errors.New("a public client cannot use client_credentials")
 	case c.Public && c.RefreshTokenUsage == RefreshReuse:
-		// RFC 9700 §4.14.2: a public client's refresh tokens must rotate.
-		return nil, errors.New("a public client's refresh tokens must be one_time")
+		// RFC 9700 §4.14.2: a public client's refresh tokens must be
+		// rotated or sender-constrained, and ours are not
+		// sender-constrained. IdentityServer accepts ReUse here.
+		return nil, errors.New(`refresh token usage "reuse" is refused for a public client: RFC 9700 §4.14.2 requires its refresh tokens to be rotated or sender-constrained; use "one_time" (the default)`)
 	case !c.Public && c.Secret == "" && c.SecretHash == "":
 		return nil, errors.New("a secret or secret hash is required")
 	case c.Secret != "" && c.SecretHash != "":
