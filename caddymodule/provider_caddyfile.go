@@ -477,6 +477,15 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			}
 
 		case "absolute_refresh_token_lifetime":
+			if d.NextArg() {
+				// IdentityServer's 0, no absolute limit with sliding
+				// expiration, is not offered: a family's end bounds how long
+				// its revocations and records of rotated tokens are kept.
+				if v, err := parseLifetime(d.Val()); err == nil && v == 0 {
+					return c, d.Errf("client %q: absolute_refresh_token_lifetime 0 (no absolute limit) is not supported: give a long lifetime such as 365d, with refresh_token_expiration sliding", c.ID)
+				}
+				d.Prev()
+			}
 			if err := parseDuration(d, &c.AbsoluteRefreshTokenLifetime); err != nil {
 				return c, err
 			}
