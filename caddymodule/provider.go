@@ -221,7 +221,9 @@ type ProviderClient struct {
 	RefreshTokenExpiration string `json:"refresh_token_expiration,omitempty"`
 
 	// AbsoluteRefreshTokenLifetime bounds the refresh tokens of one login.
-	// Default: 720h (30 days).
+	// A negative value (the Caddyfile's 0) is no absolute limit, only with
+	// sliding expiration: the tokens live as long as each is used within
+	// the sliding lifetime. Default: 720h (30 days).
 	AbsoluteRefreshTokenLifetime caddy.Duration `json:"absolute_refresh_token_lifetime,omitempty"`
 
 	// SlidingRefreshTokenLifetime is how far each use extends a sliding
@@ -627,6 +629,9 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		AbsoluteRefreshTokenLifetime: time.Duration(c.AbsoluteRefreshTokenLifetime),
 		SlidingRefreshTokenLifetime:  time.Duration(c.SlidingRefreshTokenLifetime),
 		RefreshTokenReuseGrace:       time.Duration(c.RefreshTokenReuseGrace),
+	}
+	if c.AbsoluteRefreshTokenLifetime < 0 {
+		ic.AbsoluteRefreshTokenLifetime = idp.NoAbsoluteLimit
 	}
 	if c.Secret != "" {
 		// A placeholder of an unset variable or unreadable file leaves

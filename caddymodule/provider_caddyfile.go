@@ -478,11 +478,17 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 
 		case "absolute_refresh_token_lifetime":
 			if d.NextArg() {
-				// IdentityServer's 0, no absolute limit with sliding
-				// expiration, is not offered: a family's end bounds how long
-				// its revocations and records of rotated tokens are kept.
+				// IdentityServer's 0: no absolute limit, with sliding
+				// expiration (checked once the block is read).
 				if v, err := parseLifetime(d.Val()); err == nil && v == 0 {
-					return c, d.Errf("client %q: absolute_refresh_token_lifetime 0 (no absolute limit) is not supported: give a long lifetime such as 365d, with refresh_token_expiration sliding", c.ID)
+					if c.AbsoluteRefreshTokenLifetime != 0 {
+						return c, d.Err("absolute_refresh_token_lifetime is declared twice")
+					}
+					if d.NextArg() {
+						return c, d.ArgErr()
+					}
+					c.AbsoluteRefreshTokenLifetime = -1
+					continue
 				}
 				d.Prev()
 			}
@@ -535,6 +541,9 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 		default:
 			return c, d.Errf("unrecognized client option %q", d.Val())
 		}
+	}
+	if c.AbsoluteRefreshTokenLifetime < 0 && c.RefreshTokenExpiration != "sliding" {
+		return c, d.Errf("client %q: absolute_refresh_token_lifetime 0 (no absolute limit) needs refresh_token_expiration sliding: absolute refresh tokens would never expire", c.ID)
 	}
 	return c, nil
 }

@@ -132,6 +132,10 @@ type Config struct {
 	Backchannel BackchannelConfig
 }
 
+// NoAbsoluteLimit is the [Client.AbsoluteRefreshTokenLifetime] of a
+// client whose sliding refresh tokens have no absolute end.
+const NoAbsoluteLimit time.Duration = -1
+
 // Client is a registered relying party.
 type Client struct {
 	// ID is the client_id.
@@ -187,7 +191,10 @@ type Client struct {
 	RefreshTokenExpiration string
 
 	// AbsoluteRefreshTokenLifetime: default
-	// [DefaultAbsoluteRefreshTokenLifetime].
+	// [DefaultAbsoluteRefreshTokenLifetime]. [NoAbsoluteLimit], with
+	// sliding expiration only, lets a login's refresh tokens live for as
+	// long as each is used within SlidingRefreshTokenLifetime, as
+	// IdentityServer's 0.
 	AbsoluteRefreshTokenLifetime time.Duration
 
 	// SlidingRefreshTokenLifetime: default

@@ -74,7 +74,8 @@ type Provider struct {
 	apiScopes   map[string]bool
 	resources   []APIResource
 	staticAud   string
-	emitStatic  bool // staticAud in every access token
+	emitStatic  bool          // staticAud in every access token
+	revokeFloor time.Duration // least lifetime of a family revocation: the longest sliding lifetime without an absolute limit
 
 	keys       atomic.Pointer[keyState] // swapped whole by SetKeys
 	atAlg      string                   // access token algorithm
@@ -102,6 +103,19 @@ type Provider struct {
 	now            func() time.Time
 	random         io.Reader
 	mux            *http.ServeMux
+}
+
+// unlimited says whether the client's refresh token families have no
+// absolute end: each use moves the end a sliding lifetime ahead.
+func (c *client) unlimited() bool { return c.AbsoluteRefreshTokenLifetime == NoAbsoluteLimit }
+
+// familyLifetime is how long a new refresh token family of c lives unless
+// it is used.
+func (c *client) familyLifetime() time.Duration {
+	if c.unlimited() {
+		return c.SlidingRefreshTokenLifetime
+	}
+	return c.AbsoluteRefreshTokenLifetime
 }
 
 type client struct {
@@ -369,13 +383,22 @@ func (p *Provider) newClient(c Client) (*client, error) {
 	default:
 		return nil, fmt.Errorf("refresh token expiration %q is not absolute or sliding", c.RefreshTokenExpiration)
 	}
-	if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 || c.AbsoluteRefreshTokenLifetime < 0 || c.SlidingRefreshTokenLifetime < 0 || c.RefreshTokenReuseGrace < 0 {
+	if c.AbsoluteRefreshTokenLifetime == NoAbsoluteLimit && cl.RefreshTokenExpiration != RefreshSliding {
+		return nil, errors.New("no absolute refresh token lifetime needs sliding refresh token expiration: absolute tokens would never expire")
+	}
+	if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 || c.AbsoluteRefreshTokenLifetime < 0 && c.AbsoluteRefreshTokenLifetime != NoAbsoluteLimit ||
+		c.SlidingRefreshTokenLifetime < 0 || c.RefreshTokenReuseGrace < 0 {
 		return nil, errors.New("negative lifetime")
 	}
 	cl.AccessTokenLifetime = cmp(c.AccessTokenLifetime, DefaultAccessTokenLifetime)
 	cl.IDTokenLifetime = cmp(c.IDTokenLifetime, DefaultIDTokenLifetime)
 	cl.AbsoluteRefreshTokenLifetime = cmp(c.AbsoluteRefreshTokenLifetime, DefaultAbsoluteRefreshTokenLifetime)
 	cl.SlidingRefreshTokenLifetime = cmp(c.SlidingRefreshTokenLifetime, DefaultSlidingRefreshTokenLifetime)
+	if cl.unlimited() {
+		// A revoked family of such a client lives on in tokens used up to
+		// a sliding lifetime before: its revocation must outlast them.
+		p.revokeFloor = max(p.revokeFloor, cl.SlidingRefreshTokenLifetime)
+	}
 	cl.claimsPrefix = "client_"
 	if c.ClientClaimsPrefix != nil {
 		cl.claimsPrefix = *c.ClientClaimsPrefix

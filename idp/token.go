@@ -323,7 +323,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	}
 	if family != "" {
 		p.indexFamily(ctx, fg, fg.Used)
-		p.recordFamily(ctx, c, g.SID, user.Subject, g.AuthTime, heldFamily{Family: family, End: now.Add(c.AbsoluteRefreshTokenLifetime).Unix()})
+		p.recordFamily(ctx, c, g.SID, user.Subject, g.AuthTime, heldFamily{Family: family, End: fg.End})
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "authorization_code", "scope", resp.Scope)
 	p.emitRequest(r, Event{Type: EventTokenIssued, Subject: user.Subject, ClientID: c.ID, GrantType: "authorization_code", SID: g.SID})
@@ -394,7 +394,7 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) e
 		return nil
 	}
 	if u.Family != "" {
-		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, c.AbsoluteRefreshTokenLifetime); err != nil {
+		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, max(c.familyLifetime(), p.revokeFloor)); err != nil {
 			return fmt.Errorf("revoking the refresh tokens of a replayed code: %w", err)
 		}
 	}
