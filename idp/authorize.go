@@ -50,6 +50,10 @@ type codeGrant struct {
 // parseAuthorizeRequest reads and checks the parameters of an authorization
 // request. A *pageError means the client or redirect URI cannot be trusted:
 // show it, never redirect. Any other error is an *Error for the redirect URI.
+// maxShownRedirect is how much of an unregistered redirect_uri the error
+// page and the log show.
+const maxShownRedirect = 200
+
 func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, error) {
 	q = params(q)
 	for _, name := range []string{"client_id", "redirect_uri"} {
@@ -72,7 +76,13 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 	}
 	if !c.redirects[redirect] && !c.loopbackRedirect(redirect) {
 		// RFC 9700 §4.1.3: exact string match, no patterns, no prefixes.
-		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The redirect_uri is not registered for this client."}
+		// The page names the URI (html/template escapes it) so that whoever
+		// registers the client sees the mismatch; the log too, for its
+		// operator.
+		shown := strings.ToValidUTF8(truncate(redirect, maxShownRedirect), "?")
+		p.log.Warn("authorize: redirect_uri is not registered", "client_id", clientID, "redirect_uri", shown)
+		return nil, nil, &pageError{status: http.StatusBadRequest,
+			msg: fmt.Sprintf("The redirect_uri %q is not registered for the client %q.", shown, clientID)}
 	}
 	req := &authRequest{ClientID: clientID, RedirectURI: redirect, MaxAge: -1}
 	// From here on, errors go to the redirect URI with the state.
