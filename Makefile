@@ -34,7 +34,7 @@ FUZZ_TIME ?= 5s
 # (idp/redisstore/), which start a server of their own and fail without one.
 APT_PACKAGES ?= chromium redis-server
 # Folders whose package-lock.json `make deps` installs with `npm ci`.
-NPM_DIRS ?= examples/spa
+NPM_DIRS ?= examples/spa examples/oidc-client-js
 
 .PHONY: all build run deps vet unit fuzz test bench
 
