@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"text/template"
@@ -39,8 +40,9 @@ const (
 // the app behind the API.
 type jsSite struct {
 	*site
-	origin    string // http://localhost:port, the client's origin
+	origin    string // http://host:port, the client's origin
 	configDir string // holds the test's config.js
+	accessLog string // the provider's access log, JSON lines
 }
 
 // jsTemplate is the Caddyfile: the client's site serves the files of
@@ -55,6 +57,10 @@ var jsTemplate = template.Must(template.New("Caddyfile").Delims("[[", "]]").Pars
 }
 
 [[.Issuer]] {
+	log {
+		output file [[.AccessLog]]
+		format json
+	}
 	oidc_provider [[.Issuer]] {
 		client js {
 			public
@@ -112,9 +118,11 @@ http://:[[.UpstreamPort]] {
 `))
 
 // newJSSite picks ports and a directory for a test's Caddy and writes its
-// Caddyfile and the client's config.js; Start runs it. It fails the test
-// if the example's npm packages are not installed.
-func newJSSite(t testing.TB) *jsSite {
+// Caddyfile and the client's config.js, which asks for scope; Start runs
+// it. The client's origin is on host: localhost is another site than the
+// provider's 127.0.0.1, 127.0.0.1 the same site on another port. It fails
+// the test if the example's npm packages are not installed.
+func newJSSite(t testing.TB, host, scope string) *jsSite {
 	t.Helper()
 	s := newEmptySite(t)
 	root, err := filepath.Abs(filepath.Join("..", "examples", "oidc-client-js"))
@@ -126,8 +134,9 @@ func newJSSite(t testing.TB) *jsSite {
 	}
 	js := &jsSite{
 		site:      s,
-		origin:    fmt.Sprintf("http://localhost:%d", caddytest.FreePort(t)),
+		origin:    fmt.Sprintf("http://%s:%d", host, caddytest.FreePort(t)),
 		configDir: filepath.Join(s.Dir, "js-config"),
+		accessLog: filepath.Join(s.Dir, "provider-access.log"),
 	}
 	upstreamPort := caddytest.FreePort(t)
 	s.WriteConfig(t, jsTemplate, map[string]any{
@@ -141,15 +150,16 @@ func newJSSite(t testing.TB) *jsSite {
 		"Hash":          passwordHash,
 		"Root":          root,
 		"ConfigDir":     js.configDir,
+		"AccessLog":     js.accessLog,
 	})
 	// The settings of examples/oidc-client-js/config.js, with the test's
-	// ports and the quickstart's API scope.
+	// ports and scopes.
 	cfg := map[string]any{
 		"authority":                           js.issuer,
 		"client_id":                           "js",
 		"redirect_uri":                        js.origin + "/callback.html",
 		"response_type":                       "code",
-		"scope":                               "openid profile offline_access api1",
+		"scope":                               scope,
 		"post_logout_redirect_uri":            js.origin + "/index.html",
 		"automaticSilentRenew":                true,
 		"silent_redirect_uri":                 js.origin + "/silent-renew.html",
@@ -236,6 +246,42 @@ func checkJSIdentity(t testing.TB, status int, body string) {
 	}
 }
 
+// providerRequest is a request the provider's access log shows.
+type providerRequest struct {
+	URI  string // path and query
+	Dest string // Sec-Fetch-Dest: document, iframe, empty (a script's fetch)
+	Site string // Sec-Fetch-Site
+}
+
+// providerRequests reads the provider's access log.
+func (js *jsSite) providerRequests(t testing.TB) []providerRequest {
+	t.Helper()
+	raw, err := os.ReadFile(js.accessLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []providerRequest
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var entry struct {
+			Request struct {
+				URI     string              `json:"uri"`
+				Headers map[string][]string `json:"headers"`
+			} `json:"request"`
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			t.Fatalf("the provider's access log has a line that is not JSON: %v", err)
+		}
+		first := func(name string) string {
+			if v := entry.Request.Headers[name]; len(v) > 0 {
+				return v[0]
+			}
+			return ""
+		}
+		reqs = append(reqs, providerRequest{URI: entry.Request.URI, Dest: first("Sec-Fetch-Dest"), Site: first("Sec-Fetch-Site")})
+	}
+	return reqs
+}
+
 // resourcesJS lists the URLs the page has fetched since it loaded
 // (Resource Timing): XHRs and iframes.
 const resourcesJS = `performance.getEntriesByType("resource").map((e) => e.initiatorType + " " + e.name)`
@@ -245,7 +291,7 @@ const resourcesJS = `performance.getEntriesByType("resource").map((e) => e.initi
 // rotation, log out back to index.html.
 func TestOIDCClientJS(t *testing.T) {
 	t.Parallel()
-	js := newJSSite(t)
+	js := newJSSite(t, "localhost", "openid profile offline_access api1")
 	c := newChrome(t)
 	js.Start(t)
 	aliceSub := idp.DeriveSubject("alice")
@@ -306,6 +352,11 @@ func TestOIDCClientJS(t *testing.T) {
 		if len(token) == 0 || len(frames) != 0 {
 			t.Errorf("the renewal fetched %q from the token endpoint and %q through an iframe; want the refresh token grant only", token, frames)
 		}
+		for _, r := range js.providerRequests(t) {
+			if strings.HasPrefix(r.URI, "/connect/authorize?") && r.Dest != "document" {
+				t.Errorf("the provider got an authorization request in a %q, want none but the login's document: %s", r.Dest, r.URI)
+			}
+		}
 		status, body := c.callJSAPI()
 		checkJSIdentity(t, status, body)
 
@@ -340,4 +391,60 @@ func TestOIDCClientJS(t *testing.T) {
 			`location.href.startsWith(`+jsString(js.issuer+"/account/login")+`) && document.getElementById("username") !== null`,
 			browserStepTimeout)
 	})
+}
+
+// TestOIDCClientJSIframeRenew runs the client with the quickstart's own
+// scopes, without offline_access: oidc-client 1.11 then renews in a hidden
+// iframe, an authorization request with prompt=none that the provider's
+// session answers with a code, redirected to silent-renew.html. The
+// provider's pages still refuse to be framed: only its redirect is loaded
+// in the iframe. The provider's session cookie is SameSite=Lax, which a
+// browser sends in an iframe only when the page is on the same site as
+// the provider (app.example.com and login.example.com): here the client
+// is on 127.0.0.1 as the provider, on another port. From another site the
+// provider sees no session and answers login_required, so a client there
+// needs offline_access, as TestOIDCClientJS has.
+func TestOIDCClientJSIframeRenew(t *testing.T) {
+	t.Parallel()
+	js := newJSSite(t, "127.0.0.1", "openid profile api1")
+	c := newChrome(t)
+	js.Start(t)
+	aliceSub := idp.DeriveSubject("alice")
+
+	c.navigate(js.origin + "/index.html")
+	c.waitForJSStatus(js, "/index.html", "signed out")
+	c.click("login")
+	c.logIn("alice", password)
+	signedIn := c.waitForJSStatus(js, "/index.html", "signed in")
+	if signedIn.RefreshToken != "" {
+		t.Fatalf("the client got a refresh token without offline_access")
+	}
+
+	c.waitFor("a silent renewal", `document.getElementById("renewals").textContent !== "0"`,
+		jsTokenLifetime+browserStepTimeout)
+	renewed := c.jsState()
+	if renewed.Status != "signed in" || renewed.Sub != aliceSub || renewed.AccessToken == "" || renewed.AccessToken == signedIn.AccessToken {
+		t.Errorf("after the renewal: status %q, sub %q, a new access token %v; want signed in as %q with a new token",
+			renewed.Status, renewed.Sub, renewed.AccessToken != signedIn.AccessToken, aliceSub)
+	}
+	// The provider's log shows the renewal's authorization request,
+	// loaded in an iframe, and the code exchange after it.
+	var authorize, framed []providerRequest
+	for _, r := range js.providerRequests(t) {
+		if strings.HasPrefix(r.URI, "/connect/authorize?") {
+			authorize = append(authorize, r)
+			if r.Dest == "iframe" && strings.Contains(r.URI, "prompt=none") {
+				framed = append(framed, r)
+			}
+		}
+	}
+	if len(authorize) != 2 || len(framed) != 1 {
+		t.Errorf("the provider got the authorization requests %+v; want the login's, then the renewal's in an iframe with prompt=none", authorize)
+	}
+	fetched := browserRun(c, "listing the page's requests", chromedp.Evaluate[[]string](resourcesJS))
+	if !slices.ContainsFunc(fetched, func(f string) bool { return f == "xmlhttprequest "+js.issuer+"/connect/token" }) {
+		t.Errorf("the page fetched %q; want the renewal's code exchange at the token endpoint", fetched)
+	}
+	status, body := c.callJSAPI()
+	checkJSIdentity(t, status, body)
 }
