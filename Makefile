@@ -34,7 +34,7 @@ FUZZ_TIME ?= 5s
 # (idp/redisstore/), which start a server of their own and fail without one.
 APT_PACKAGES ?= chromium redis-server
 # Folders whose package-lock.json `make deps` installs with `npm ci`.
-NPM_DIRS ?= examples/spa
+NPM_DIRS ?= examples/spa examples/oidc-client-js
 
 .PHONY: all build run deps vet unit fuzz test bench
 
@@ -51,7 +51,12 @@ SPA_MODULES = examples/spa/node_modules/.package-lock.json
 $(SPA_MODULES): examples/spa/package.json examples/spa/package-lock.json
 	cd examples/spa && npm ci --no-audit --no-fund
 
-run: build $(SPA_MODULES)
+# The oidc-client 1.11 example's, likewise.
+JS_MODULES = examples/oidc-client-js/node_modules/.package-lock.json
+$(JS_MODULES): examples/oidc-client-js/package.json examples/oidc-client-js/package-lock.json
+	cd examples/oidc-client-js && npm ci --no-audit --no-fund
+
+run: build $(SPA_MODULES) $(JS_MODULES)
 	DEMO_APP_SECRET='$(DEMO_APP_SECRET)' DEMO_SERVICE_SECRET='$(DEMO_SERVICE_SECRET)' DEMO_API_SECRET='$(DEMO_API_SECRET)' bin/caddy run --config Caddyfile --adapter caddyfile
 
 deps:
