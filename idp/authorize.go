@@ -29,6 +29,10 @@ type authRequest struct {
 	MaxAge      int      `json:"ma"` // -1: absent
 	LoginHint   string   `json:"lh,omitempty"`
 	Issued      int64    `json:"iat,omitempty"` // when it was sealed for the login page
+	// Device marks a login for the device page, not a client: after it
+	// the user goes back there, with UserCode as typed.
+	Device   bool   `json:"dv,omitempty"`
+	UserCode string `json:"uc,omitempty"`
 }
 
 // codeGrant is what an authorization code stands for, kept in the Store

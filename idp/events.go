@@ -18,6 +18,12 @@ const (
 	// [OutcomeGranted] or [OutcomeDenied].
 	EventConsent = "consent"
 
+	// EventDeviceAuthorization is the user's answer on the device page
+	// (RFC 8628 §3.3): [OutcomeGranted] or [OutcomeDenied], with the
+	// client; or a user_code not found ([OutcomeInvalid]) or not checked
+	// ([OutcomeThrottled]: too many wrong ones).
+	EventDeviceAuthorization = "device_authorization"
+
 	// EventTokenIssued is a successful token response. GrantType says
 	// which grant.
 	EventTokenIssued = "token_issued"

@@ -14,7 +14,7 @@ import (
 var embeddedTemplates embed.FS
 
 // Template names an operator can override.
-var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html"}
+var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html", "device.html"}
 
 // parseTemplates parses the embedded templates, each replaced by the file
 // of the same name in override when it has one.
