@@ -275,6 +275,11 @@ func TestDevicePolling(t *testing.T) {
 				t.Fatalf("poll %d: %q, want %q", i, got, s.want)
 			}
 		}
+		for _, e := range events.all() {
+			if e.Type == idp.EventTokenError {
+				t.Errorf("a poll was reported as a token error: %+v", e)
+			}
+		}
 	})
 
 	t.Run("denied", func(t *testing.T) {

@@ -40,7 +40,8 @@ const (
 
 	// EventTokenError is an error answer of the token endpoint. Error is
 	// its OAuth error code; ClientID the client_id the request named,
-	// authenticated or not.
+	// authenticated or not. A device flow's authorization_pending and
+	// slow_down are no error events: they answer every poll.
 	EventTokenError = "token_error"
 
 	// EventCodeReplay is an authorization code presented again: the

@@ -148,7 +148,11 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		oe = oauthErr(ErrUnsupportedGrantType, "unsupported grant_type")
 	}
 	if oe != nil {
-		p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: c.ID, GrantType: knownGrant(gt)})
+		// A device that polls while its user has not answered is the
+		// device flow working, not a failure (RFC 8628 §3.5).
+		if oe.Code != ErrAuthorizationPending && oe.Code != ErrSlowDown {
+			p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: c.ID, GrantType: knownGrant(gt)})
+		}
 		p.tokenError(w, r, oe)
 		return
 	}
