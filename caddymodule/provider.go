@@ -104,6 +104,15 @@ type Provider struct {
 	// Default: 1m.
 	CodeLifetime caddy.Duration `json:"code_lifetime,omitempty"`
 
+	// DeviceCodeLifetime is how long a device_code and its user_code of
+	// the device authorization grant stay good. Default: 10m.
+	DeviceCodeLifetime caddy.Duration `json:"device_code_lifetime,omitempty"`
+
+	// DevicePollInterval is how long a device must wait between polls of
+	// the token endpoint, in whole seconds; one that polls sooner gets
+	// slow_down and 5s more. Default: 5s.
+	DevicePollInterval caddy.Duration `json:"device_poll_interval,omitempty"`
+
 	// SessionLifetime is how long a login lasts for single sign-on.
 	// Default: 10h.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
@@ -240,6 +249,11 @@ type ProviderClient struct {
 	// PasswordGrant allows the legacy resource owner password grant.
 	// Default: false.
 	PasswordGrant bool `json:"password_grant,omitempty"`
+
+	// DeviceFlow allows the device authorization grant (RFC 8628), for
+	// command-line tools and TVs; such a client needs no redirect URI.
+	// Default: false.
+	DeviceFlow bool `json:"device_flow,omitempty"`
 
 	// RequireConsent asks the user to allow the requested scopes. Default:
 	// false.
@@ -514,10 +528,15 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 	}{
 		{"code_lifetime", p.CodeLifetime},
 		{"session_lifetime", p.SessionLifetime},
+		{"device_code_lifetime", p.DeviceCodeLifetime},
+		{"device_poll_interval", p.DevicePollInterval},
 	} {
 		if d.value < 0 {
 			return idp.Config{}, fmt.Errorf("%s %s is negative", d.option, time.Duration(d.value))
 		}
+	}
+	if iv := time.Duration(p.DevicePollInterval); iv%time.Second != 0 {
+		return idp.Config{}, fmt.Errorf("device_poll_interval %s is not whole seconds", iv)
 	}
 	throttle, err := p.LoginThrottle.idpThrottle()
 	if err != nil {
@@ -537,6 +556,8 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		AccessTokenAlg:     p.AccessTokenAlg,
 		CodeLifetime:       time.Duration(p.CodeLifetime),
 		SessionLifetime:    time.Duration(p.SessionLifetime),
+		DeviceCodeLifetime: time.Duration(p.DeviceCodeLifetime),
+		DevicePollInterval: time.Duration(p.DevicePollInterval),
 		Throttle:           throttle,
 		Backchannel:        backchannel,
 	}
@@ -618,6 +639,7 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		RefreshTokenExpiration: c.RefreshTokenExpiration,
 		AllowClientCredentials: c.ClientCredentials,
 		AllowPasswordGrant:     c.PasswordGrant,
+		AllowDeviceFlow:        c.DeviceFlow,
 		RequireConsent:         c.RequireConsent,
 		Claims:                 c.Claims,
 		ClientClaimsPrefix:     c.ClientClaimsPrefix,

@@ -45,13 +45,14 @@ type providerAudit struct {
 }
 
 // event logs e, at warn for what may be an attack or a fault (failed and
-// throttled logins, token errors, refresh token reuse, code replays,
+// throttled logins and device codes, token errors, refresh token reuse, code replays,
 // deliveries given up), else at info.
 func (a *providerAudit) event(_ context.Context, e idp.Event) {
 	level := zapcore.InfoLevel
 	switch {
 	case e.Type == idp.EventLogin && e.Outcome != idp.OutcomeSuccess,
 		e.Type == idp.EventTokenError,
+		e.Type == idp.EventDeviceAuthorization && (e.Outcome == idp.OutcomeInvalid || e.Outcome == idp.OutcomeThrottled),
 		e.Type == idp.EventCodeReplay,
 		e.Type == idp.EventRefresh && (e.Outcome == idp.OutcomeReuseDetected || e.Outcome == idp.OutcomeWrongClient),
 		e.Type == idp.EventBackchannel && (e.Outcome == idp.OutcomeGivenUp || e.Outcome == idp.OutcomeRefused):

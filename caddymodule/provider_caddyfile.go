@@ -58,6 +58,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			refresh_token_reuse_grace <duration>
 //			client_credentials
 //			password_grant
+//			device_flow
 //			require_consent
 //			backchannel_logout_uri <uri>
 //			backchannel_logout_session_required
@@ -83,6 +84,8 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		static_audience [<aud>]
 //		access_token_alg RS256|ES256
 //		code_lifetime <duration>
+//		device_code_lifetime <duration>
+//		device_poll_interval <duration>
 //		session_lifetime <duration>
 //		templates <dir>
 //		signing_key <pem file>
@@ -265,6 +268,16 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 
+		case "device_code_lifetime":
+			if err := parseDuration(d, &p.DeviceCodeLifetime); err != nil {
+				return err
+			}
+
+		case "device_poll_interval":
+			if err := parseDuration(d, &p.DevicePollInterval); err != nil {
+				return err
+			}
+
 		case "session_lifetime":
 			if err := parseDuration(d, &p.SessionLifetime); err != nil {
 				return err
@@ -418,11 +431,11 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			require := v == "true"
 			c.RequirePKCE = &require
 
-		case "offline_access", "public", "client_credentials", "password_grant", "require_consent",
+		case "offline_access", "public", "client_credentials", "password_grant", "device_flow", "require_consent",
 			"backchannel_logout_session_required", "logout_revokes_refresh_tokens":
 			flag := map[string]*bool{
 				"offline_access": &c.OfflineAccess, "public": &c.Public, "client_credentials": &c.ClientCredentials,
-				"password_grant": &c.PasswordGrant, "require_consent": &c.RequireConsent,
+				"password_grant": &c.PasswordGrant, "device_flow": &c.DeviceFlow, "require_consent": &c.RequireConsent,
 				"backchannel_logout_session_required": &c.BackchannelLogoutSessionRequired,
 				"logout_revokes_refresh_tokens":       &c.LogoutRevokesRefreshTokens,
 			}[d.Val()]

@@ -55,6 +55,9 @@ var providerEndpoints = map[string]string{
 	idp.PathConsent:    "consent",
 	idp.PathLogin:      "login",
 	idp.PathLogout:     "logout",
+
+	idp.PathDeviceAuthorization: "device_authorization",
+	idp.PathDevice:              "device",
 }
 
 // providerMetrics are one provider's observers, resolved to their labels

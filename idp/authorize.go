@@ -30,6 +30,10 @@ type authRequest struct {
 	LoginHint   string   `json:"lh,omitempty"`
 	Mode        string   `json:"rm,omitempty"`  // response mode; empty: query
 	Issued      int64    `json:"iat,omitempty"` // when it was sealed for the login page
+	// Device marks a login for the device page, not a client: after it
+	// the user goes back there, with UserCode as typed.
+	Device   bool   `json:"dv,omitempty"`
+	UserCode string `json:"uc,omitempty"`
 }
 
 // codeGrant is what an authorization code stands for, kept in the Store

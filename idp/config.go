@@ -22,6 +22,8 @@ const (
 	DefaultAbsoluteRefreshTokenLifetime = 30 * 24 * time.Hour
 	DefaultSlidingRefreshTokenLifetime  = 15 * 24 * time.Hour
 	DefaultJWKSMaxAge                   = 5 * time.Minute
+	DefaultDeviceCodeLifetime           = 10 * time.Minute
+	DefaultDevicePollInterval           = 5 * time.Second
 )
 
 // Config configures a [Provider]. Issuer, at least one signing key and, for
@@ -83,13 +85,24 @@ type Config struct {
 	// Default: [DefaultCodeLifetime].
 	CodeLifetime time.Duration
 
+	// DeviceCodeLifetime is how long a device_code and its user_code of
+	// the device authorization grant (RFC 8628) stay good. Default:
+	// [DefaultDeviceCodeLifetime].
+	DeviceCodeLifetime time.Duration
+
+	// DevicePollInterval is the interval, in whole seconds, a device
+	// must wait between polls of the token endpoint (RFC 8628 §3.2);
+	// a device that polls sooner gets slow_down and 5 s more. Default:
+	// [DefaultDevicePollInterval].
+	DevicePollInterval time.Duration
+
 	// SessionLifetime is how long a login lasts for single sign-on.
 	// Default: [DefaultSessionLifetime].
 	SessionLifetime time.Duration
 
 	// Templates, if set, overrides the embedded page templates that it
 	// holds by name (login.html, consent.html, error.html, message.html,
-	// logout.html); the others stay. A form must keep its csrf_token and
+	// logout.html, device.html); the others stay. A form must keep its csrf_token and
 	// request fields.
 	Templates fs.FS
 
@@ -215,6 +228,11 @@ type Client struct {
 	// client; use only for trusted first-party clients that cannot
 	// redirect.
 	AllowPasswordGrant bool
+
+	// AllowDeviceFlow lets the client use the device authorization grant
+	// (RFC 8628): for command-line tools and TVs, which need no redirect
+	// URI. The user always approves at the device page.
+	AllowDeviceFlow bool
 
 	// RequireConsent shows the user the requested scopes to allow or deny
 	// before a code is issued; a remembered consent skips the page.

@@ -23,17 +23,21 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 	}
 	grants := []string{"authorization_code", "refresh_token"}
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
-	var cc, pw, public bool
+	var cc, pw, public, device bool
 	for _, c := range p.clients {
 		cc = cc || c.AllowClientCredentials
 		pw = pw || c.AllowPasswordGrant
 		public = public || c.Public
+		device = device || c.AllowDeviceFlow
 	}
 	if cc {
 		grants = append(grants, "client_credentials")
 	}
 	if pw {
 		grants = append(grants, "password")
+	}
+	if device {
+		grants = append(grants, GrantTypeDeviceCode)
 	}
 	if public {
 		authMethods = append(authMethods, "none")
@@ -73,6 +77,9 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"authorization_response_iss_parameter_supported": true,
 		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
 		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
+	}
+	if device {
+		doc["device_authorization_endpoint"] = p.url(PathDeviceAuthorization) // RFC 8628 §4
 	}
 	return json.Marshal(doc)
 }

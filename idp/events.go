@@ -18,6 +18,12 @@ const (
 	// [OutcomeGranted] or [OutcomeDenied].
 	EventConsent = "consent"
 
+	// EventDeviceAuthorization is the user's answer on the device page
+	// (RFC 8628 §3.3): [OutcomeGranted] or [OutcomeDenied], with the
+	// client; or a user_code not found ([OutcomeInvalid]) or not checked
+	// ([OutcomeThrottled]: too many wrong ones).
+	EventDeviceAuthorization = "device_authorization"
+
 	// EventTokenIssued is a successful token response. GrantType says
 	// which grant.
 	EventTokenIssued = "token_issued"
@@ -34,7 +40,8 @@ const (
 
 	// EventTokenError is an error answer of the token endpoint. Error is
 	// its OAuth error code; ClientID the client_id the request named,
-	// authenticated or not.
+	// authenticated or not. A device flow's authorization_pending and
+	// slow_down are no error events: they answer every poll.
 	EventTokenError = "token_error"
 
 	// EventCodeReplay is an authorization code presented again: the

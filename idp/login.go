@@ -45,7 +45,7 @@ func (p *Provider) serveLogin(w http.ResponseWriter, r *http.Request) {
 func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
 	page := loginPage{Request: r.URL.Query().Get("request")}
 	if page.Request != "" {
-		req, err := p.decodeAuthRequest(page.Request)
+		req, err := p.decodeLoginRequest(page.Request)
 		if err != nil {
 			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "This login link is invalid or has expired. Go back to the application and sign in again."})
 			return
@@ -70,7 +70,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	var req *authRequest
 	if page.Request != "" {
 		var err error
-		if req, err = p.decodeAuthRequest(page.Request); err != nil {
+		if req, err = p.decodeLoginRequest(page.Request); err != nil {
 			p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "This login link is invalid or has expired. Go back to the application and sign in again."})
 			return
 		}
@@ -122,6 +122,11 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: page.ClientID, SID: sess.SID})
 	if req == nil {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
+		return
+	}
+	if req.Device {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, p.deviceReturn(req), http.StatusSeeOther)
 		return
 	}
 	p.afterLogin(w, r, req, p.clients[req.ClientID], sess)

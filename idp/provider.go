@@ -36,6 +36,12 @@ const (
 	PathConsent    = "/account/consent"
 	PathLogin      = "/account/login"
 	PathLogout     = "/account/logout"
+
+	// PathDeviceAuthorization is the device authorization endpoint and
+	// PathDevice the page where users enter a device's user_code (RFC
+	// 8628 §3.1, §3.3).
+	PathDeviceAuthorization = "/connect/deviceauthorization"
+	PathDevice              = "/device"
 )
 
 // Identity scopes of OpenID Connect Core §5.4 that the provider knows.
@@ -85,13 +91,15 @@ type Provider struct {
 	cookieSet []securecookie.Codec
 	deviceSet []securecookie.Codec // cookieSet with the device cookie's lifetime
 
-	codeTTL     time.Duration
-	sessionTTL  time.Duration
-	comparer    PasswordComparer
-	fakeKey     []byte // picks a fake hash for a username
-	throttle    ThrottleStore
-	throttleCfg ThrottleConfig
-	templates   *template.Template
+	codeTTL        time.Duration
+	deviceTTL      time.Duration // of a device_code and its user_code
+	deviceInterval time.Duration // between polls of a device_code
+	sessionTTL     time.Duration
+	comparer       PasswordComparer
+	fakeKey        []byte // picks a fake hash for a username
+	throttle       ThrottleStore
+	throttleCfg    ThrottleConfig
+	templates      *template.Template
 
 	clientIPFunc func(*http.Request) string
 
@@ -144,24 +152,26 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, fmt.Errorf("idp: issuer %q: %w", cfg.Issuer, err)
 	}
 	p := &Provider{
-		issuer:      cfg.Issuer,
-		base:        strings.TrimSuffix(iss.Path, "/"),
-		secure:      iss.Scheme == "https",
-		origin:      webOrigin(iss),
-		clients:     make(map[string]*client),
-		corsOrigins: make(map[string]bool),
-		apiScopes:   make(map[string]bool),
-		resources:   cfg.APIResources,
-		staticAud:   cfg.StaticAudience,
-		emitStatic:  cfg.EmitStaticAudience,
-		codeTTL:     cmp(cfg.CodeLifetime, DefaultCodeLifetime),
-		sessionTTL:  cmp(cfg.SessionLifetime, DefaultSessionLifetime),
-		comparer:    cfg.PasswordComparer,
-		store:       store,
-		log:         cfg.Logger,
-		events:      cfg.Events,
-		now:         cfg.Now,
-		random:      cfg.Rand,
+		issuer:         cfg.Issuer,
+		base:           strings.TrimSuffix(iss.Path, "/"),
+		secure:         iss.Scheme == "https",
+		origin:         webOrigin(iss),
+		clients:        make(map[string]*client),
+		corsOrigins:    make(map[string]bool),
+		apiScopes:      make(map[string]bool),
+		resources:      cfg.APIResources,
+		staticAud:      cfg.StaticAudience,
+		emitStatic:     cfg.EmitStaticAudience,
+		codeTTL:        cmp(cfg.CodeLifetime, DefaultCodeLifetime),
+		deviceTTL:      cmp(cfg.DeviceCodeLifetime, DefaultDeviceCodeLifetime),
+		deviceInterval: cmp(cfg.DevicePollInterval, DefaultDevicePollInterval),
+		sessionTTL:     cmp(cfg.SessionLifetime, DefaultSessionLifetime),
+		comparer:       cfg.PasswordComparer,
+		store:          store,
+		log:            cfg.Logger,
+		events:         cfg.Events,
+		now:            cfg.Now,
+		random:         cfg.Rand,
 
 		clientIPFunc: cfg.ClientIP,
 	}
@@ -179,6 +189,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	}
 	if p.random == nil {
 		p.random = rand.Reader
+	}
+	if cfg.DeviceCodeLifetime < 0 || cfg.DevicePollInterval < 0 || p.deviceInterval%time.Second != 0 {
+		return nil, errors.New("idp: device code lifetime and poll interval must be positive, the interval whole seconds")
 	}
 	p.throttle = cfg.ThrottleStore
 	if p.throttle == nil {
@@ -259,6 +272,8 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathEndSession, p.serveEndSession)
 	p.mux.HandleFunc(p.base+PathLogin, p.serveLogin)
 	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
+	p.mux.HandleFunc(p.base+PathDeviceAuthorization, p.serveDeviceAuthorization)
+	p.mux.HandleFunc(p.base+PathDevice, p.serveDevice)
 	return p, nil
 }
 
@@ -318,7 +333,7 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		return nil, errors.New("a secret or secret hash is required")
 	case c.Secret != "" && c.SecretHash != "":
 		return nil, errors.New("secret and secret hash are exclusive")
-	case len(c.RedirectURIs) == 0 && !c.AllowClientCredentials && !c.AllowPasswordGrant:
+	case len(c.RedirectURIs) == 0 && !c.AllowClientCredentials && !c.AllowPasswordGrant && !c.AllowDeviceFlow:
 		return nil, errors.New("at least one redirect URI is required")
 	}
 	cl := &client{Client: c, redirects: make(map[string]bool), loopback: make(map[string]bool), postLogout: make(map[string]bool), scopes: make(map[string]bool)}

@@ -90,6 +90,16 @@ func (p *Provider) encodeAuthRequest(req *authRequest) (string, error) {
 }
 
 func (p *Provider) decodeAuthRequest(s string) (*authRequest, error) {
+	req, err := p.decodeLoginRequest(s)
+	if err == nil && req.Device {
+		return nil, errors.New("idp: a device page login is no authorization request")
+	}
+	return req, err
+}
+
+// decodeLoginRequest is decodeAuthRequest for the login page, which also
+// takes a login for the device page.
+func (p *Provider) decodeLoginRequest(s string) (*authRequest, error) {
 	var req authRequest
 	if err := securecookie.DecodeMulti(authReqName, s, &req, p.cookieSet...); err != nil {
 		return nil, err
@@ -97,7 +107,7 @@ func (p *Provider) decodeAuthRequest(s string) (*authRequest, error) {
 	if !p.fresh(req.Issued, authRequestTTL) {
 		return nil, errors.New("idp: login request expired")
 	}
-	if _, ok := p.clients[req.ClientID]; !ok {
+	if _, ok := p.clients[req.ClientID]; !ok && !(req.Device && req.ClientID == "") {
 		return nil, errors.New("idp: login request for an unknown client")
 	}
 	return &req, nil

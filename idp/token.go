@@ -59,7 +59,7 @@ func parseTokenRequest(r *http.Request) (*tokenRequest, *Error) {
 	}
 	t := &tokenRequest{form: params(r.PostForm)}
 	if name := repeated(t.form, "grant_type", "code", "redirect_uri", "code_verifier", "client_id", "client_secret",
-		"refresh_token", "scope", "username", "password", "token", "token_type_hint"); name != "" {
+		"refresh_token", "scope", "username", "password", "token", "token_type_hint", "device_code"); name != "" {
 		return nil, oauthErr(ErrInvalidRequest, "parameter "+name+" is given more than once")
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
@@ -140,13 +140,19 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		resp, oe = p.clientCredentials(r, c, treq)
 	case "password":
 		resp, oe = p.passwordGrant(r, c, treq)
+	case GrantTypeDeviceCode:
+		resp, oe = p.deviceToken(r, c, treq)
 	case "":
 		oe = oauthErr(ErrInvalidRequest, "grant_type is required")
 	default:
 		oe = oauthErr(ErrUnsupportedGrantType, "unsupported grant_type")
 	}
 	if oe != nil {
-		p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: c.ID, GrantType: knownGrant(gt)})
+		// A device that polls while its user has not answered is the
+		// device flow working, not a failure (RFC 8628 §3.5).
+		if oe.Code != ErrAuthorizationPending && oe.Code != ErrSlowDown {
+			p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: c.ID, GrantType: knownGrant(gt)})
+		}
 		p.tokenError(w, r, oe)
 		return
 	}
@@ -158,7 +164,7 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 // make up a value.
 func knownGrant(gt string) string {
 	switch gt {
-	case "authorization_code", "refresh_token", "client_credentials", "password":
+	case "authorization_code", "refresh_token", "client_credentials", "password", GrantTypeDeviceCode:
 		return gt
 	}
 	return ""
