@@ -525,3 +525,33 @@ func TestGatewayClockSkew(t *testing.T) {
 		t.Fatal("clock_skew 6m accepted")
 	}
 }
+
+// TestGatewayIDTokenClockSkew: the ID token of a login is checked with
+// the clock skew too: a provider whose clock runs 20s ahead (iat, nbf in
+// our future) is accepted with the default 30s, refused with clock_skew
+// 0 and when it runs 2 minutes ahead.
+func TestGatewayIDTokenClockSkew(t *testing.T) {
+	zero := caddy.Duration(0)
+	tests := []struct {
+		name  string
+		ahead time.Duration
+		skew  *caddy.Duration
+		ok    bool
+	}{
+		{"20s ahead, default", 20 * time.Second, nil, true},
+		{"20s ahead, 0", 20 * time.Second, &zero, false},
+		{"2m ahead, default", 2 * time.Minute, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op := newOP(t, func(c *idp.Config) { c.Now = func() time.Time { return time.Now().Add(tt.ahead) } })
+			gw := newGateway(t, op, func(g *Gateway) { g.ClockSkew = tt.skew })
+			u := newUser(t, gw, op)
+			resp, _ := u.get("http://gw.test/", nil)
+			resp = u.login(resp)
+			if ok := resp.StatusCode == http.StatusFound; ok != tt.ok {
+				t.Fatalf("callback status %d, want login %v", resp.StatusCode, tt.ok)
+			}
+		})
+	}
+}
