@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/crypto/hkdf"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -162,7 +163,8 @@ type Gateway struct {
 	Mode string `json:"mode,omitempty"`
 
 	// Audience is what a bearer token's aud must contain (one of). Required
-	// for modes api and bearer.
+	// for modes api and bearer, unless AcceptIDTokens is set or BearerCheck
+	// is "userinfo" (which forbids it).
 	Audience []string `json:"audience,omitempty"`
 
 	// Introspect asks the provider's introspection endpoint (RFC 7662)
@@ -183,6 +185,26 @@ type Gateway struct {
 	// kept by NTP are within a second; ASP.NET's 5 minutes would keep an
 	// expired token working that long); 0 for none; at most 5m.
 	ClockSkew *caddy.Duration `json:"clock_skew,omitempty"`
+
+	// BearerCheck is how modes api and bearer check a bearer token:
+	// "jwt" (default) verifies it here as a JWT of the issuer (JWKS
+	// signature, iss, exp, aud in Audience); "userinfo" sends it to the
+	// provider's userinfo endpoint instead, as an opaque string, for
+	// providers whose access tokens are not JWTs (Google). With
+	// "userinfo" the identity is the userinfo answer's claims, and no
+	// audience can be checked: see gateway_userinfo.go.
+	BearerCheck string `json:"bearer_check,omitempty"`
+
+	// UserinfoCache is how long a userinfo answer to a bearer token is
+	// reused. Default: 10s.
+	UserinfoCache caddy.Duration `json:"userinfo_cache,omitempty"`
+
+	// AcceptIDTokens lets modes api and bearer take, besides access
+	// tokens for Audience, JWTs of the issuer whose aud is one of these
+	// client ids: ID tokens, and access tokens that look like them
+	// (Dex's carry at_hash and nonce). Weaker than an access token for
+	// this API: see the README. Default: none, ID tokens are refused.
+	AcceptIDTokens []string `json:"accept_id_tokens,omitempty"`
 
 	// RefreshBefore is how long before the access token expires it is
 	// refreshed. Default: 60s.
@@ -237,14 +259,17 @@ type Gateway struct {
 	scopeNeeded   string // the scope of insufficient_scope challenges: the first scope rule's
 
 	introspectCache time.Duration
-	keptClaims      map[string]bool // what a session too large for its cookies keeps
-	binding         string          // sessionBinding of Issuer and ClientID
-	foreignCookie   *sync.Once      // warns once that another gateway's cookie came here
-	secretGiven     bool            // client_secret was configured, before its placeholders were resolved
-	refresherKey    string          // the key of refresher in refreshers, once loaded
-	redisKey        string          // the key of the store's client in redisPool, once loaded
-	revocations     *revocations    // the revocation list of the store, shared
-	revocationsKey  string          // its key in revocationPool, once loaded
+	userinfoCheck   bool                // BearerCheck is "userinfo"
+	userinfoCache   time.Duration       // UserinfoCache, defaulted
+	userinfoCalls   *singleflight.Group // one userinfo call per token at a time
+	keptClaims      map[string]bool     // what a session too large for its cookies keeps
+	binding         string              // sessionBinding of Issuer and ClientID
+	foreignCookie   *sync.Once          // warns once that another gateway's cookie came here
+	secretGiven     bool                // client_secret was configured, before its placeholders were resolved
+	refresherKey    string              // the key of refresher in refreshers, once loaded
+	redisKey        string              // the key of the store's client in redisPool, once loaded
+	revocations     *revocations        // the revocation list of the store, shared
+	revocationsKey  string              // its key in revocationPool, once loaded
 }
 
 // GatewayCookie configures the gateway's cookies.
@@ -387,6 +412,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	if g.introspectCache == 0 {
 		g.introspectCache = 10 * time.Second
 	}
+	g.provisionUserinfo()
 
 	secrets := make([]string, 0, len(g.SessionKeys))
 	for _, k := range g.SessionKeys {
@@ -477,7 +503,10 @@ func (g *Gateway) Validate() error {
 	if err := g.validateSecret(); err != nil {
 		return err
 	}
-	if g.acceptBearer && len(g.Audience) == 0 {
+	if err := g.validateBearerCheck(); err != nil {
+		return err
+	}
+	if g.acceptBearer && len(g.Audience) == 0 && len(g.AcceptIDTokens) == 0 && g.BearerCheck != bearerCheckUserinfo {
 		return fmt.Errorf("oidc_gateway: mode %s needs an audience that bearer tokens must carry", g.Mode)
 	}
 	for _, p := range []string{g.RedirectPath, g.SignInPath, g.SignOutPath, g.BackchannelLogoutPath} {

@@ -62,6 +62,8 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		refresh_before <duration>
 //		clock_skew <duration>
 //		introspect [<cache duration>]
+//		bearer_check jwt|userinfo [<cache duration>]
+//		accept_id_tokens <client_id...>
 //		allow_dot_segments
 //		metrics off
 //		cors [<origin...>] {
@@ -179,6 +181,17 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.ArgErr()
 				}
 			}
+		case "bearer_check":
+			if err := g.parseBearerCheck(d); err != nil {
+				return err
+			}
+		case "accept_id_tokens":
+			if g.AcceptIDTokens != nil {
+				return d.Err("accept_id_tokens is declared twice")
+			}
+			if g.AcceptIDTokens = d.RemainingArgs(); len(g.AcceptIDTokens) == 0 {
+				return d.ArgErr()
+			}
 		case "sign_out_id_token_hint", "pass_access_token", "allow_unverified_email", "public_client", "allow_dot_segments":
 			flag := map[string]*bool{
 				"sign_out_id_token_hint": &g.SignOutIDTokenHint, "pass_access_token": &g.PassAccessToken,
@@ -274,6 +287,36 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized oidc_gateway option %q", opt)
 		}
+	}
+	return nil
+}
+
+// parseBearerCheck reads bearer_check jwt|userinfo [<cache duration>].
+func (g *Gateway) parseBearerCheck(d *caddyfile.Dispenser) error {
+	if g.BearerCheck != "" {
+		return d.Err("bearer_check is declared twice")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	switch g.BearerCheck = d.Val(); g.BearerCheck {
+	case bearerCheckJWT, bearerCheckUserinfo:
+	default:
+		return d.Errf("bearer_check %q is not jwt or userinfo", g.BearerCheck)
+	}
+	if !d.NextArg() {
+		return nil
+	}
+	if g.BearerCheck != bearerCheckUserinfo {
+		return d.Errf("bearer_check %s takes no cache duration", g.BearerCheck)
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil || dur <= 0 {
+		return d.Errf("bearer_check userinfo %q: want a positive cache duration", d.Val())
+	}
+	g.UserinfoCache = caddy.Duration(dur)
+	if d.NextArg() {
+		return d.ArgErr()
 	}
 	return nil
 }

@@ -243,18 +243,18 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	if err != nil {
 		return nil, g.providerDown(w, r, err)
 	}
+	if g.userinfoCheck {
+		return g.userinfoIdentity(w, r, d, token)
+	}
 	idt, err := d.verifier("").Verify(g.oidc.ctx, token)
 	if err == nil {
 		err = d.checkTimes(idt, now)
 	}
-	if err == nil && !slices.ContainsFunc(idt.Audience, func(a string) bool { return slices.Contains(g.Audience, a) }) {
-		err = errWrongAudience
+	if err == nil {
+		err = g.checkBearerJWT(idt, token)
 	}
 	if err == nil && !httpguts.ValidHeaderFieldValue(idt.Subject) {
 		err = errBadSubject
-	}
-	if err == nil && !isAccessToken(token) {
-		err = errNotAccessToken
 	}
 	if err != nil {
 		if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {

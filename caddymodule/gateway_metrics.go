@@ -71,6 +71,7 @@ const (
 	opRefresh
 	opIntrospect
 	opRevoke
+	opUserinfo
 	numProviderOps
 )
 
@@ -82,6 +83,7 @@ var providerOpNames = [numProviderOps]string{
 	opRefresh:    "token_refresh",
 	opIntrospect: "introspection",
 	opRevoke:     "revocation",
+	opUserinfo:   "userinfo",
 }
 
 // gatewayCollectors are the gateway's collectors, one set per process.

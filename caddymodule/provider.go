@@ -86,8 +86,15 @@ type Provider struct {
 	APIResources []ProviderAPIResource `json:"api_resources,omitempty"`
 
 	// StaticAudience is the audience of access tokens that grant no API
-	// resource's scope. Default: the issuer followed by `/resources`.
+	// resource's scope. Default: the issuer followed by `/resources`, as
+	// IdentityServer names it.
 	StaticAudience string `json:"static_audience,omitempty"`
+
+	// EmitStaticAudience puts StaticAudience into every access token's
+	// audience, beside the API resources it grants, as IdentityServer's
+	// EmitStaticAudienceClaim. Default: false (only into tokens that grant
+	// no API resource).
+	EmitStaticAudience bool `json:"emit_static_audience,omitempty"`
 
 	// AccessTokenAlg is the algorithm that signs access tokens: RS256 or
 	// ES256. Default: RS256.
@@ -214,7 +221,9 @@ type ProviderClient struct {
 	RefreshTokenExpiration string `json:"refresh_token_expiration,omitempty"`
 
 	// AbsoluteRefreshTokenLifetime bounds the refresh tokens of one login.
-	// Default: 720h (30 days).
+	// A negative value (the Caddyfile's 0) is no absolute limit, only with
+	// sliding expiration: the tokens live as long as each is used within
+	// the sliding lifetime. Default: 720h (30 days).
 	AbsoluteRefreshTokenLifetime caddy.Duration `json:"absolute_refresh_token_lifetime,omitempty"`
 
 	// SlidingRefreshTokenLifetime is how far each use extends a sliding
@@ -301,6 +310,13 @@ type ProviderAPIResource struct {
 	// API call the introspection endpoint with its name as client_id.
 	Secret     string `json:"secret,omitempty"`
 	SecretHash string `json:"secret_hash,omitempty"`
+
+	// UserClaims are claims of the user (role, groups, ...) that access
+	// tokens for this API carry, as IdentityServer's ApiResource.UserClaims:
+	// tokens issued to a user (not client_credentials), with the claims the
+	// user has. The token's own claims (sub, iss, aud, exp, scope,
+	// client_id, ...) cannot be listed. Default: none.
+	UserClaims []string `json:"user_claims,omitempty"`
 }
 
 // ProviderLoginThrottle limits failed logins, at the login page and in the
@@ -514,18 +530,19 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 	}
 
 	cfg := idp.Config{
-		Issuer:          p.Issuer,
-		APIScopes:       p.APIScopes,
-		StaticAudience:  p.StaticAudience,
-		AccessTokenAlg:  p.AccessTokenAlg,
-		CodeLifetime:    time.Duration(p.CodeLifetime),
-		SessionLifetime: time.Duration(p.SessionLifetime),
-		Throttle:        throttle,
-		Backchannel:     backchannel,
+		Issuer:             p.Issuer,
+		APIScopes:          p.APIScopes,
+		StaticAudience:     p.StaticAudience,
+		EmitStaticAudience: p.EmitStaticAudience,
+		AccessTokenAlg:     p.AccessTokenAlg,
+		CodeLifetime:       time.Duration(p.CodeLifetime),
+		SessionLifetime:    time.Duration(p.SessionLifetime),
+		Throttle:           throttle,
+		Backchannel:        backchannel,
 	}
 	repl := caddy.NewReplacer()
 	for _, r := range p.APIResources {
-		res := idp.APIResource{Name: r.Name, Scopes: r.Scopes, Secret: repl.ReplaceAll(r.Secret, "")}
+		res := idp.APIResource{Name: r.Name, Scopes: r.Scopes, Secret: repl.ReplaceAll(r.Secret, ""), UserClaims: r.UserClaims}
 		if r.SecretHash != "" {
 			res.SecretHash = repl.ReplaceAll(r.SecretHash, "")
 			if err := checkPasswordHash(res.SecretHash); err != nil {
@@ -612,6 +629,9 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		AbsoluteRefreshTokenLifetime: time.Duration(c.AbsoluteRefreshTokenLifetime),
 		SlidingRefreshTokenLifetime:  time.Duration(c.SlidingRefreshTokenLifetime),
 		RefreshTokenReuseGrace:       time.Duration(c.RefreshTokenReuseGrace),
+	}
+	if c.AbsoluteRefreshTokenLifetime < 0 {
+		ic.AbsoluteRefreshTokenLifetime = idp.NoAbsoluteLimit
 	}
 	if c.Secret != "" {
 		// A placeholder of an unset variable or unreadable file leaves

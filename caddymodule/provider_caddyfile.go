@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"net/url"
 	"slices"
 	"strconv"
@@ -76,8 +78,9 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		api_resource <name> <scope...> {
 //			secret <plaintext or {env.X}>
 //			secret_hash <hash>
+//			user_claims <claim...>
 //		}
-//		static_audience <aud>
+//		static_audience [<aud>]
 //		access_token_alg RS256|ES256
 //		code_lifetime <duration>
 //		session_lifetime <duration>
@@ -179,7 +182,7 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 						p.UsersFilePoll = -1
 						continue
 					}
-					v, err := caddy.ParseDuration(args[0])
+					v, err := parseLifetime(args[0])
 					if err != nil || v <= 0 {
 						return d.Errf("users_file poll %q: want a positive duration or off", args[0])
 					}
@@ -214,6 +217,20 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					if err := parseOnce(d, &r.SecretHash); err != nil {
 						return err
 					}
+				case "user_claims":
+					claims := d.RemainingArgs()
+					if len(claims) == 0 {
+						return d.ArgErr()
+					}
+					for _, c := range claims {
+						if slices.Contains(idp.ReservedAccessTokenClaims, c) {
+							return d.Errf("api_resource %q: user_claims %q: the access token sets this claim itself", r.Name, c)
+						}
+						if slices.Contains(r.UserClaims, c) {
+							return d.Errf("api_resource %q: user_claims %q is listed twice", r.Name, c)
+						}
+						r.UserClaims = append(r.UserClaims, c)
+					}
 				default:
 					return d.Errf("unrecognized api_resource option %q", d.Val())
 				}
@@ -224,9 +241,19 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.APIResources = append(p.APIResources, r)
 
 		case "static_audience":
-			if err := parseOnce(d, &p.StaticAudience); err != nil {
-				return err
+			// On, as IdentityServer's EmitStaticAudienceClaim, with an
+			// optional name other than {issuer}/resources.
+			if p.EmitStaticAudience {
+				return d.Err("static_audience is declared twice")
 			}
+			args := d.RemainingArgs()
+			if len(args) > 1 {
+				return d.ArgErr()
+			}
+			if len(args) == 1 {
+				p.StaticAudience = args[0]
+			}
+			p.EmitStaticAudience = true
 
 		case "access_token_alg":
 			if err := parseAlg(d, &p.AccessTokenAlg); err != nil {
@@ -406,6 +433,9 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 				return c, d.ArgErr()
 			}
 			*flag = true
+			if c.Public && c.RefreshTokenUsage == "reuse" {
+				return c, publicReuseErr(d, c.ID)
+			}
 
 		case "backchannel_logout_uri":
 			if err := parseOnce(d, &c.BackchannelLogoutURI); err != nil {
@@ -434,6 +464,9 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			if c.RefreshTokenUsage != "one_time" && c.RefreshTokenUsage != "reuse" {
 				return c, d.Errf("refresh_token_usage %q: want one_time or reuse", c.RefreshTokenUsage)
 			}
+			if c.Public && c.RefreshTokenUsage == "reuse" {
+				return c, publicReuseErr(d, c.ID)
+			}
 
 		case "refresh_token_expiration":
 			if err := parseOnce(d, &c.RefreshTokenExpiration); err != nil {
@@ -444,6 +477,21 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			}
 
 		case "absolute_refresh_token_lifetime":
+			if d.NextArg() {
+				// IdentityServer's 0: no absolute limit, with sliding
+				// expiration (checked once the block is read).
+				if v, err := parseLifetime(d.Val()); err == nil && v == 0 {
+					if c.AbsoluteRefreshTokenLifetime != 0 {
+						return c, d.Err("absolute_refresh_token_lifetime is declared twice")
+					}
+					if d.NextArg() {
+						return c, d.ArgErr()
+					}
+					c.AbsoluteRefreshTokenLifetime = -1
+					continue
+				}
+				d.Prev()
+			}
 			if err := parseDuration(d, &c.AbsoluteRefreshTokenLifetime); err != nil {
 				return c, err
 			}
@@ -494,7 +542,20 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			return c, d.Errf("unrecognized client option %q", d.Val())
 		}
 	}
+	if c.AbsoluteRefreshTokenLifetime < 0 && c.RefreshTokenExpiration != "sliding" {
+		return c, d.Errf("client %q: absolute_refresh_token_lifetime 0 (no absolute limit) needs refresh_token_expiration sliding: absolute refresh tokens would never expire", c.ID)
+	}
 	return c, nil
+}
+
+// publicReuseErr refuses refresh_token_usage reuse on a public client,
+// which IdentityServer accepts: RFC 9700 §4.14.2 requires a public
+// client's refresh tokens to be rotated or sender-constrained, and ours
+// are not sender-constrained (yet: DPoP would let reuse through).
+func publicReuseErr(d *caddyfile.Dispenser, id string) error {
+	return d.Errf("client %q: refresh_token_usage reuse is refused for a public client: "+
+		"RFC 9700 §4.14.2 requires a public client's refresh tokens to be rotated or sender-constrained; "+
+		"write refresh_token_usage one_time (the default)", id)
 }
 
 // parseUser parses `user <username> { ... }`, the dispenser on "user".
@@ -653,7 +714,7 @@ func parseKeyRotation(d *caddyfile.Dispenser) (*KeyRotation, error) {
 		if !d.Args(&s) || d.NextArg() {
 			return nil, d.ArgErr()
 		}
-		v, err := caddy.ParseDuration(s)
+		v, err := parseLifetime(s)
 		if err != nil || v <= 0 {
 			return nil, d.Errf("key_rotation %s %q: want a positive duration", option, s)
 		}
@@ -716,11 +777,11 @@ func parseThrottleLimit(d *caddyfile.Dispenser, name string) (*ProviderThrottleL
 	if l.Free, err = strconv.Atoi(free); err != nil || l.Free < 0 {
 		return nil, d.Errf("login_throttle %s free %q: want a number of failures", name, free)
 	}
-	b, err := caddy.ParseDuration(base)
+	b, err := parseLifetime(base)
 	if err != nil || b <= 0 {
 		return nil, d.Errf("login_throttle %s base %q: want a positive duration", name, base)
 	}
-	m, err := caddy.ParseDuration(maxWait)
+	m, err := parseLifetime(maxWait)
 	if err != nil || m <= 0 {
 		return nil, d.Errf("login_throttle %s max %q: want a positive duration", name, maxWait)
 	}
@@ -748,8 +809,22 @@ func parseOnce(d *caddyfile.Dispenser, dst *string) error {
 	return nil
 }
 
+// parseLifetime parses a duration as caddy.ParseDuration does (1h30m,
+// 2d) or, as IdentityServer's configuration has them, a bare integer of
+// seconds (3600).
+func parseLifetime(s string) (time.Duration, error) {
+	if s != "" && strings.Trim(s, "0123456789") == "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n > int64(math.MaxInt64/time.Second) {
+			return 0, fmt.Errorf("%q seconds is out of range", s)
+		}
+		return time.Duration(n) * time.Second, nil
+	}
+	return caddy.ParseDuration(s)
+}
+
 // parseDuration reads the positive duration argument of the option under
-// the cursor into dst, once.
+// the cursor into dst, once: a duration or a bare integer of seconds.
 func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	option := d.Val()
 	if *dst != 0 {
@@ -759,9 +834,9 @@ func parseDuration(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	if err := parseOnce(d, &s); err != nil {
 		return err
 	}
-	v, err := caddy.ParseDuration(s)
+	v, err := parseLifetime(s)
 	if err != nil || v <= 0 {
-		return d.Errf("%s %q: want a positive duration", option, s)
+		return d.Errf("%s %q: want a positive duration or number of seconds", option, s)
 	}
 	*dst = caddy.Duration(v)
 	return nil

@@ -28,6 +28,7 @@ type authRequest struct {
 	Prompt      []string `json:"p,omitempty"`
 	MaxAge      int      `json:"ma"` // -1: absent
 	LoginHint   string   `json:"lh,omitempty"`
+	Mode        string   `json:"rm,omitempty"`  // response mode; empty: query
 	Issued      int64    `json:"iat,omitempty"` // when it was sealed for the login page
 }
 
@@ -49,6 +50,10 @@ type codeGrant struct {
 // parseAuthorizeRequest reads and checks the parameters of an authorization
 // request. A *pageError means the client or redirect URI cannot be trusted:
 // show it, never redirect. Any other error is an *Error for the redirect URI.
+// maxShownRedirect is how much of an unregistered redirect_uri the error
+// page and the log show.
+const maxShownRedirect = 200
+
 func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, error) {
 	q = params(q)
 	for _, name := range []string{"client_id", "redirect_uri"} {
@@ -71,12 +76,26 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 	}
 	if !c.redirects[redirect] && !c.loopbackRedirect(redirect) {
 		// RFC 9700 §4.1.3: exact string match, no patterns, no prefixes.
-		return nil, nil, &pageError{status: http.StatusBadRequest, msg: "The redirect_uri is not registered for this client."}
+		// The page names the URI (html/template escapes it) so that whoever
+		// registers the client sees the mismatch; the log too, for its
+		// operator.
+		shown := strings.ToValidUTF8(truncate(redirect, maxShownRedirect), "?")
+		p.log.Warn("authorize: redirect_uri is not registered", "client_id", clientID, "redirect_uri", shown)
+		return nil, nil, &pageError{status: http.StatusBadRequest,
+			msg: fmt.Sprintf("The redirect_uri %q is not registered for the client %q.", shown, clientID)}
 	}
 	req := &authRequest{ClientID: clientID, RedirectURI: redirect, MaxAge: -1}
 	// From here on, errors go to the redirect URI with the state.
 	if len(q["state"]) == 1 {
 		req.State = q.Get("state")
+	}
+	// Errors go back by the response mode the client asked for (Form Post
+	// Response Mode §2; Multiple Response Type Encoding Practices §2), so
+	// it is read before anything else can fail. A mode given twice or
+	// unknown cannot be used: that error goes by the default, query; so
+	// does form_post to a redirect URI that no web page can post to.
+	if m := q["response_mode"]; len(m) == 1 && (m[0] == modeFragment || m[0] == modeFormPost && webURI(redirect)) {
+		req.Mode = m[0]
 	}
 	if name := repeated(q, "state", "response_type", "response_mode", "scope", "nonce", "code_challenge",
 		"code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "request", "request_uri"); name != "" {
@@ -95,8 +114,14 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 	default:
 		return req, c, oauthErr(ErrUnsupportedResponseType, "only response_type=code is supported")
 	}
-	if m := q.Get("response_mode"); m != "" && m != "query" {
-		return req, c, oauthErr(ErrInvalidRequest, "only response_mode=query is supported")
+	switch m := q.Get("response_mode"); m {
+	case "", modeQuery, modeFragment:
+	case modeFormPost:
+		if req.Mode != modeFormPost {
+			return req, c, oauthErr(ErrInvalidRequest, "response_mode=form_post needs an http or https redirect_uri")
+		}
+	default:
+		return req, c, oauthErr(ErrInvalidRequest, "unsupported response_mode; use query, fragment or form_post")
 	}
 	scopes, err := p.checkScopes(c, q.Get("scope"))
 	if err != nil {
@@ -155,6 +180,13 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 		req.MaxAge = int(min(n, maxMaxAge)) // beyond a century, it is "no limit"
 	}
 	return req, c, nil
+}
+
+// webURI reports whether raw is an http or https URI, which a form can
+// post to.
+func webURI(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https")
 }
 
 // loopbackRedirect reports whether redirect is a registered loopback
@@ -261,7 +293,8 @@ func (p *Provider) readFrontChannel(w http.ResponseWriter, r *http.Request) url.
 }
 
 // finishAuthorize issues a code for a logged-in user and sends the browser
-// back to the client with code, state and iss (RFC 9207).
+// back to the client with code, state and iss (RFC 9207), by the request's
+// response mode.
 func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *authRequest, c *client, sess *session) {
 	code := p.randomString(32)
 	grant := codeGrant{
@@ -287,9 +320,11 @@ func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *
 	if req.State != "" {
 		v.Set("state", req.State)
 	}
-	redirectTo(w, r, req.RedirectURI, v)
+	p.respond(w, r, req, v)
 }
 
+// redirectWithError sends e to the client's redirect URI, with state and
+// iss, by the request's response mode (RFC 6749 §4.1.2.1).
 func (p *Provider) redirectWithError(w http.ResponseWriter, r *http.Request, req *authRequest, e *Error) {
 	if e.Cause != nil {
 		p.log.WarnContext(r.Context(), "authorization request failed", "client_id", req.ClientID, "error", e.Cause)
@@ -301,7 +336,7 @@ func (p *Provider) redirectWithError(w http.ResponseWriter, r *http.Request, req
 	if req.State != "" {
 		v.Set("state", req.State)
 	}
-	redirectTo(w, r, req.RedirectURI, v)
+	p.respond(w, r, req, v)
 }
 
 // redirectTo sends the browser to base with v added to its query: a 302,

@@ -31,7 +31,7 @@ func TestAuthorizeErrors(t *testing.T) {
 		{name: "no response_type", edit: func(q url.Values) { q.Del("response_type") }, wantErr: "invalid_request"},
 		{name: "token response_type", edit: func(q url.Values) { q.Set("response_type", "token") }, wantErr: "unsupported_response_type"},
 		{name: "hybrid response_type", edit: func(q url.Values) { q.Set("response_type", "code id_token") }, wantErr: "unsupported_response_type"},
-		{name: "fragment response_mode", edit: func(q url.Values) { q.Set("response_mode", "fragment") }, wantErr: "invalid_request"},
+		{name: "unknown response_mode", edit: func(q url.Values) { q.Set("response_mode", "web_message") }, wantErr: "invalid_request"},
 		{name: "no scope", edit: func(q url.Values) { q.Del("scope") }, wantErr: "invalid_scope"},
 		{name: "unknown scope", edit: func(q url.Values) { q.Set("scope", "openid admin") }, wantErr: "invalid_scope"},
 		{name: "scope not allowed for client", edit: func(q url.Values) { q.Set("scope", "openid phone") }, wantErr: "invalid_scope"},

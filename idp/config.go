@@ -47,10 +47,16 @@ type Config struct {
 	// access token's aud lists every resource one of whose scopes was granted.
 	APIResources []APIResource
 
-	// StaticAudience is put into the aud of access tokens that grant no API
-	// resource's scope, as IdentityServer's EmitStaticAudienceClaim. Default:
-	// Issuer + "/resources".
+	// StaticAudience is the aud of access tokens that grant no API
+	// resource's scope, so that every access token has one (RFC 9068
+	// §2.2). Default: Issuer + "/resources", as IdentityServer names it.
 	StaticAudience string
+
+	// EmitStaticAudience puts StaticAudience into the aud of every access
+	// token, beside the API resources granted, as IdentityServer's
+	// EmitStaticAudienceClaim does. Default: off, only where no API
+	// resource is granted.
+	EmitStaticAudience bool
 
 	// Keys sign tokens and are published at the JWKS endpoint. The first key
 	// of each algorithm signs; the others are only published, so tokens
@@ -126,6 +132,10 @@ type Config struct {
 	Backchannel BackchannelConfig
 }
 
+// NoAbsoluteLimit is the [Client.AbsoluteRefreshTokenLifetime] of a
+// client whose sliding refresh tokens have no absolute end.
+const NoAbsoluteLimit time.Duration = -1
+
 // Client is a registered relying party.
 type Client struct {
 	// ID is the client_id.
@@ -181,7 +191,10 @@ type Client struct {
 	RefreshTokenExpiration string
 
 	// AbsoluteRefreshTokenLifetime: default
-	// [DefaultAbsoluteRefreshTokenLifetime].
+	// [DefaultAbsoluteRefreshTokenLifetime]. [NoAbsoluteLimit], with
+	// sliding expiration only, lets a login's refresh tokens live for as
+	// long as each is used within SlidingRefreshTokenLifetime, as
+	// IdentityServer's 0.
 	AbsoluteRefreshTokenLifetime time.Duration
 
 	// SlidingRefreshTokenLifetime: default
@@ -272,6 +285,22 @@ type APIResource struct {
 	Scopes     []string
 	Secret     string
 	SecretHash string
+
+	// UserClaims are claims of the user (role, groups, ...) that access
+	// tokens granting this resource carry, as IdentityServer's
+	// ApiResource.UserClaims: only tokens issued to a user, not
+	// client_credentials, and only the claims the user has. Claims an
+	// access token has of its own (sub, aud, scope, ...; see
+	// [ReservedAccessTokenClaims]) cannot be listed.
+	UserClaims []string
+}
+
+// ReservedAccessTokenClaims are the claims an access token sets itself
+// (RFC 9068 §2.2, RFC 7519 §4.1, OpenID Connect Core §2), which an
+// [APIResource] cannot take from a user.
+var ReservedAccessTokenClaims = []string{
+	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "scp",
+	"auth_time", "sid", "grant_id", "acr", "amr", "azp", "nonce", "at_hash", "c_hash", "cnf", "typ",
 }
 
 // SigningKey is a private key that signs tokens.

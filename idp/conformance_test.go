@@ -155,7 +155,8 @@ func TestSpecLetter(t *testing.T) {
 		cfg := testConfig(t)
 		cfg.Issuer = "https://op.example"
 		cfg.Clients = append(cfg.Clients, idp.Client{ID: "spa", Public: true, RedirectURIs: []string{"https://spa/cb"}, RefreshTokenUsage: idp.RefreshReuse})
-		if _, err := idp.New(cfg, idp.NewMemoryStore(nil)); err == nil || !strings.Contains(err.Error(), "one_time") {
+		// The error says why (RFC 9700 §4.14.2) and what to use instead.
+		if _, err := idp.New(cfg, idp.NewMemoryStore(nil)); err == nil || !strings.Contains(err.Error(), `use "one_time"`) || !strings.Contains(err.Error(), "RFC 9700 §4.14.2") {
 			t.Fatalf("New = %v", err)
 		}
 	})

@@ -58,7 +58,7 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"scopes_supported":                               scopes,
 		"claims_supported":                               claims,
 		"response_types_supported":                       []string{"code"},
-		"response_modes_supported":                       []string{"query"},
+		"response_modes_supported":                       responseModes,
 		"grant_types_supported":                          grants,
 		"subject_types_supported":                        []string{"public"},
 		"id_token_signing_alg_values_supported":          algs,

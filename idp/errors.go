@@ -65,12 +65,17 @@ func unavailable(description string, cause error) *Error {
 const unavailableRetryAfter = "5"
 
 // cleanDescription keeps an error_description within the characters RFC
-// 6749 §5.2 allows (%x20-21 / %x23-5B / %x5D-7E): others, such as quotes
-// or non-ASCII echoed from a request, become '?'.
+// 6749 §5.2 allows (%x20-21 / %x23-5B / %x5D-7E): a double quote, which
+// the descriptions use around names and values, becomes a single quote,
+// which is allowed; a backslash, a control character or non-ASCII
+// echoed from a request becomes '?'.
 func cleanDescription(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+		switch {
+		case c == '"':
+			b[i] = '\''
+		case c < 0x20 || c > 0x7e || c == '\\':
 			b[i] = '?'
 		}
 	}

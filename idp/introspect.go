@@ -21,6 +21,31 @@ type introspection struct {
 	IssuedAt  int64    `json:"iat,omitempty"`
 	ID        string   `json:"jti,omitempty"`
 	TokenType string   `json:"token_type,omitempty"`
+
+	// Extra are the access token's other claims (RFC 7662 §2.2 allows
+	// them): the user claims its API resources carry, so that an API
+	// that introspects sees what one that verifies the JWT sees.
+	Extra map[string]any `json:"-"`
+}
+
+// MarshalJSON writes the response's members and then those of Extra that
+// do not collide with them.
+func (i introspection) MarshalJSON() ([]byte, error) {
+	type plain introspection
+	b, err := json.Marshal(plain(i))
+	if err != nil || len(i.Extra) == 0 {
+		return b, err
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	for name, v := range i.Extra {
+		if _, taken := out[name]; !taken && name != "active" && name != "token_type" && name != "username" {
+			out[name] = v
+		}
+	}
+	return json.Marshal(out)
 }
 
 // serveIntrospect is token introspection (RFC 7662) for authenticated
@@ -64,7 +89,7 @@ func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 			resp = introspection{
 				Active: true, Scope: claims.Scope, ClientID: claims.ClientID, Subject: claims.Subject,
 				Audience: claims.Audience, Issuer: claims.Issuer, Expiry: claims.Expiry, IssuedAt: claims.IssuedAt,
-				ID: claims.ID, TokenType: "Bearer",
+				ID: claims.ID, TokenType: "Bearer", Extra: claims.Extra,
 			}
 		}
 	} else if c != nil {

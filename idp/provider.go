@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,8 @@ type Provider struct {
 	apiScopes   map[string]bool
 	resources   []APIResource
 	staticAud   string
+	emitStatic  bool          // staticAud in every access token
+	revokeFloor time.Duration // least lifetime of a family revocation: the longest sliding lifetime without an absolute limit
 
 	keys       atomic.Pointer[keyState] // swapped whole by SetKeys
 	atAlg      string                   // access token algorithm
@@ -100,6 +103,19 @@ type Provider struct {
 	now            func() time.Time
 	random         io.Reader
 	mux            *http.ServeMux
+}
+
+// unlimited says whether the client's refresh token families have no
+// absolute end: each use moves the end a sliding lifetime ahead.
+func (c *client) unlimited() bool { return c.AbsoluteRefreshTokenLifetime == NoAbsoluteLimit }
+
+// familyLifetime is how long a new refresh token family of c lives unless
+// it is used.
+func (c *client) familyLifetime() time.Duration {
+	if c.unlimited() {
+		return c.SlidingRefreshTokenLifetime
+	}
+	return c.AbsoluteRefreshTokenLifetime
 }
 
 type client struct {
@@ -137,6 +153,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		apiScopes:   make(map[string]bool),
 		resources:   cfg.APIResources,
 		staticAud:   cfg.StaticAudience,
+		emitStatic:  cfg.EmitStaticAudience,
 		codeTTL:     cmp(cfg.CodeLifetime, DefaultCodeLifetime),
 		sessionTTL:  cmp(cfg.SessionLifetime, DefaultSessionLifetime),
 		comparer:    cfg.PasswordComparer,
@@ -192,6 +209,11 @@ func New(cfg Config, store Store) (*Provider, error) {
 		for _, s := range r.Scopes {
 			if !p.apiScopes[s] {
 				return nil, fmt.Errorf("idp: api resource %q: scope %q is not an api scope", r.Name, s)
+			}
+		}
+		for _, c := range r.UserClaims {
+			if c == "" || slices.Contains(ReservedAccessTokenClaims, c) {
+				return nil, fmt.Errorf("idp: api resource %q: user claim %q is set by the access token itself", r.Name, c)
 			}
 		}
 	}
@@ -288,8 +310,10 @@ func (p *Provider) newClient(c Client) (*client, error) {
 	case c.Public && c.AllowClientCredentials:
 		return nil, errors.New("a public client cannot use client_credentials")
 	case c.Public && c.RefreshTokenUsage == RefreshReuse:
-		// RFC 9700 §4.14.2: a public client's refresh tokens must rotate.
-		return nil, errors.New("a public client's refresh tokens must be one_time")
+		// RFC 9700 §4.14.2: a public client's refresh tokens must be
+		// rotated or sender-constrained, and ours are not
+		// sender-constrained. IdentityServer accepts ReUse here.
+		return nil, errors.New(`refresh token usage "reuse" is refused for a public client: RFC 9700 §4.14.2 requires its refresh tokens to be rotated or sender-constrained; use "one_time" (the default)`)
 	case !c.Public && c.Secret == "" && c.SecretHash == "":
 		return nil, errors.New("a secret or secret hash is required")
 	case c.Secret != "" && c.SecretHash != "":
@@ -359,13 +383,22 @@ func (p *Provider) newClient(c Client) (*client, error) {
 	default:
 		return nil, fmt.Errorf("refresh token expiration %q is not absolute or sliding", c.RefreshTokenExpiration)
 	}
-	if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 || c.AbsoluteRefreshTokenLifetime < 0 || c.SlidingRefreshTokenLifetime < 0 || c.RefreshTokenReuseGrace < 0 {
+	if c.AbsoluteRefreshTokenLifetime == NoAbsoluteLimit && cl.RefreshTokenExpiration != RefreshSliding {
+		return nil, errors.New("no absolute refresh token lifetime needs sliding refresh token expiration: absolute tokens would never expire")
+	}
+	if c.AccessTokenLifetime < 0 || c.IDTokenLifetime < 0 || c.AbsoluteRefreshTokenLifetime < 0 && c.AbsoluteRefreshTokenLifetime != NoAbsoluteLimit ||
+		c.SlidingRefreshTokenLifetime < 0 || c.RefreshTokenReuseGrace < 0 {
 		return nil, errors.New("negative lifetime")
 	}
 	cl.AccessTokenLifetime = cmp(c.AccessTokenLifetime, DefaultAccessTokenLifetime)
 	cl.IDTokenLifetime = cmp(c.IDTokenLifetime, DefaultIDTokenLifetime)
 	cl.AbsoluteRefreshTokenLifetime = cmp(c.AbsoluteRefreshTokenLifetime, DefaultAbsoluteRefreshTokenLifetime)
 	cl.SlidingRefreshTokenLifetime = cmp(c.SlidingRefreshTokenLifetime, DefaultSlidingRefreshTokenLifetime)
+	if cl.unlimited() {
+		// A revoked family of such a client lives on in tokens used up to
+		// a sliding lifetime before: its revocation must outlast them.
+		p.revokeFloor = max(p.revokeFloor, cl.SlidingRefreshTokenLifetime)
+	}
 	cl.claimsPrefix = "client_"
 	if c.ClientClaimsPrefix != nil {
 		cl.claimsPrefix = *c.ClientClaimsPrefix

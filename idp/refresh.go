@@ -55,7 +55,7 @@ func (p *Provider) familyGrant(c *client, family, subject string, scopes []strin
 	now := p.now()
 	return refreshGrant{
 		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
-		Family: family, End: now.Add(c.AbsoluteRefreshTokenLifetime).Unix(), Used: now.Unix(),
+		Family: family, End: now.Add(c.familyLifetime()).Unix(), Used: now.Unix(),
 	}
 }
 
@@ -80,6 +80,10 @@ func (p *Provider) storeRefreshToken(ctx context.Context, c *client, g refreshGr
 // the token.
 func (p *Provider) refreshEntry(c *client, g refreshGrant, token string) (Entry, string, error) {
 	now := p.now()
+	if c.unlimited() {
+		// No absolute end: the family ends with its last token.
+		g.End = max(g.End, now.Add(c.SlidingRefreshTokenLifetime).Unix())
+	}
 	g.Expires = g.End
 	if c.RefreshTokenExpiration == RefreshSliding {
 		g.Expires = min(g.End, now.Add(c.SlidingRefreshTokenLifetime).Unix())
@@ -458,9 +462,13 @@ func refreshStoreErr(err error) *Error {
 // revokeFamily revokes every refresh token of g's family until its end.
 func (p *Provider) revokeFamily(ctx context.Context, g refreshGrant) error {
 	ttl := time.Unix(g.End, 0).Sub(p.now())
-	if ttl <= 0 {
+	if ttl <= 0 && p.revokeFloor == 0 {
 		return nil
 	}
+	// g.End may be an end recorded before the family was used again, for
+	// a client without an absolute limit: such a family's tokens end
+	// within a sliding lifetime from now.
+	ttl = max(ttl, p.revokeFloor)
 	if err := p.store.Put(ctx, revokedFamilyKey(g.Family), []byte{1}, ttl); err != nil {
 		return fmt.Errorf("revoking refresh token family: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"slices"
 )
 
 //go:embed templates/*.html
@@ -16,16 +17,20 @@ var embeddedTemplates embed.FS
 // Template names an operator can override.
 var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html"}
 
-// parseTemplates parses the embedded templates, each replaced by the file
-// of the same name in override when it has one.
+// fixedTemplates are embedded templates an operator cannot override: the
+// form_post page's CSP allows exactly its one script, by hash.
+var fixedTemplates = []string{"form_post.html"}
+
+// parseTemplates parses the embedded templates, each of templateNames
+// replaced by the file of the same name in override when it has one.
 func parseTemplates(override fs.FS) (*template.Template, error) {
 	root := template.New("")
-	for _, name := range templateNames {
+	for _, name := range append(templateNames[:len(templateNames):len(templateNames)], fixedTemplates...) {
 		src, err := embeddedTemplates.ReadFile("templates/" + name)
 		if err != nil {
 			return nil, err
 		}
-		if override != nil {
+		if override != nil && !slices.Contains(fixedTemplates, name) {
 			b, err := fs.ReadFile(override, name)
 			switch {
 			case err == nil:
@@ -113,7 +118,15 @@ func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, status in
 	p.render(w, r, status, "login.html", page)
 }
 
+// pageCSP is the Content-Security-Policy of the provider's pages.
+const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'"
+
 func (p *Provider) render(w http.ResponseWriter, r *http.Request, status int, name string, data any) {
+	p.renderCSP(w, r, status, name, data, pageCSP)
+}
+
+// renderCSP is render with the Content-Security-Policy csp.
+func (p *Provider) renderCSP(w http.ResponseWriter, r *http.Request, status int, name string, data any, csp string) {
 	var buf bytes.Buffer
 	if err := p.templates.ExecuteTemplate(&buf, name, data); err != nil {
 		p.log.ErrorContext(r.Context(), "rendering page", "template", name, "error", err)
@@ -126,7 +139,7 @@ func (p *Provider) render(w http.ResponseWriter, r *http.Request, status int, na
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", csp)
 	w.WriteHeader(status)
 	if r.Method != http.MethodHead {
 		w.Write(buf.Bytes())

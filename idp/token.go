@@ -323,7 +323,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	}
 	if family != "" {
 		p.indexFamily(ctx, fg, fg.Used)
-		p.recordFamily(ctx, c, g.SID, user.Subject, g.AuthTime, heldFamily{Family: family, End: now.Add(c.AbsoluteRefreshTokenLifetime).Unix()})
+		p.recordFamily(ctx, c, g.SID, user.Subject, g.AuthTime, heldFamily{Family: family, End: fg.End})
 	}
 	p.log.InfoContext(ctx, "token issued", "client_id", c.ID, "sub", user.Subject, "grant_type", "authorization_code", "scope", resp.Scope)
 	p.emitRequest(r, Event{Type: EventTokenIssued, Subject: user.Subject, ClientID: c.ID, GrantType: "authorization_code", SID: g.SID})
@@ -394,7 +394,7 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) e
 		return nil
 	}
 	if u.Family != "" {
-		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, c.AbsoluteRefreshTokenLifetime); err != nil {
+		if err := p.store.Put(ctx, revokedFamilyKey(u.Family), []byte{1}, max(c.familyLifetime(), p.revokeFloor)); err != nil {
 			return fmt.Errorf("revoking the refresh tokens of a replayed code: %w", err)
 		}
 	}
@@ -429,7 +429,7 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 		SID:      sid,
 		GrantID:  family,
 	}
-	access, err := sign(keys.atSigner, at)
+	access, err := signAccess(keys.atSigner, at, p.resourceClaims(u, at.Audience))
 	if err != nil {
 		return nil, "", fmt.Errorf("signing access token: %w", err)
 	}
@@ -461,21 +461,43 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 }
 
 // audience is the aud of an access token: every API resource one of whose
-// scopes was granted, else the static audience.
+// scopes was granted, else the static audience; with EmitStaticAudience
+// the static audience first and then the resources.
 func (p *Provider) audience(scopes []string) []string {
 	var aud []string
+	if p.emitStatic {
+		aud = append(aud, p.staticAud)
+	}
 	for _, r := range p.resources {
-		for _, s := range r.Scopes {
-			if slices.Contains(scopes, s) {
-				aud = append(aud, r.Name)
-				break
-			}
+		if slices.ContainsFunc(r.Scopes, func(s string) bool { return slices.Contains(scopes, s) }) && !slices.Contains(aud, r.Name) {
+			aud = append(aud, r.Name)
 		}
 	}
 	if len(aud) == 0 {
 		aud = []string{p.staticAud}
 	}
 	return aud
+}
+
+// resourceClaims returns the claims of u that the API resources in aud
+// list as their UserClaims, those u has. New has refused the names an
+// access token sets itself, so none of them can be overridden.
+func (p *Provider) resourceClaims(u *User, aud []string) map[string]any {
+	var out map[string]any
+	for _, r := range p.resources {
+		if len(r.UserClaims) == 0 || !slices.Contains(aud, r.Name) {
+			continue
+		}
+		for _, name := range r.UserClaims {
+			if v, ok := u.Claims[name]; ok {
+				if out == nil {
+					out = make(map[string]any)
+				}
+				out[name] = v
+			}
+		}
+	}
+	return out
 }
 
 // userClaims returns sub and the user's claims released by the identity

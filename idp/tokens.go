@@ -125,6 +125,17 @@ func sign(s jose.Signer, claims any) (string, error) {
 	return jwt.Signed(s).Claims(claims).Serialize()
 }
 
+// signAccess serializes an access token's claims and the user claims its
+// API resources asked for as a JWS. extra never holds a name of claims':
+// [New] refuses them.
+func signAccess(s jose.Signer, claims accessClaims, extra map[string]any) (string, error) {
+	b := jwt.Signed(s).Claims(claims)
+	if len(extra) > 0 {
+		b = b.Claims(extra)
+	}
+	return b.Serialize()
+}
+
 // accessClaims are the claims of an access token (RFC 9068 §2.2).
 type accessClaims struct {
 	Issuer   string   `json:"iss"`
@@ -138,6 +149,10 @@ type accessClaims struct {
 	AuthTime int64    `json:"auth_time,omitempty"`
 	SID      string   `json:"sid,omitempty"`
 	GrantID  string   `json:"grant_id,omitempty"` // refresh token family
+
+	// Extra are the token's other claims: the user claims of its API
+	// resources, a client_credentials token's client claims.
+	Extra map[string]any `json:"-"`
 }
 
 // verifyAccessToken checks an access token of ours: signature by one of our
@@ -159,8 +174,17 @@ func (p *Provider) verifyAccessToken(raw string) (*accessClaims, error) {
 		return nil, errors.New("token signed by an unknown key")
 	}
 	var c accessClaims
-	if err := tok.Claims(keys[0].Key, &c); err != nil {
+	var all map[string]any
+	if err := tok.Claims(keys[0].Key, &c, &all); err != nil {
 		return nil, fmt.Errorf("checking signature: %w", err)
+	}
+	for name, v := range all {
+		if !slices.Contains(ReservedAccessTokenClaims, name) {
+			if c.Extra == nil {
+				c.Extra = make(map[string]any)
+			}
+			c.Extra[name] = v
+		}
 	}
 	if keys[0].Algorithm != h.Algorithm {
 		return nil, errors.New("token algorithm does not match its key")

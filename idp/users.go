@@ -195,15 +195,23 @@ func (p *Provider) indexSession(ctx context.Context, s *session) {
 // then, or the last use of a known one (one the index lost, or that
 // predates it, is added, created at its login).
 func (p *Provider) indexFamily(ctx context.Context, g refreshGrant, now int64) {
+	end := g.End
+	if c := p.clients[g.ClientID]; c != nil && c.unlimited() {
+		// The family's end moves with each use, and the index hears of a
+		// use only every LastUsedGranularity: it keeps the family that
+		// much longer.
+		end = max(end, now+int64((c.SlidingRefreshTokenLifetime+LastUsedGranularity)/time.Second))
+	}
 	err := p.updateUserIndex(ctx, g.Subject, func(ix *userIndex) bool {
 		for i := range ix.Families {
 			if ix.Families[i].Family == g.Family {
 				ix.Families[i].LastUsed = max(ix.Families[i].LastUsed, now)
+				ix.Families[i].End = max(ix.Families[i].End, end)
 				return true
 			}
 		}
 		ix.Families = append(ix.Families, indexedFamily{
-			Family: g.Family, ClientID: g.ClientID, Created: g.AuthTime, LastUsed: now, End: g.End,
+			Family: g.Family, ClientID: g.ClientID, Created: g.AuthTime, LastUsed: now, End: end,
 		})
 		return true
 	})
