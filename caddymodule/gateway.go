@@ -74,6 +74,14 @@ type Gateway struct {
 	// Default: off, a confidential client with ClientSecret.
 	PublicClient bool `json:"public_client,omitempty"`
 
+	// TokenAuthMethod is how the gateway authenticates at the token,
+	// revocation and introspection endpoints: "basic"
+	// (client_secret_basic) or "post" (client_secret_post). Default:
+	// chosen once per discovery from token_endpoint_auth_methods_supported,
+	// client_secret_basic when it is listed or nothing is, else
+	// client_secret_post; a PublicClient sends its client_id alone.
+	TokenAuthMethod string `json:"token_auth_method,omitempty"`
+
 	// Scopes to request. Default: openid profile email. Add
 	// offline_access to get refresh tokens.
 	Scopes []string `json:"scopes,omitempty"`
@@ -170,6 +178,14 @@ type Gateway struct {
 	// Default: 10s.
 	IntrospectCache caddy.Duration `json:"introspect_cache,omitempty"`
 
+	// ClockSkew is the difference between the provider's clock and ours
+	// that bearer tokens and ID tokens are checked with: a token is good
+	// until its exp plus this, from its nbf minus this, and refused when
+	// its iat is further than this in the future. Default: 30s (clocks
+	// kept by NTP are within a second; ASP.NET's 5 minutes would keep an
+	// expired token working that long); 0 for none; at most 5m.
+	ClockSkew *caddy.Duration `json:"clock_skew,omitempty"`
+
 	// BearerCheck is how modes api and bearer check a bearer token:
 	// "jwt" (default) verifies it here as a JWT of the issuer (JWKS
 	// signature, iss, exp, aud in Audience); "userinfo" sends it to the
@@ -239,6 +255,8 @@ type Gateway struct {
 	acceptCookie  bool
 	refreshBefore time.Duration
 	lifetime      time.Duration
+	clockSkew     time.Duration
+	scopeNeeded   string // the scope of insufficient_scope challenges: the first scope rule's
 
 	introspectCache time.Duration
 	userinfoCheck   bool                // BearerCheck is "userinfo"
@@ -275,7 +293,8 @@ type GatewayCookie struct {
 	Secure string `json:"secure,omitempty"`
 }
 
-// GatewayRule is one allow rule: exactly one of Email, Group or Claim.
+// GatewayRule is one allow rule: exactly one of Email, Group, Claim or
+// Scope.
 type GatewayRule struct {
 	// Email is an exact address or *@domain, compared without ASCII
 	// case; an address with more than one "@" matches neither. It
@@ -287,6 +306,12 @@ type GatewayRule struct {
 	// Claim and Value: the claim must equal, or as a list contain, Value.
 	Claim string `json:"claim,omitempty"`
 	Value string `json:"value,omitempty"`
+	// Scope lists scopes a bearer token must all carry (modes api and
+	// bearer), in its scope claim (a space-separated string, RFC 9068
+	// §2.2.3) or its scp claim (a list or such a string, as Microsoft
+	// Entra ID and Okta send it). A cookie session matches no scope rule:
+	// its identity is the ID token's, which has no scope.
+	Scope []string `json:"scope,omitempty"`
 }
 
 // Defaults of the gateway's options.
@@ -297,6 +322,8 @@ const (
 	defaultCookieName    = "authgate"
 	defaultLifetime      = 168 * time.Hour
 	defaultRefreshBefore = 60 * time.Second
+	defaultClockSkew     = 30 * time.Second
+	maxClockSkew         = 5 * time.Minute
 	sessionKeyStorageKey = "authgate/gateway/session_key"
 )
 
@@ -362,6 +389,10 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		g.acceptBearer = true
 	}
 	g.allowAll = len(g.Allow) == 0
+	g.clockSkew = defaultClockSkew
+	if g.ClockSkew != nil {
+		g.clockSkew = time.Duration(*g.ClockSkew)
+	}
 	g.keptClaims = map[string]bool{"email": true, "email_verified": true, "preferred_username": true, "groups": true, "name": true}
 	for _, claim := range g.Headers {
 		g.keptClaims[claim] = true
@@ -369,6 +400,9 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	for _, rule := range g.Allow {
 		if rule.Claim != "" {
 			g.keptClaims[rule.Claim] = true
+		}
+		if len(rule.Scope) != 0 && g.scopeNeeded == "" {
+			g.scopeNeeded = strings.Join(rule.Scope, " ")
 		}
 	}
 	if g.CORS != nil && g.CORS.validate() == nil {
@@ -432,6 +466,11 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	g.oidc = newOIDCClient(g.Issuer, g.logger)
+	g.oidc.clientID, g.oidc.clientSecret, g.oidc.scopes, g.oidc.authMethod = g.ClientID, g.ClientSecret, g.scopes, g.TokenAuthMethod
+	g.oidc.clockSkew = g.clockSkew
+	if g.PublicClient {
+		g.oidc.authMethod = "none"
+	}
 	g.oidc.http.Transport = g.metrics.transport(http.DefaultTransport)
 	return nil
 }
@@ -454,6 +493,12 @@ func (g *Gateway) Validate() error {
 	}
 	if g.Introspect && (!g.acceptBearer || g.ClientID == "" || g.ClientSecret == "") {
 		return errors.New("oidc_gateway: introspect needs mode api or bearer, client_id and client_secret")
+	}
+	switch {
+	case g.TokenAuthMethod != "" && g.TokenAuthMethod != "basic" && g.TokenAuthMethod != "post":
+		return fmt.Errorf("oidc_gateway: token_auth_method %q is not basic or post", g.TokenAuthMethod)
+	case g.TokenAuthMethod != "" && g.PublicClient:
+		return errors.New("oidc_gateway: public_client sends no secret, so it takes no token_auth_method; remove one of them")
 	}
 	if err := g.validateSecret(); err != nil {
 		return err
@@ -489,15 +534,26 @@ func (g *Gateway) Validate() error {
 			return fmt.Errorf("oidc_gateway: %w", err)
 		}
 	}
+	if g.ClockSkew != nil && (*g.ClockSkew < 0 || time.Duration(*g.ClockSkew) > maxClockSkew) {
+		return fmt.Errorf("oidc_gateway: clock_skew %s is not between 0 and %s", time.Duration(*g.ClockSkew), maxClockSkew)
+	}
 	for i, r := range g.Allow {
 		n := 0
-		for _, set := range []bool{r.Email != "", r.Group != "", r.Claim != ""} {
+		for _, set := range []bool{r.Email != "", r.Group != "", r.Claim != "", r.Scope != nil} {
 			if set {
 				n++
 			}
 		}
 		if n != 1 {
-			return fmt.Errorf("oidc_gateway: allow rule %d must have exactly one of email, group or claim", i+1)
+			return fmt.Errorf("oidc_gateway: allow rule %d must have exactly one of email, group, claim or scope", i+1)
+		}
+		if r.Scope != nil {
+			if !g.acceptBearer {
+				return fmt.Errorf("oidc_gateway: allow scope (rule %d) needs mode api or bearer: only bearer tokens carry scopes", i+1)
+			}
+			if err := checkScopeTokens(r.Scope); err != nil {
+				return fmt.Errorf("oidc_gateway: allow scope (rule %d): %w", i+1, err)
+			}
 		}
 	}
 	return nil
@@ -619,6 +675,26 @@ func (g *Gateway) Cleanup() error {
 		g.redisKey = ""
 	}
 	return errors.Join(errs...)
+}
+
+// checkScopeTokens checks an allow scope rule's scopes: at least one,
+// each a scope-token of RFC 6749 §3.3 (printable ASCII without space, '"'
+// or backslash), which the insufficient_scope challenge can quote as it is.
+func checkScopeTokens(scopes []string) error {
+	if len(scopes) == 0 {
+		return errors.New("no scope given")
+	}
+	for _, sc := range scopes {
+		if sc == "" {
+			return errors.New("an empty scope")
+		}
+		for i := 0; i < len(sc); i++ {
+			if c := sc[i]; c <= 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+				return fmt.Errorf("scope %q is not a scope-token (RFC 6749 §3.3)", sc)
+			}
+		}
+	}
+	return nil
 }
 
 // deriveKey makes a key from a session key secret for one purpose of the

@@ -68,8 +68,13 @@ func (g *Gateway) forbidden(w http.ResponseWriter, r *http.Request, id *identity
 		ce.Write(zap.String("sub", id.subject), zap.String("path", r.URL.Path))
 	}
 	if id.bearer {
-		// RFC 6750 §3.1: the token is good but does not reach this.
-		w.Header().Set("WWW-Authenticate", bearerChallenge(r, "insufficient_scope"))
+		// RFC 6750 §3.1: the token is good but does not reach this; with
+		// scope rules, the scope of one that would let it through.
+		challenge := bearerChallenge(r, "insufficient_scope")
+		if g.scopeNeeded != "" {
+			challenge += `, scope="` + g.scopeNeeded + `"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
 	}
 	if !isNavigation(r) {
 		writeJSON(w, http.StatusForbidden, map[string]string{"error": "forbidden", "error_description": "signed in as " + who + ", who may not access this"})

@@ -107,7 +107,8 @@ func forgeTyped(t *testing.T, typ string, claims map[string]any) string {
 
 func TestGatewayBearer(t *testing.T) {
 	op := newOP(t, nil)
-	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
+	skew := caddy.Duration(time.Second)
+	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"}; g.ClockSkew = &skew })
 	helper := newGateway(t, op, nil)
 	good := issuedToken(t, helper, op, "openid api")
 	staticAud := issuedToken(t, helper, op, "openid profile")
@@ -170,7 +171,8 @@ func TestGatewayBearer(t *testing.T) {
 			}
 		})
 	}
-	// A cached token stops working when it expires.
+	// A cached token stops working when it expires (and the second of
+	// clock skew has passed).
 	short := with("exp", time.Now().Add(1500*time.Millisecond).Unix())
 	call := func() int { return bearerStatus(t, gw, short) }
 	if st := call(); st != 200 {
@@ -376,5 +378,180 @@ func TestGatewayBearerForbidden(t *testing.T) {
 	resp, _ = u.get("http://gw.test/", map[string]string{"Accept": "application/json"})
 	if h := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusForbidden || h != "" {
 		t.Errorf("session refused by the rules: status %d, WWW-Authenticate %q; want 403 without a challenge", resp.StatusCode, h)
+	}
+}
+
+// TestGatewayAllowScope: an allow scope rule admits a bearer token whose
+// scope (a space-separated string) or scp (a list or a string) carries
+// every scope of the rule; rules combine as any other allow rules (any
+// one admits). A token short of them gets 403 with RFC 6750 §3.1's
+// insufficient_scope and the scope a rule wants.
+func TestGatewayAllowScope(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) {
+		g.Mode = "api"
+		g.Audience = []string{"demo-api"}
+		g.Allow = []GatewayRule{{Scope: []string{"api.read", "api.write"}}, {Scope: []string{"api.admin"}}}
+	})
+	now := time.Now()
+	token := func(k string, v any) string {
+		c := map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+		if k != "" {
+			c[k] = v
+		}
+		return forge(t, c)
+	}
+	tests := []struct {
+		name  string
+		token string
+		want  int
+	}{
+		{"scope string with both", token("scope", "openid api.write api.read"), 200},
+		{"scp list with both", token("scp", []any{"api.read", "api.write"}), 200},
+		{"scp string with both", token("scp", "api.read api.write"), 200},
+		{"the other rule", token("scope", "api.admin"), 200},
+		{"one of two", token("scope", "api.read"), 403},
+		{"a longer scope is not it", token("scope", "api.readx api.write"), 403},
+		{"a prefix is not it", token("scp", []any{"api.rea", "api.write"}), 403},
+		{"scope as one list element", token("scp", []any{"api.read api.write"}), 403},
+		{"no scope", token("", nil), 403},
+		{"scope of another type", token("scope", 7), 403},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := bearerResponse(t, gw, tt.token)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			want := ""
+			if tt.want == 403 {
+				want = `Bearer realm="gw.test", error="insufficient_scope", scope="api.read api.write"`
+			}
+			if h := resp.Header.Get("WWW-Authenticate"); h != want {
+				t.Fatalf("WWW-Authenticate %q, want %q", h, want)
+			}
+		})
+	}
+
+	// A token the provider issued, with its API scope.
+	strict := newGateway(t, op, func(g *Gateway) {
+		g.Mode = "bearer"
+		g.Audience = []string{"demo-api"}
+		g.Allow = []GatewayRule{{Scope: []string{"api"}}}
+	})
+	helper := newGateway(t, op, nil)
+	if st := bearerStatus(t, strict, issuedToken(t, helper, op, "openid api")); st != 200 {
+		t.Fatalf("issued token with scope api: status %d, want 200", st)
+	}
+
+	// A cookie session has no scope: in api mode it passes only by
+	// another rule.
+	u := newUser(t, gw, op)
+	resp, _ := u.get("http://gw.test/oauth2/start?rd=/", nil)
+	u.login(resp)
+	resp, _ = u.get("http://gw.test/", map[string]string{"Accept": "application/json"})
+	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("WWW-Authenticate") != "" {
+		t.Fatalf("cookie session against scope rules: status %d, WWW-Authenticate %q; want 403 without a challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+}
+
+// TestGatewayAllowScopeValidate: a scope rule needs a mode with bearer
+// tokens, and scopes that are scope-tokens.
+func TestGatewayAllowScopeValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		mode string
+		rule GatewayRule
+	}{
+		{"browser mode", "browser", GatewayRule{Scope: []string{"api"}}},
+		{"no scope", "api", GatewayRule{Scope: []string{}}},
+		{"quote", "api", GatewayRule{Scope: []string{`a"b`}}},
+		{"space", "api", GatewayRule{Scope: []string{"a b"}}},
+		{"scope and group", "api", GatewayRule{Scope: []string{"api"}, Group: "g"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := &Gateway{Issuer: "https://op.example", ClientID: "gw", ClientSecret: "s", Mode: tt.mode, Audience: []string{"api"},
+				SessionKeys: []string{"a-test-session-key-of-enough-length"}, Allow: []GatewayRule{tt.rule}}
+			if err := provisionErr(t, g); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
+
+// TestGatewayClockSkew: bearer tokens are checked with the clock skew
+// leeway for exp, nbf and iat, 30s by default; clock_skew sets it, 0 too.
+func TestGatewayClockSkew(t *testing.T) {
+	op := newOP(t, nil)
+	zero, minute := caddy.Duration(0), caddy.Duration(time.Minute)
+	gateways := map[string]*gwServer{}
+	for name, skew := range map[string]*caddy.Duration{"default": nil, "0": &zero, "1m": &minute} {
+		gateways[name] = newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"}; g.ClockSkew = skew })
+	}
+	now := time.Now()
+	token := func(k string, d time.Duration) string {
+		c := map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix()}
+		c[k] = now.Add(d).Unix()
+		return forge(t, c)
+	}
+	tests := []struct {
+		name    string
+		gateway string
+		token   string
+		want    int
+	}{
+		{"expired 10s ago, default", "default", token("exp", -10*time.Second), 200},
+		{"expired 45s ago, default", "default", token("exp", -45*time.Second), 401},
+		{"expired 45s ago, 1m", "1m", token("exp", -45*time.Second), 200},
+		{"expired 5s ago, 0", "0", token("exp", -5*time.Second), 401},
+		{"nbf in 10s, default", "default", token("nbf", 10*time.Second), 200},
+		{"nbf in 2m, default", "default", token("nbf", 2*time.Minute), 401},
+		{"nbf in 5s, 0", "0", token("nbf", 5*time.Second), 401},
+		{"nbf in 45s, 1m", "1m", token("nbf", 45*time.Second), 200},
+		{"iat in 10s, default", "default", token("iat", 10*time.Second), 200},
+		{"iat in 2m, default", "default", token("iat", 2*time.Minute), 401},
+		{"iat in 5s, 0", "0", token("iat", 5*time.Second), 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if st := bearerStatus(t, gateways[tt.gateway], tt.token); st != tt.want {
+				t.Fatalf("status %d, want %d", st, tt.want)
+			}
+		})
+	}
+	bad := caddy.Duration(6 * time.Minute)
+	g := &Gateway{Issuer: op.URL, Mode: "bearer", Audience: []string{"demo-api"}, ClockSkew: &bad, SessionKeys: []string{"a-test-session-key-of-enough-length"}}
+	if err := provisionErr(t, g); err == nil {
+		t.Fatal("clock_skew 6m accepted")
+	}
+}
+
+// TestGatewayIDTokenClockSkew: the ID token of a login is checked with
+// the clock skew too: a provider whose clock runs 20s ahead (iat, nbf in
+// our future) is accepted with the default 30s, refused with clock_skew
+// 0 and when it runs 2 minutes ahead.
+func TestGatewayIDTokenClockSkew(t *testing.T) {
+	zero := caddy.Duration(0)
+	tests := []struct {
+		name  string
+		ahead time.Duration
+		skew  *caddy.Duration
+		ok    bool
+	}{
+		{"20s ahead, default", 20 * time.Second, nil, true},
+		{"20s ahead, 0", 20 * time.Second, &zero, false},
+		{"2m ahead, default", 2 * time.Minute, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op := newOP(t, func(c *idp.Config) { c.Now = func() time.Time { return time.Now().Add(tt.ahead) } })
+			gw := newGateway(t, op, func(g *Gateway) { g.ClockSkew = tt.skew })
+			u := newUser(t, gw, op)
+			resp, _ := u.get("http://gw.test/", nil)
+			resp = u.login(resp)
+			if ok := resp.StatusCode == http.StatusFound; ok != tt.ok {
+				t.Fatalf("callback status %d, want login %v", resp.StatusCode, tt.ok)
+			}
+		})
 	}
 }

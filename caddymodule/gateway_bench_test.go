@@ -97,8 +97,20 @@ func BenchmarkGatewaySession(b *testing.B) {
 // token already verified (in the bearer cache), with a non-empty
 // revocation list, as the load benchmark's bearer case runs once warm.
 func BenchmarkGatewayBearer(b *testing.B) {
-	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	g, token := bearerGateway(b)
+	benchBearer(b, g, token)
+}
+
+// BenchmarkGatewayBearerScope is BenchmarkGatewayBearer with an allow
+// scope rule, which the token passes: the rule allocates nothing.
+func BenchmarkGatewayBearerScope(b *testing.B) {
+	g, token := bearerGateway(b)
+	g.Allow, g.allowAll = []GatewayRule{{Scope: []string{"api", "openid"}}}, false
+	benchBearer(b, g, token)
+}
+
+func benchBearer(b *testing.B, g *Gateway, token string) {
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	g.logger = zap.NewNop()
 
 	req := httptest.NewRequest(http.MethodGet, "/api", nil)

@@ -32,6 +32,7 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		client_id <id>
 //		client_secret <secret>
 //		public_client
+//		token_auth_method basic|post
 //		scopes <scope...>
 //		redirect_path <path>
 //		sign_in_path <path>
@@ -54,10 +55,12 @@ func parseGatewayCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //		allow email <address or *@domain>
 //		allow group <group>
 //		allow claim <name> <value>
+//		allow scope <scope...>
 //		allow_unverified_email
 //		mode browser|api|bearer
 //		audience <aud...>
 //		refresh_before <duration>
+//		clock_skew <duration>
 //		introspect [<cache duration>]
 //		bearer_check jwt|userinfo [<cache duration>]
 //		accept_id_tokens <client_id...>
@@ -94,12 +97,13 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		switch opt {
-		case "issuer", "client_id", "client_secret", "redirect_path", "sign_in_path", "sign_out_path", "backchannel_logout_path", "post_logout_redirect", "mode":
+		case "issuer", "client_id", "client_secret", "redirect_path", "sign_in_path", "sign_out_path", "backchannel_logout_path", "post_logout_redirect", "mode", "token_auth_method":
 			dst := map[string]*string{
 				"issuer": &g.Issuer, "client_id": &g.ClientID, "client_secret": &g.ClientSecret,
 				"redirect_path": &g.RedirectPath, "sign_in_path": &g.SignInPath, "sign_out_path": &g.SignOutPath,
 				"backchannel_logout_path": &g.BackchannelLogoutPath,
 				"post_logout_redirect":    &g.PostLogoutRedirect, "mode": &g.Mode,
+				"token_auth_method": &g.TokenAuthMethod,
 			}[opt]
 			if err := parseOnce(d, dst); err != nil {
 				return err
@@ -110,6 +114,9 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				default:
 					return d.Errf("mode %q is not browser, api or bearer", g.Mode)
 				}
+			}
+			if opt == "token_auth_method" && g.TokenAuthMethod != "basic" && g.TokenAuthMethod != "post" {
+				return d.Errf("token_auth_method %q is not basic or post", g.TokenAuthMethod)
 			}
 			if strings.HasSuffix(opt, "_path") && !strings.HasPrefix(*dst, "/") {
 				return d.Errf("%s %q must start with /", opt, *dst)
@@ -226,10 +233,29 @@ func (g *Gateway) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				rule.Group = args[1]
 			case len(args) == 3 && args[0] == "claim":
 				rule.Claim, rule.Value = args[1], args[2]
+			case len(args) >= 2 && args[0] == "scope":
+				rule.Scope = args[1:]
+				if err := checkScopeTokens(rule.Scope); err != nil {
+					return d.Errf("allow scope: %v", err)
+				}
 			default:
-				return d.Errf("allow takes: email <address>, group <group> or claim <name> <value>")
+				return d.Errf("allow takes: email <address>, group <group>, claim <name> <value> or scope <scope...>")
 			}
 			g.Allow = append(g.Allow, rule)
+		case "clock_skew":
+			if g.ClockSkew != nil {
+				return d.Err("clock_skew is declared twice")
+			}
+			var s string
+			if err := parseOnce(d, &s); err != nil {
+				return err
+			}
+			v, err := caddy.ParseDuration(s)
+			if err != nil || v < 0 || v > maxClockSkew {
+				return d.Errf("clock_skew %q: want a duration from 0 to %s", s, maxClockSkew)
+			}
+			skew := caddy.Duration(v)
+			g.ClockSkew = &skew
 		case "refresh_before":
 			if err := parseDuration(d, &g.RefreshBefore); err != nil {
 				return err

@@ -71,10 +71,9 @@ func (g *Gateway) startLogin(w http.ResponseWriter, r *http.Request, returnTo st
 	fc := g.cookie(r, g.flowName(f.State), value, int(flowLifetime/time.Second))
 	http.SetCookie(w, fc)
 
-	conf := g.oauth2Config(r, d)
-	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(f.Verifier), oauth2.SetAuthURLParam("nonce", f.Nonce)}
+	opts := []oauth2.AuthCodeOption{g.redirectURI(r), oauth2.S256ChallengeOption(f.Verifier), oauth2.SetAuthURLParam("nonce", f.Nonce)}
 	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, conf.AuthCodeURL(f.State, opts...), http.StatusFound)
+	http.Redirect(w, r, d.oauth.AuthCodeURL(f.State, opts...), http.StatusFound)
 	return outcomeLoginStarted
 }
 
@@ -165,8 +164,7 @@ func (g *Gateway) serveCallback(w http.ResponseWriter, r *http.Request) error {
 		writePage(w, http.StatusBadRequest, "Sign-in failed", "The sign-in response has no code.", retry, "Try again")
 		return nil
 	}
-	conf := g.oauth2Config(r, d)
-	tok, err := conf.Exchange(withProviderOp(g.oidc.ctx, opExchange), code, oauth2.VerifierOption(f.Verifier))
+	tok, err := d.oauth.Exchange(withProviderOp(g.oidc.ctx, opExchange), code, g.redirectURI(r), oauth2.VerifierOption(f.Verifier))
 	if err != nil {
 		g.logger.Warn("exchanging authorization code", zap.String("issuer", g.Issuer), zap.Error(redactOAuthError(err)))
 		status := http.StatusBadGateway // the provider failed
@@ -220,6 +218,9 @@ func (g *Gateway) sessionFromToken(d *discovered, tok *oauth2.Token, prev *sessi
 		return s, nil
 	}
 	idt, err := d.verifier(g.ClientID).Verify(g.oidc.ctx, rawID)
+	if err == nil {
+		err = d.checkTimes(idt, time.Now())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("verifying id token: %w", err)
 	}
@@ -360,25 +361,10 @@ func (g *Gateway) endAtProvider(w http.ResponseWriter, r *http.Request, idToken 
 	http.Redirect(w, r, target, status)
 }
 
-// oauth2Config is the client configuration for one request: the redirect
-// URL is this site's, as the browser reached it.
-func (g *Gateway) oauth2Config(r *http.Request, d *discovered) *oauth2.Config {
-	conf := g.tokenConfig(d)
-	conf.RedirectURL = requestOrigin(r) + g.RedirectPath
-	return conf
-}
-
-// tokenConfig is the client configuration for the token endpoint. A
-// public client sends its client_id in the form and no secret (token
-// endpoint auth method "none", RFC 6749 §2.3): x/oauth2 would otherwise
-// try HTTP Basic with an empty password first, which some providers
-// refuse.
-func (g *Gateway) tokenConfig(d *discovered) *oauth2.Config {
-	endpoint := d.endpoint
-	if g.PublicClient {
-		endpoint.AuthStyle = oauth2.AuthStyleInParams
-	}
-	return &oauth2.Config{ClientID: g.ClientID, ClientSecret: g.ClientSecret, Endpoint: endpoint, Scopes: g.scopes}
+// redirectURI is the callback URL as the browser reached this site,
+// given as an option to the discovery's one [oauth2.Config].
+func (g *Gateway) redirectURI(r *http.Request) oauth2.AuthCodeOption {
+	return oauth2.SetAuthURLParam("redirect_uri", requestOrigin(r)+g.RedirectPath)
 }
 
 func requestOrigin(r *http.Request) string {

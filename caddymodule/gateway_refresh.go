@@ -111,9 +111,8 @@ func (rf *refresher) do(key string, fn func() refreshResult) refreshResult {
 
 // refreshTokens runs the refresh_token grant (RFC 6749 §6).
 func (g *Gateway) refreshTokens(d *discovered, refreshToken string) (*oauth2.Token, error) {
-	conf := g.tokenConfig(d)
 	// An expired token with a refresh token makes the source refresh now.
-	src := conf.TokenSource(withProviderOp(g.oidc.ctx, opRefresh), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
+	src := d.oauth.TokenSource(withProviderOp(g.oidc.ctx, opRefresh), &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)})
 	return src.Token()
 }
 
