@@ -551,6 +551,9 @@ func (g *Gateway) Validate() error {
 			if !g.acceptBearer {
 				return fmt.Errorf("oidc_gateway: allow scope (rule %d) needs mode api or bearer: only bearer tokens carry scopes", i+1)
 			}
+			if g.BearerCheck == bearerCheckUserinfo {
+				return fmt.Errorf("oidc_gateway: allow scope (rule %d) cannot work with bearer_check userinfo: userinfo answers claims, never the token's scopes", i+1)
+			}
 			if err := checkScopeTokens(r.Scope); err != nil {
 				return fmt.Errorf("oidc_gateway: allow scope (rule %d): %w", i+1, err)
 			}

@@ -555,3 +555,15 @@ func TestGatewayIDTokenClockSkew(t *testing.T) {
 		})
 	}
 }
+
+// TestGatewayAllowScopeUserinfo: userinfo answers claims, not a token's
+// scopes, so an allow scope rule beside bearer_check userinfo could never
+// match; provisioning says so instead of refusing every token.
+func TestGatewayAllowScopeUserinfo(t *testing.T) {
+	g := &Gateway{Issuer: "https://op.example", ClientID: "gw", ClientSecret: "s", Mode: "bearer", BearerCheck: bearerCheckUserinfo,
+		SessionKeys: []string{"a-test-session-key-of-enough-length"}, Allow: []GatewayRule{{Scope: []string{"api"}}}}
+	err := provisionErr(t, g)
+	if err == nil || !strings.Contains(err.Error(), "allow scope") || !strings.Contains(err.Error(), "userinfo") {
+		t.Fatalf("provisioning: %v, want an error naming allow scope and bearer_check userinfo", err)
+	}
+}
