@@ -48,6 +48,8 @@ type codeGrant struct {
 	Subject     string   `json:"sub"`
 	AuthTime    int64    `json:"auth_time"`
 	SID         string   `json:"sid"`
+	AMR         []string `json:"amr,omitempty"`
+	ACR         string   `json:"acr,omitempty"`
 	Expires     int64    `json:"exp"`
 }
 
@@ -311,6 +313,8 @@ func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *
 		Subject:     sess.Subject,
 		AuthTime:    sess.AuthTime,
 		SID:         sess.SID,
+		AMR:         sess.AMR,
+		ACR:         sess.ACR,
 		Expires:     p.now().Add(p.codeTTL).Unix(),
 	}
 	data, _ := json.Marshal(grant)

@@ -85,7 +85,7 @@ func BenchmarkCodeExchange(b *testing.B) {
 			c, u := p.clients["app"], p.users().bySubject[DeriveSubject("alice")]
 			start = time.Now()
 			for range b.N {
-				if _, _, err := p.issueTokens(c, u, grant.Scopes, grant.Nonce, grant.AuthTime, grant.SID, ""); err != nil {
+				if _, _, err := p.issueTokens(c, u, grant.Scopes, grant.Nonce, grant.signIn(), ""); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -72,10 +72,12 @@ type devicePoll struct {
 
 // deviceDecision is the user's answer for a device_code.
 type deviceDecision struct {
-	Approved bool   `json:"approved"`
-	Subject  string `json:"sub,omitempty"`
-	AuthTime int64  `json:"auth_time,omitempty"`
-	SID      string `json:"sid,omitempty"`
+	Approved bool     `json:"approved"`
+	Subject  string   `json:"sub,omitempty"`
+	AuthTime int64    `json:"auth_time,omitempty"`
+	SID      string   `json:"sid,omitempty"`
+	AMR      []string `json:"amr,omitempty"`
+	ACR      string   `json:"acr,omitempty"`
 }
 
 // deviceAuthResponse is the device authorization response of RFC 8628
@@ -261,13 +263,13 @@ func (p *Provider) deviceToken(r *http.Request, c *client, t *tokenRequest) (*to
 	if slices.Contains(dr.Scopes, scopeOfflineAccess) {
 		family = p.randomString(16)
 	}
-	resp, _, ierr := p.issueTokens(c, user, dr.Scopes, "", d.AuthTime, d.SID, family)
+	resp, _, ierr := p.issueTokens(c, user, dr.Scopes, "", d.signIn(), family)
 	if ierr != nil {
 		putBack()
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: ierr}
 	}
 	if family != "" {
-		if resp.RefreshToken, ierr = p.startFamily(ctx, c, family, user.Subject, dr.Scopes, d.AuthTime, d.SID); ierr != nil {
+		if resp.RefreshToken, ierr = p.startFamily(ctx, c, family, user.Subject, dr.Scopes, d.signIn()); ierr != nil {
 			putBack()
 			return nil, unavailable("the refresh token could not be stored", ierr)
 		}

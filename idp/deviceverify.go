@@ -126,7 +126,7 @@ func (p *Provider) serveDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	d := deviceDecision{Approved: decision == "allow"}
 	if d.Approved {
-		d.Subject, d.AuthTime, d.SID = sess.Subject, sess.AuthTime, sess.SID
+		d.Subject, d.AuthTime, d.SID, d.AMR, d.ACR = sess.Subject, sess.AuthTime, sess.SID, sess.AMR, sess.ACR
 	}
 	data, _ := json.Marshal(d)
 	ttl := time.Unix(dr.Expires, 0).Add(deviceExpiredGrace).Sub(p.now())

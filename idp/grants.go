@@ -102,17 +102,17 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 	p.succeeded(ctx, attempt)
 	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
 	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: c.ID, GrantType: "password"})
-	authTime := p.now().Unix()
+	in := signIn{Time: p.now().Unix(), AMR: []string{AMRPassword}}
 	var family string
 	if slices.Contains(scopes, scopeOfflineAccess) {
 		family = p.randomString(16)
 	}
-	resp, _, ierr := p.issueTokens(c, user, scopes, "", authTime, "", family)
+	resp, _, ierr := p.issueTokens(c, user, scopes, "", in, family)
 	if ierr != nil {
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: ierr}
 	}
 	if family != "" {
-		if resp.RefreshToken, ierr = p.startFamily(ctx, c, family, user.Subject, scopes, authTime, ""); ierr != nil {
+		if resp.RefreshToken, ierr = p.startFamily(ctx, c, family, user.Subject, scopes, in); ierr != nil {
 			return nil, unavailable("the refresh token could not be stored", ierr)
 		}
 	}

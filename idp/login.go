@@ -108,7 +108,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.succeeded(r.Context(), attempt)
-	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix()}
+	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix(), AMR: []string{AMRPassword}}
 	if err := p.writeSession(w, sess); err != nil {
 		p.log.ErrorContext(r.Context(), "writing session cookie", "error", err)
 		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})

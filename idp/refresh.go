@@ -20,6 +20,8 @@ type refreshGrant struct {
 	Scopes   []string `json:"scopes"`
 	AuthTime int64    `json:"auth_time"`
 	SID      string   `json:"sid,omitempty"`
+	AMR      []string `json:"amr,omitempty"`
+	ACR      string   `json:"acr,omitempty"`
 	Family   string   `json:"family"`
 	End      int64    `json:"end"` // absolute end of the family
 	// Used is when the user index last recorded a use of the family
@@ -41,8 +43,8 @@ func revokedFamilyKey(family string) string { return "rtfamily/" + family }
 
 // startFamily issues the first refresh token of a login's family, whose
 // access tokens carry the family as grant_id.
-func (p *Provider) startFamily(ctx context.Context, c *client, family, subject string, scopes []string, authTime int64, sid string) (string, error) {
-	g := p.familyGrant(c, family, subject, scopes, authTime, sid)
+func (p *Provider) startFamily(ctx context.Context, c *client, family, subject string, scopes []string, in signIn) (string, error) {
+	g := p.familyGrant(c, family, subject, scopes, in)
 	token, err := p.storeRefreshToken(ctx, c, g, "")
 	if err == nil {
 		p.indexFamily(ctx, g, g.Used)
@@ -51,10 +53,10 @@ func (p *Provider) startFamily(ctx context.Context, c *client, family, subject s
 }
 
 // familyGrant is the grant of the first refresh token of a family.
-func (p *Provider) familyGrant(c *client, family, subject string, scopes []string, authTime int64, sid string) refreshGrant {
+func (p *Provider) familyGrant(c *client, family, subject string, scopes []string, in signIn) refreshGrant {
 	now := p.now()
 	return refreshGrant{
-		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: authTime, SID: sid,
+		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: in.Time, SID: in.SID, AMR: in.AMR, ACR: in.ACR,
 		Family: family, End: now.Add(c.familyLifetime()).Unix(), Used: now.Unix(),
 	}
 }
@@ -408,7 +410,7 @@ func (p *Provider) refreshResponse(r *http.Request, c *client, g refreshGrant, s
 		p.emitRequest(r, Event{Type: EventRefresh, Outcome: OutcomeDisabled, Subject: g.Subject, ClientID: c.ID, SID: g.SID})
 		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists or is disabled")
 	}
-	resp, _, err := p.issueTokens(c, user, scopes, "", g.AuthTime, g.SID, g.Family)
+	resp, _, err := p.issueTokens(c, user, scopes, "", g.signIn(), g.Family)
 	if err != nil {
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
 	}

@@ -26,6 +26,10 @@ type session struct {
 	SID      string `json:"sid"`
 	Subject  string `json:"sub"`
 	AuthTime int64  `json:"at"`
+	// AMR and ACR say how the user signed in (signin.go); a cookie
+	// written before they existed has neither, and its tokens no amr.
+	AMR []string `json:"amr,omitempty"`
+	ACR string   `json:"acr,omitempty"`
 }
 
 // readSession returns the request's valid, unexpired, not logged-out

@@ -301,7 +301,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	if slices.Contains(g.Scopes, scopeOfflineAccess) {
 		family = p.randomString(16)
 	}
-	resp, jti, err := p.issueTokens(c, user, g.Scopes, g.Nonce, g.AuthTime, g.SID, family)
+	resp, jti, err := p.issueTokens(c, user, g.Scopes, g.Nonce, g.signIn(), family)
 	if err != nil {
 		p.putBackCode(ctx, code, data, g)
 		return nil, &Error{Code: ErrServerError, Description: "tokens could not be issued", Cause: err}
@@ -312,7 +312,7 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	if slices.Contains(g.Scopes, scopeOfflineAccess) {
 		record.Family = family
 		var e Entry
-		fg = p.familyGrant(c, family, user.Subject, g.Scopes, g.AuthTime, g.SID)
+		fg = p.familyGrant(c, family, user.Subject, g.Scopes, g.signIn())
 		e, resp.RefreshToken, err = p.refreshEntry(c, fg, "")
 		if err != nil {
 			p.putBackCode(ctx, code, data, g)
@@ -417,7 +417,7 @@ func (p *Provider) revokeReplayedCode(r *http.Request, c *client, code string) e
 // issueTokens signs an access token and, for openid requests, an ID token.
 // family, if any, is the refresh token family the access token belongs
 // to: revoking the family revokes it too (RFC 7009 §2.1).
-func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string, authTime int64, sid, family string) (*tokenResponse, string, error) {
+func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string, in signIn, family string) (*tokenResponse, string, error) {
 	now := p.now()
 	keys := p.keys.Load() // one key set for both tokens
 	scope := strings.Join(scopes, " ")
@@ -431,8 +431,8 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 		Expiry:   now.Add(c.AccessTokenLifetime).Unix(),
 		IssuedAt: now.Unix(),
 		ID:       jti,
-		AuthTime: authTime,
-		SID:      sid,
+		AuthTime: in.Time,
+		SID:      in.SID,
 		GrantID:  family,
 	}
 	access, err := signAccess(keys.atSigner, at, p.resourceClaims(u, at.Audience))
@@ -451,10 +451,16 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 		claims["aud"] = c.ID
 		claims["exp"] = now.Add(c.IDTokenLifetime).Unix()
 		claims["iat"] = now.Unix()
-		claims["auth_time"] = authTime
+		claims["auth_time"] = in.Time
 		claims["at_hash"] = leftHalfHash(access)
-		if sid != "" {
-			claims["sid"] = sid
+		if in.SID != "" {
+			claims["sid"] = in.SID
+		}
+		if len(in.AMR) > 0 {
+			claims["amr"] = in.AMR
+		}
+		if in.ACR != "" {
+			claims["acr"] = in.ACR
 		}
 		if nonce != "" {
 			claims["nonce"] = nonce
