@@ -2,7 +2,9 @@ package idp_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -483,4 +485,99 @@ func TestPARCORS(t *testing.T) {
 	if resp.Header.Get("Access-Control-Allow-Origin") != "https://spa.example" {
 		t.Fatalf("preflight: status %d, no CORS for the SPA's origin", resp.StatusCode)
 	}
+}
+
+// FuzzPushedAuthorization pushes any body with any Authorization header:
+// the answer is 201 or a JSON OAuth error with no-store, never 5xx; a
+// request_uri it gives leads the browser only to the login page or the
+// registered redirect URI, and only once.
+func FuzzPushedAuthorization(f *testing.F) {
+	_, ch := pkce("f")
+	f.Add(authorizeParams(ch).Encode(), "Basic ZGVtby1hcHA6ZGVtby1hcHAtc2VjcmV0")
+	f.Add(authorizeParams(ch).Encode()+"&client_secret=demo-app-secret&response_mode=form_post&prompt=none", "")
+	f.Add("client_id=demo-app&request_uri=urn%3Aietf%3Aparams%3Aoauth%3Arequest_uri%3Ax", "Basic ZGVtby1hcHA6ZGVtby1hcHAtc2VjcmV0")
+	f.Add("client_id=demo-app&redirect_uri=%zz&scope=&scope=x", "Basic !!!")
+	f.Add("", "")
+	ts := newServer(f, nil)
+	f.Fuzz(func(t *testing.T, body, auth string) {
+		r := httptest.NewRequest(http.MethodPost, "/connect/par", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if auth != "" {
+			r.Header["Authorization"] = []string{auth}
+		}
+		w := httptest.NewRecorder()
+		ts.Provider.ServeHTTP(w, r)
+		if w.Header().Get("Cache-Control") != "no-store" {
+			t.Fatalf("body %q auth %q: no Cache-Control: no-store", body, auth)
+		}
+		var got struct {
+			RequestURI string `json:"request_uri"`
+			Error      string `json:"error"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
+			t.Fatalf("body %q auth %q: not JSON: %s", body, auth, w.Body)
+		}
+		switch {
+		case w.Code == http.StatusCreated && strings.HasPrefix(got.RequestURI, requestURIPrefix):
+		case (w.Code == http.StatusBadRequest || w.Code == http.StatusUnauthorized) && got.Error != "":
+			return
+		default:
+			t.Fatalf("body %q auth %q: status %d: %s", body, auth, w.Code, w.Body)
+		}
+		q := url.Values{"client_id": {"demo-app"}, "request_uri": {got.RequestURI}}
+		for i := range 2 {
+			r := httptest.NewRequest(http.MethodGet, "/connect/authorize?"+q.Encode(), nil)
+			w := httptest.NewRecorder()
+			ts.Provider.ServeHTTP(w, r)
+			loc := w.Header().Get("Location")
+			switch {
+			case i == 1 && (w.Code != http.StatusBadRequest || loc != ""):
+				t.Fatalf("body %q: second use: status %d, Location %q", body, w.Code, loc)
+			case i == 0 && w.Code == http.StatusOK && strings.Contains(w.Body.String(), testRedirect):
+				// form_post to the registered redirect URI
+			case i == 0 && !strings.HasPrefix(loc, testRedirect) && !strings.HasPrefix(loc, "/account/login?"):
+				t.Fatalf("body %q: status %d, redirect to %q", body, w.Code, loc)
+			}
+		}
+	})
+}
+
+// TestPARStoreFails: a store that fails the push gets the client 503
+// temporarily_unavailable; one that fails the take gets the browser a
+// 503 page, not a redirect; neither is a 500.
+func TestPARStoreFails(t *testing.T) {
+	ts, ns := newNthServer(t, 0)
+	_, challenge := pkce("d")
+	ns.arm(1, true)
+	r := push(t, ts, "demo-app", testSecret, authorizeParams(challenge))
+	ns.disarm()
+	if r.resp.StatusCode != http.StatusServiceUnavailable || r.Error != "temporarily_unavailable" || r.resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("push: status %d, error %q; want 503 temporarily_unavailable with Retry-After", r.resp.StatusCode, r.Error)
+	}
+	uri := pushOK(t, ts, authorizeParams(challenge))
+	ns.arm(1, true)
+	resp := authorize(t, ts, browser(t), url.Values{"client_id": {"demo-app"}, "request_uri": {uri}})
+	ns.disarm()
+	wantPage(t, resp, http.StatusServiceUnavailable)
+	if resp.Header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+}
+
+// lazyStore keeps entries ten times longer than asked, as a store whose
+// expiry lags might.
+type lazyStore struct{ idp.Store }
+
+func (s lazyStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return s.Store.Put(ctx, key, value, 10*ttl)
+}
+
+// TestPARExpiredInLazyStore: a request_uri past its expires_in is refused
+// even when the store still holds it.
+func TestPARExpiredInLazyStore(t *testing.T) {
+	ts := newServerWithStore(t, nil, func(s idp.Store) idp.Store { return lazyStore{s} })
+	_, challenge := pkce("l")
+	uri := pushOK(t, ts, authorizeParams(challenge))
+	ts.clock.Advance(62 * time.Second)
+	wantPage(t, authorize(t, ts, browser(t), url.Values{"client_id": {"demo-app"}, "request_uri": {uri}}), http.StatusBadRequest)
 }
