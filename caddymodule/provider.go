@@ -155,6 +155,13 @@ type Provider struct {
 	// [ProviderBackchannelLogout].
 	BackchannelLogout *ProviderBackchannelLogout `json:"backchannel_logout,omitempty"`
 
+	// RequirePushedAuthorizationRequests holds every client to pushed
+	// authorization requests (RFC 9126): an authorization request must
+	// refer by request_uri to parameters the client pushed to
+	// /connect/par. Default: false (see the client option of the same
+	// name).
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
+
 	provider *liveProvider
 	stopKeys func() // stops the key rotation (and loading)
 	logger   *zap.Logger
@@ -258,6 +265,12 @@ type ProviderClient struct {
 	// RequireConsent asks the user to allow the requested scopes. Default:
 	// false.
 	RequireConsent bool `json:"require_consent,omitempty"`
+
+	// RequirePushedAuthorizationRequests holds the client to pushed
+	// authorization requests (RFC 9126): its authorization requests must
+	// refer by request_uri to parameters it pushed to /connect/par.
+	// Default: false.
+	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
 
 	// Claims are added to the client's client_credentials tokens.
 	Claims map[string]any `json:"claims,omitempty"`
@@ -561,6 +574,7 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		Throttle:           throttle,
 		Backchannel:        backchannel,
 	}
+	cfg.RequirePushedAuthorizationRequests = p.RequirePushedAuthorizationRequests
 	repl := caddy.NewReplacer()
 	for _, r := range p.APIResources {
 		res := idp.APIResource{Name: r.Name, Scopes: r.Scopes, Secret: repl.ReplaceAll(r.Secret, ""), UserClaims: r.UserClaims}
@@ -647,6 +661,8 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		BackchannelLogoutURI:             c.BackchannelLogoutURI,
 		BackchannelLogoutSessionRequired: c.BackchannelLogoutSessionRequired,
 		LogoutRevokesRefreshTokens:       c.LogoutRevokesRefreshTokens,
+
+		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests,
 
 		AbsoluteRefreshTokenLifetime: time.Duration(c.AbsoluteRefreshTokenLifetime),
 		SlidingRefreshTokenLifetime:  time.Duration(c.SlidingRefreshTokenLifetime),

@@ -63,6 +63,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			backchannel_logout_uri <uri>
 //			backchannel_logout_session_required
 //			logout_revokes_refresh_tokens
+//			require_pushed_authorization_requests
 //			claim <name> <value>
 //			client_claims_prefix <prefix>
 //		}
@@ -107,6 +108,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			poll <duration>
 //			timeout <duration>
 //		}
+//		require_pushed_authorization_requests
 //		store bolt [<path>]
 //		store storage
 //		store redis {
@@ -325,6 +327,15 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.BackchannelLogout = b
 
+		case "require_pushed_authorization_requests":
+			if p.RequirePushedAuthorizationRequests {
+				return d.Err("require_pushed_authorization_requests is declared twice")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p.RequirePushedAuthorizationRequests = true
+
 		case "store":
 			if p.Store != nil {
 				return d.Err("store is declared twice")
@@ -432,12 +443,14 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			c.RequirePKCE = &require
 
 		case "offline_access", "public", "client_credentials", "password_grant", "device_flow", "require_consent",
-			"backchannel_logout_session_required", "logout_revokes_refresh_tokens":
+			"backchannel_logout_session_required", "logout_revokes_refresh_tokens", "require_pushed_authorization_requests":
 			flag := map[string]*bool{
 				"offline_access": &c.OfflineAccess, "public": &c.Public, "client_credentials": &c.ClientCredentials,
 				"password_grant": &c.PasswordGrant, "device_flow": &c.DeviceFlow, "require_consent": &c.RequireConsent,
 				"backchannel_logout_session_required": &c.BackchannelLogoutSessionRequired,
 				"logout_revokes_refresh_tokens":       &c.LogoutRevokesRefreshTokens,
+
+				"require_pushed_authorization_requests": &c.RequirePushedAuthorizationRequests,
 			}[d.Val()]
 			if *flag {
 				return c, d.Errf("%s is declared twice", d.Val())

@@ -58,6 +58,8 @@ var providerEndpoints = map[string]string{
 
 	idp.PathDeviceAuthorization: "device_authorization",
 	idp.PathDevice:              "device",
+
+	idp.PathPushedAuthorization: "pushed_authorization",
 }
 
 // providerMetrics are one provider's observers, resolved to their labels

@@ -240,10 +240,28 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	if q == nil {
 		return
 	}
+	pushed := isPushed(q)
+	if pushed {
+		pq, pe := p.takePushed(r, q)
+		if pe != nil {
+			if pe.status == http.StatusServiceUnavailable {
+				w.Header().Set("Retry-After", unavailableRetryAfter)
+			}
+			p.renderError(w, r, pe)
+			return
+		}
+		q = pq
+	}
 	req, c, err := p.parseAuthorizeRequest(q)
 	var pe *pageError
 	if errors.As(err, &pe) {
 		p.renderError(w, r, pe)
+		return
+	}
+	if !pushed && p.requiresPAR(c) {
+		// RFC 9126 §4: a client held to PAR gets invalid_request for
+		// any other request.
+		p.redirectWithError(w, r, req, oauthErr(ErrInvalidRequest, "this client must push its authorization requests to the pushed authorization request endpoint"))
 		return
 	}
 	if err != nil {

@@ -100,6 +100,13 @@ type Config struct {
 	// Default: [DefaultSessionLifetime].
 	SessionLifetime time.Duration
 
+	// RequirePushedAuthorizationRequests holds every client to pushed
+	// authorization requests (RFC 9126): the authorization endpoint
+	// answers invalid_request to a request without a request_uri from
+	// [PathPushedAuthorization], and discovery says so. Default: off; see
+	// also [Client.RequirePushedAuthorizationRequests].
+	RequirePushedAuthorizationRequests bool
+
 	// Templates, if set, overrides the embedded page templates that it
 	// holds by name (login.html, consent.html, error.html, message.html,
 	// logout.html, device.html); the others stay. A form must keep its csrf_token and
@@ -237,6 +244,12 @@ type Client struct {
 	// RequireConsent shows the user the requested scopes to allow or deny
 	// before a code is issued; a remembered consent skips the page.
 	RequireConsent bool
+
+	// RequirePushedAuthorizationRequests holds the client to pushed
+	// authorization requests (RFC 9126 §6): its authorization requests
+	// must refer by request_uri to parameters it pushed to
+	// [PathPushedAuthorization], or get invalid_request.
+	RequirePushedAuthorizationRequests bool
 
 	// Claims are added to tokens issued by client_credentials, each name
 	// prefixed with ClientClaimsPrefix.

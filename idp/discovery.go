@@ -78,6 +78,9 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
 		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
 	}
+	// RFC 9126 §5: the PAR endpoint, and whether every client must use it.
+	doc["pushed_authorization_request_endpoint"] = p.url(PathPushedAuthorization)
+	doc["require_pushed_authorization_requests"] = p.requirePAR
 	if device {
 		doc["device_authorization_endpoint"] = p.url(PathDeviceAuthorization) // RFC 8628 §4
 	}

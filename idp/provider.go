@@ -81,6 +81,7 @@ type Provider struct {
 	resources   []APIResource
 	staticAud   string
 	emitStatic  bool          // staticAud in every access token
+	requirePAR  bool          // every client must push its authorization requests (RFC 9126 §5)
 	revokeFloor time.Duration // least lifetime of a family revocation: the longest sliding lifetime without an absolute limit
 
 	keys       atomic.Pointer[keyState] // swapped whole by SetKeys
@@ -162,6 +163,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		resources:      cfg.APIResources,
 		staticAud:      cfg.StaticAudience,
 		emitStatic:     cfg.EmitStaticAudience,
+		requirePAR:     cfg.RequirePushedAuthorizationRequests,
 		codeTTL:        cmp(cfg.CodeLifetime, DefaultCodeLifetime),
 		deviceTTL:      cmp(cfg.DeviceCodeLifetime, DefaultDeviceCodeLifetime),
 		deviceInterval: cmp(cfg.DevicePollInterval, DefaultDevicePollInterval),
@@ -273,6 +275,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathLogin, p.serveLogin)
 	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
 	p.mux.HandleFunc(p.base+PathDeviceAuthorization, p.serveDeviceAuthorization)
+	p.mux.HandleFunc(p.base+PathPushedAuthorization, p.cors(p.servePushedAuthorization))
 	p.mux.HandleFunc(p.base+PathDevice, p.serveDevice)
 	return p, nil
 }
