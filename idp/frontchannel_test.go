@@ -138,7 +138,7 @@ func TestFrontchannelLogout(t *testing.T) {
 		clients []string
 		// end signs out and returns the response; hint is demo-app's ID
 		// token.
-		end      func(t *testing.T, ts *testServer, c *http.Client, hint string) (*http.Response, string)
+		end       func(t *testing.T, ts *testServer, c *http.Client, hint string) (*http.Response, string)
 		continue_ string
 	}{
 		{name: "id_token_hint", clients: []string{"demo-app", "second"}, continue_: "https://app.example/?state=s1",
