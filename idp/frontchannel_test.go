@@ -138,10 +138,10 @@ func TestFrontchannelLogout(t *testing.T) {
 		clients []string
 		// end signs out and returns the response; hint is demo-app's ID
 		// token.
-		end       func(t *testing.T, ts *testServer, c *http.Client, hint string) (*http.Response, string)
-		continue_ string
+		end  func(t *testing.T, ts *testServer, c *http.Client, hint string) (*http.Response, string)
+		next string
 	}{
-		{name: "id_token_hint", clients: []string{"demo-app", "second"}, continue_: "https://app.example/?state=s1",
+		{name: "id_token_hint", clients: []string{"demo-app", "second"}, next: "https://app.example/?state=s1",
 			end: func(t *testing.T, ts *testServer, c *http.Client, hint string) (*http.Response, string) {
 				q := url.Values{"id_token_hint": {hint}, "post_logout_redirect_uri": {"https://app.example/"}, "state": {"s1"}}
 				resp, err := c.Get(ts.URL + "/connect/endsession?" + q.Encode())
@@ -158,7 +158,7 @@ func TestFrontchannelLogout(t *testing.T) {
 				}
 				return resp, readBody(t, resp)
 			}},
-		{name: "confirmed", clients: []string{"second", "demo-app"}, continue_: "https://second.example/?state=s%26t",
+		{name: "confirmed", clients: []string{"second", "demo-app"}, next: "https://second.example/?state=s%26t",
 			end: func(t *testing.T, ts *testServer, c *http.Client, _ string) (*http.Response, string) {
 				q := url.Values{"client_id": {"second"}, "post_logout_redirect_uri": {"https://second.example/"}, "state": {"s&t"}}
 				form := loginForm(t, c, ts.URL, "/connect/endsession?"+q.Encode())
@@ -251,10 +251,10 @@ func TestFrontchannelLogout(t *testing.T) {
 
 			m := continueRE.FindStringSubmatch(body)
 			switch {
-			case tt.continue_ == "" && m != nil:
+			case tt.next == "" && m != nil:
 				t.Errorf("a continue link to %s, want none", m[1])
-			case tt.continue_ != "" && (m == nil || html.UnescapeString(m[1]) != tt.continue_):
-				t.Errorf("continue link %v, want %s:\n%s", m, tt.continue_, body)
+			case tt.next != "" && (m == nil || html.UnescapeString(m[1]) != tt.next):
+				t.Errorf("continue link %v, want %s:\n%s", m, tt.next, body)
 			}
 			if !sessionCleared(resp) || signedIn(t, ts, c) {
 				t.Error("still signed in")
