@@ -56,8 +56,8 @@ var frontchannelScriptHash = func() string {
 type frontchannelPage struct {
 	Title    string
 	Message  string
-	Frames   []string // the iframes' URLs
-	Continue string   // the post_logout_redirect_uri with its state, if any
+	Frames   []string     // the iframes' URLs
+	Continue template.URL // the post_logout_redirect_uri with its state, if any
 	Script   template.JS
 }
 
@@ -87,6 +87,12 @@ func checkFrontchannelURI(c Client) error {
 		return errors.New("has a user name or password")
 	case strings.ContainsAny(raw, " \t\r\n'\""):
 		return errors.New("has a space or a quote")
+	case strings.Contains(u.Hostname(), ":"):
+		// CSP host-sources have no IPv6 literals: no frame-src could
+		// allow it.
+		return errors.New("has an IPv6 address as host, which no Content-Security-Policy frame-src can name: use a host name")
+	case !isASCII(u.Host):
+		return errors.New("has a host name that is not ASCII: use its punycode (xn--) form")
 	case u.Scheme == "http" && c.Public && !loopbackHost(u.Hostname()):
 		return errors.New("is plain http for a public client: use https (Front-Channel Logout §2)")
 	}
@@ -113,6 +119,25 @@ func originOf(u *url.URL) string {
 		}
 	}
 	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+}
+
+// scriptScheme reports whether a link of this scheme would run script
+// or carry content of its own rather than go somewhere.
+func scriptScheme(scheme string) bool {
+	switch strings.ToLower(scheme) {
+	case "javascript", "vbscript", "data", "blob", "file":
+		return true
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func loopbackHost(host string) bool {
@@ -194,7 +219,15 @@ func frontchannelCSP(frames []frontchannelFrame) string {
 // renderFrontchannel shows the signed-out page that loads frames, then
 // sends the browser on to continueTo when it is not empty.
 func (p *Provider) renderFrontchannel(w http.ResponseWriter, r *http.Request, frames []frontchannelFrame, continueTo string) {
-	page := frontchannelPage{Title: "Signed out", Message: "You are signed out.", Continue: continueTo, Script: template.JS(frontchannelScript)}
+	page := frontchannelPage{Title: "Signed out", Message: "You are signed out.", Script: template.JS(frontchannelScript)}
+	if continueTo != "" {
+		// A registered post_logout_redirect_uri, matched exactly: it may
+		// be a native app's own scheme, which html/template would
+		// otherwise replace, but never a script.
+		if u, err := url.Parse(continueTo); err == nil && !scriptScheme(u.Scheme) {
+			page.Continue = template.URL(continueTo)
+		}
+	}
 	for _, f := range frames {
 		page.Frames = append(page.Frames, f.src)
 	}

@@ -41,6 +41,14 @@ func TestFrontchannelURIChecked(t *testing.T) {
 		{name: "other port", edit: func(c *idp.Client) { c.FrontchannelLogoutURI = "https://app.example:8443/fc" }, wantErr: "redirect URI"},
 		{name: "other scheme than the redirect URI", edit: func(c *idp.Client) { c.FrontchannelLogoutURI = "http://app.example/fc" }, wantErr: "redirect URI"},
 		{name: "user info", edit: func(c *idp.Client) { c.FrontchannelLogoutURI = "https://u:p@app.example/fc" }, wantErr: "user name"},
+		{name: "IPv6 host", edit: func(c *idp.Client) {
+			c.RedirectURIs = append(c.RedirectURIs, "https://[2001:db8::1]/cb")
+			c.FrontchannelLogoutURI = "https://[2001:db8::1]/fc"
+		}, wantErr: "IPv6"},
+		{name: "non-ASCII host", edit: func(c *idp.Client) {
+			c.RedirectURIs = append(c.RedirectURIs, "https://bücher.example/cb")
+			c.FrontchannelLogoutURI = "https://bücher.example/fc"
+		}, wantErr: "punycode"},
 		{name: "session required without URI", edit: func(c *idp.Client) { c.FrontchannelLogoutSessionRequired = true }, wantErr: "frontchannel_logout_session_required without a frontchannel_logout_uri"},
 		{name: "http, public client", edit: func(c *idp.Client) {
 			*c = idp.Client{ID: c.ID, Public: true, RedirectURIs: []string{"http://spa.example/cb"}, FrontchannelLogoutURI: "http://spa.example/fc"}
@@ -301,6 +309,27 @@ func TestFrontchannelSecondSignOut(t *testing.T) {
 		if n := len(iframeRE.FindAllString(body, -1)); n != want {
 			t.Errorf("sign-out %d: %d iframes, want %d", i+1, n, want)
 		}
+	}
+}
+
+// TestFrontchannelNativeContinue: a native app's post_logout_redirect_uri
+// of its own scheme is the page's link as registered, which html/template
+// would otherwise have replaced by a harmless placeholder.
+func TestFrontchannelNativeContinue(t *testing.T) {
+	ts := newServer(t, func(c *idp.Config) {
+		withFrontchannel(c)
+		c.Clients[0].PostLogoutRedirectURIs = append(c.Clients[0].PostLogoutRedirectURIs, "com.example.app:/signed-out")
+	})
+	c := browser(t)
+	hint := signInTo(t, ts, c, "demo-app")
+	q := url.Values{"id_token_hint": {hint}, "post_logout_redirect_uri": {"com.example.app:/signed-out"}, "state": {"s1"}}
+	resp, err := c.Get(ts.URL + "/connect/endsession?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	if m := continueRE.FindStringSubmatch(body); m == nil || html.UnescapeString(m[1]) != "com.example.app:/signed-out?state=s1" {
+		t.Fatalf("continue link %v, want com.example.app:/signed-out?state=s1:\n%s", m, body)
 	}
 }
 
