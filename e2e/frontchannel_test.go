@@ -200,10 +200,11 @@ func (rp *frontchannelRP) awaitFrontchannel(t testing.TB) {
 }
 
 // TestFrontchannelLogoutInBrowser signs alice in to one of two clients in
-// Chromium and out at the provider with the client's id_token_hint: the
-// provider's page loads that client's front-channel logout URI, with iss
-// and the sid of its ID token, and not the other client's, then returns
-// to the post_logout_redirect_uri; without JavaScript, by its link.
+// Chromium and out at the provider, with the client's id_token_hint or
+// by answering the provider's question: the provider's page loads that
+// client's front-channel logout URI, with iss and the sid of its ID token,
+// and not the other client's, then returns to the
+// post_logout_redirect_uri; without JavaScript, by its link.
 func TestFrontchannelLogoutInBrowser(t *testing.T) {
 	t.Parallel()
 	one, two := newFrontchannelRP(t, "app-one"), newFrontchannelRP(t, "app-two")
@@ -214,8 +215,18 @@ func TestFrontchannelLogoutInBrowser(t *testing.T) {
 	one.discover(t, testContext(t))
 	two.discover(t, testContext(t))
 
-	for _, script := range []bool{true, false} {
-		t.Run(map[bool]string{true: "redirected", false: "without JavaScript"}[script], func(t *testing.T) {
+	tests := []struct {
+		name   string
+		script bool
+		hint   bool // send the ID token as id_token_hint; else confirm
+	}{
+		{name: "redirected", script: true, hint: true},
+		{name: "without JavaScript", hint: true},
+		{name: "confirmed", script: true},
+	}
+	for _, tt := range tests {
+		script := tt.script
+		t.Run(tt.name, func(t *testing.T) {
 			c := newChrome(t)
 			if !script {
 				c.do("turning JavaScript off", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
@@ -233,11 +244,24 @@ func TestFrontchannelLogoutInBrowser(t *testing.T) {
 
 			state := rand.Text()
 			target := one.url + "/signed-out?state=" + state
-			c.navigate(s.issuer + "/connect/endsession?" + url.Values{
+			q := url.Values{
 				"id_token_hint":            {idToken},
 				"post_logout_redirect_uri": {one.url + "/signed-out"},
 				"state":                    {state},
-			}.Encode())
+			}
+			if !tt.hint {
+				q.Del("id_token_hint")
+				q.Set("client_id", one.id)
+			}
+			c.navigate(s.issuer + "/connect/endsession?" + q.Encode())
+			if !tt.hint {
+				// Without a hint the provider asks first (RP-Initiated
+				// Logout §2); nothing is loaded before the answer.
+				if ev := one.takeEvents(); len(ev) != 0 {
+					t.Fatalf("app-one got %v before alice answered", ev)
+				}
+				c.submit(t, "logout")
+			}
 			if script {
 				c.waitLocation(target)
 			} else {
