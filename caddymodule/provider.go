@@ -295,6 +295,19 @@ type ProviderClient struct {
 	// tokens, which outlive sign-out unless the client asks. Default:
 	// false.
 	LogoutRevokesRefreshTokens bool `json:"logout_revokes_refresh_tokens,omitempty"`
+
+	// FrontchannelLogoutURI is the page of the client that the provider's
+	// signed-out page loads in a hidden iframe when a provider session in
+	// which the client signed a user in ends at the provider (OpenID
+	// Connect Front-Channel Logout 1.0). An absolute http(s) URI without a
+	// fragment, with the scheme, host and port of one of RedirectURIs.
+	// Default: none.
+	FrontchannelLogoutURI string `json:"frontchannel_logout_uri,omitempty"`
+
+	// FrontchannelLogoutSessionRequired adds iss and sid (the sid of the
+	// client's ID tokens) to FrontchannelLogoutURI's query. Requires
+	// FrontchannelLogoutURI. Default: false.
+	FrontchannelLogoutSessionRequired bool `json:"frontchannel_logout_session_required,omitempty"`
 }
 
 // ProviderUser is an account of a [Provider].
@@ -663,6 +676,8 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		LogoutRevokesRefreshTokens:       c.LogoutRevokesRefreshTokens,
 
 		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests,
+		FrontchannelLogoutURI:              c.FrontchannelLogoutURI,
+		FrontchannelLogoutSessionRequired:  c.FrontchannelLogoutSessionRequired,
 
 		AbsoluteRefreshTokenLifetime: time.Duration(c.AbsoluteRefreshTokenLifetime),
 		SlidingRefreshTokenLifetime:  time.Duration(c.SlidingRefreshTokenLifetime),

@@ -64,6 +64,8 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			backchannel_logout_session_required
 //			logout_revokes_refresh_tokens
 //			require_pushed_authorization_requests
+//			frontchannel_logout_uri <uri>
+//			frontchannel_logout_session_required
 //			claim <name> <value>
 //			client_claims_prefix <prefix>
 //		}
@@ -443,12 +445,14 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			c.RequirePKCE = &require
 
 		case "offline_access", "public", "client_credentials", "password_grant", "device_flow", "require_consent",
-			"backchannel_logout_session_required", "logout_revokes_refresh_tokens", "require_pushed_authorization_requests":
+			"backchannel_logout_session_required", "logout_revokes_refresh_tokens", "require_pushed_authorization_requests",
+			"frontchannel_logout_session_required":
 			flag := map[string]*bool{
 				"offline_access": &c.OfflineAccess, "public": &c.Public, "client_credentials": &c.ClientCredentials,
 				"password_grant": &c.PasswordGrant, "device_flow": &c.DeviceFlow, "require_consent": &c.RequireConsent,
-				"backchannel_logout_session_required": &c.BackchannelLogoutSessionRequired,
-				"logout_revokes_refresh_tokens":       &c.LogoutRevokesRefreshTokens,
+				"backchannel_logout_session_required":  &c.BackchannelLogoutSessionRequired,
+				"logout_revokes_refresh_tokens":        &c.LogoutRevokesRefreshTokens,
+				"frontchannel_logout_session_required": &c.FrontchannelLogoutSessionRequired,
 
 				"require_pushed_authorization_requests": &c.RequirePushedAuthorizationRequests,
 			}[d.Val()]
@@ -469,6 +473,16 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			}
 			if err := checkBackchannelLogoutURI(c.BackchannelLogoutURI); err != nil {
 				return c, d.Errf("client %q: backchannel_logout_uri %q %v", c.ID, c.BackchannelLogoutURI, err)
+			}
+
+		case "frontchannel_logout_uri":
+			if err := parseOnce(d, &c.FrontchannelLogoutURI); err != nil {
+				return c, err
+			}
+			// The same form as a back-channel URI; whether it is on a
+			// redirect URI's origin is for Provision, which has them all.
+			if err := checkBackchannelLogoutURI(c.FrontchannelLogoutURI); err != nil {
+				return c, d.Errf("client %q: frontchannel_logout_uri %q %v", c.ID, c.FrontchannelLogoutURI, err)
 			}
 
 		case "cors_origin":

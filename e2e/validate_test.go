@@ -65,6 +65,40 @@ func TestValidate(t *testing.T) {
 			want:    []string{"oidc_provider", "redirect_uri", "oauth2/callback"},
 		},
 		{
+			// Front-Channel Logout 1.0 §2: on a redirect URI's origin,
+			// which only provisioning, with every redirect_uri, can tell.
+			name: "frontchannel_logout_uri on another origin",
+			provider: `
+		client demo-app {
+			secret ` + secret + `
+			redirect_uri http://app.test/oauth2/callback
+			frontchannel_logout_uri http://app.test:8080/oauth2/frontchannel
+		}`,
+			wantErr: true,
+			want:    []string{"oidc_provider", `client \"demo-app\"`, "frontchannel_logout_uri", "http://app.test:8080/oauth2/frontchannel", "redirect URI"},
+		},
+		{
+			name: "frontchannel_logout_session_required without a URI",
+			provider: `
+		client demo-app {
+			secret ` + secret + `
+			redirect_uri http://app.test/oauth2/callback
+			frontchannel_logout_session_required
+		}`,
+			wantErr: true,
+			want:    []string{"oidc_provider", `client \"demo-app\"`, "frontchannel_logout_session_required without a frontchannel_logout_uri"},
+		},
+		{
+			name: "frontchannel_logout_uri",
+			provider: `
+		client demo-app {
+			secret ` + secret + `
+			redirect_uri http://app.test/oauth2/callback
+			frontchannel_logout_uri http://app.test/oauth2/frontchannel?a=b
+			frontchannel_logout_session_required
+		}`,
+		},
+		{
 			// Nothing listens there: validating needs no Redis.
 			name: "redis store",
 			provider: `

@@ -181,9 +181,10 @@ func checkBackchannelURI(raw string) error {
 }
 
 // tracked says whether the provider must know of c's sessions: to send
-// it logout tokens, or to revoke its refresh tokens at logout.
+// it logout tokens, to revoke its refresh tokens at logout, or to load
+// its front-channel logout URI (frontchannel.go).
 func (c *client) tracked() bool {
-	return c.BackchannelLogoutURI != "" || c.LogoutRevokesRefreshTokens
+	return c.BackchannelLogoutURI != "" || c.LogoutRevokesRefreshTokens || c.FrontchannelLogoutURI != ""
 }
 
 // sessionLeft is how long a session that began at authTime may still

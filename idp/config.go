@@ -277,6 +277,19 @@ type Client struct {
 	// sub, so it changes nothing but requires BackchannelLogoutURI.
 	BackchannelLogoutSessionRequired bool
 
+	// FrontchannelLogoutURI is the page the provider's signed-out page
+	// loads in a hidden iframe when a provider session in which the
+	// client got a code ends at the provider (OpenID Connect Front-Channel
+	// Logout 1.0 §2): an absolute http(s) URI without a fragment, with
+	// the scheme, host and port of one of RedirectURIs; https unless the
+	// client is confidential or the host is loopback. Default: none.
+	FrontchannelLogoutURI string
+
+	// FrontchannelLogoutSessionRequired adds iss and sid (the sid claim
+	// of the client's ID tokens) to the FrontchannelLogoutURI's query
+	// (§2). Requires FrontchannelLogoutURI.
+	FrontchannelLogoutSessionRequired bool
+
 	// LogoutRevokesRefreshTokens revokes the refresh tokens the client got
 	// in a provider session when the session ends. They are offline_access
 	// tokens (the only refresh tokens issued), which §2.7 says normally

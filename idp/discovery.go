@@ -77,6 +77,8 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"authorization_response_iss_parameter_supported": true,
 		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
 		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
+		"frontchannel_logout_supported":                  true, // Front-Channel Logout 1.0 §3
+		"frontchannel_logout_session_supported":          true, // iss and sid, as in ID tokens
 	}
 	// RFC 9126 §5: the PAR endpoint, and whether every client must use it.
 	doc["pushed_authorization_request_endpoint"] = p.url(PathPushedAuthorization)

@@ -65,10 +65,10 @@ func (p *Provider) serveEndSession(w http.ResponseWriter, r *http.Request) {
 		// Nothing to end. A cookie the request may carry is left alone:
 		// it is of no use, and clearing what a cross-site POST withheld
 		// would sign the user out for the third party.
-		p.finishLogout(w, r, &lr)
+		p.finishLogout(w, r, &lr, nil)
 	case hint != nil && hint.sub == s.Subject && hint.sid == s.SID:
-		p.endSession(w, r, s, lr.ClientID)
-		p.finishLogout(w, r, &lr)
+		frames := p.endSession(w, r, s, lr.ClientID)
+		p.finishLogout(w, r, &lr, frames)
 	default:
 		// §2: the OP MUST ask the End-User when no id_token_hint was
 		// given, or the ID token does not belong to the current session:
@@ -114,16 +114,19 @@ func (p *Provider) confirmLogout(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	var frames []frontchannelFrame
 	if s != nil {
-		p.endSession(w, r, s, lr.ClientID)
+		frames = p.endSession(w, r, s, lr.ClientID)
 	}
-	p.finishLogout(w, r, &lr)
+	p.finishLogout(w, r, &lr, frames)
 }
 
 // endSession ends s, on every copy of its cookie: the sid is marked ended
 // for as long as the cookie could live, and its clients are told by the
-// back channel ([Provider.EndSession]).
-func (p *Provider) endSession(w http.ResponseWriter, r *http.Request, s *session, clientID string) {
+// back channel ([Provider.EndSession]). It returns the front-channel
+// logout iframes of its clients.
+func (p *Provider) endSession(w http.ResponseWriter, r *http.Request, s *session, clientID string) []frontchannelFrame {
+	frames := p.frontchannelFrames(r.Context(), s.SID)
 	if err := p.EndSession(r.Context(), s.SID); err != nil {
 		p.log.ErrorContext(r.Context(), "ending session", "error", err)
 	}
@@ -134,11 +137,16 @@ func (p *Provider) endSession(w http.ResponseWriter, r *http.Request, s *session
 	}
 	p.emitRequest(r, Event{Type: EventLogout, Reason: via, Subject: s.Subject, ClientID: clientID, SID: s.SID})
 	p.clearSession(w)
+	return frames
 }
 
 // finishLogout sends the browser where lr asks, or shows the signed-out
-// page.
-func (p *Provider) finishLogout(w http.ResponseWriter, r *http.Request, lr *logoutRequest) {
+// page; with front-channel logout frames, the page loads them first.
+func (p *Provider) finishLogout(w http.ResponseWriter, r *http.Request, lr *logoutRequest, frames []frontchannelFrame) {
+	if len(frames) > 0 {
+		p.renderFrontchannel(w, r, frames, afterLogoutURL(lr))
+		return
+	}
 	if lr.RedirectURI != "" {
 		p.redirectAfterLogout(w, r, lr)
 		return

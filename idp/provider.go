@@ -106,7 +106,7 @@ type Provider struct {
 
 	store          Store
 	bcl            *backchannel
-	trackedClients []*client // with a back-channel logout URI or LogoutRevokesRefreshTokens, by id
+	trackedClients []*client // with a back- or front-channel logout URI or LogoutRevokesRefreshTokens, by id
 	log            *slog.Logger
 	events         func(context.Context, Event)
 	now            func() time.Time
@@ -361,6 +361,13 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		}
 	} else if c.BackchannelLogoutSessionRequired {
 		return nil, errors.New("backchannel logout session required without a backchannel logout URI")
+	}
+	if c.FrontchannelLogoutURI != "" {
+		if err := checkFrontchannelURI(c); err != nil {
+			return nil, fmt.Errorf("frontchannel_logout_uri %q %w", c.FrontchannelLogoutURI, err)
+		}
+	} else if c.FrontchannelLogoutSessionRequired {
+		return nil, errFrontchannelSession
 	}
 	for _, o := range c.CORSOrigins {
 		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {

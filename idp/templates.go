@@ -18,8 +18,9 @@ var embeddedTemplates embed.FS
 var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html", "device.html"}
 
 // fixedTemplates are embedded templates an operator cannot override: the
-// form_post page's CSP allows exactly its one script, by hash.
-var fixedTemplates = []string{"form_post.html"}
+// form_post page's CSP allows exactly its one script, by hash, and so
+// does the front-channel logout page's.
+var fixedTemplates = []string{"form_post.html", frontchannelTemplate}
 
 // parseTemplates parses the embedded templates, each of templateNames
 // replaced by the file of the same name in override when it has one.
