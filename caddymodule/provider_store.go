@@ -564,6 +564,7 @@ var (
 	_ idp.Store       = (*lazyBolt)(nil)
 	_ idp.MultiPutter = (*lazyBolt)(nil)
 	_ idp.Swapper     = (*lazyBolt)(nil)
+	_ idp.Adder       = (*lazyBolt)(nil)
 )
 
 // store returns the open file, opening it on first use.
@@ -638,6 +639,14 @@ func (l *lazyBolt) Swap(ctx context.Context, key string, old []byte, entries []i
 		return false, err
 	}
 	return s.Swap(ctx, key, old, entries)
+}
+
+func (l *lazyBolt) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	s, err := l.store()
+	if err != nil {
+		return false, err
+	}
+	return s.Add(ctx, key, value, ttl)
 }
 
 func (l *lazyBolt) Get(ctx context.Context, key string) ([]byte, error) {
