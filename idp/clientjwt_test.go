@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -511,5 +512,51 @@ func TestPrivateKeyJWTURIFailure(t *testing.T) {
 				t.Fatalf("%d %s", resp.StatusCode, body)
 			}
 		})
+	}
+}
+
+// TestPrivateKeyJWTDeviceAuthorization: a confidential device client
+// authenticates at the device authorization endpoint with an assertion.
+func TestPrivateKeyJWTDeviceAuthorization(t *testing.T) {
+	clientSigners(t)
+	ts := newServer(t, keyClient(func(c *idp.Client) {
+		c.JWKS, c.AllowClientCredentials, c.AllowDeviceFlow, c.AllowedScopes = clientJWKS(t), false, true, []string{"openid"}
+	}))
+	good := signAssertion(t, clientEd, jose.EdDSA, "ed", assertionClaims(ts, "svc"), nil)
+	if resp, body := postAssertion(t, ts, idp.PathDeviceAuthorization, url.Values{"scope": {"openid"}}, good); resp.StatusCode != 200 || !strings.Contains(body, "device_code") {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	bad := signAssertion(t, otherEC, jose.ES256, "ec", assertionClaims(ts, "svc"), nil)
+	if resp, body := postAssertion(t, ts, idp.PathDeviceAuthorization, url.Values{"scope": {"openid"}}, bad); resp.StatusCode != 401 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+}
+
+// TestPrivateKeyJWTNotLogged: failures are logged with their cause, never
+// with the assertion or a part of it.
+func TestPrivateKeyJWTNotLogged(t *testing.T) {
+	clientSigners(t)
+	var buf syncBuffer
+	ts := newServer(t, func(cfg *idp.Config) {
+		keyClient(func(c *idp.Client) { c.JWKS = clientJWKS(t) })(cfg)
+		cfg.Logger = slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	a := signAssertion(t, clientEC, jose.ES256, "ec", assertionClaims(ts, "svc"), nil)
+	expired := assertionClaims(ts, "svc")
+	expired["exp"] = ts.clock.Now().Add(-time.Hour).Unix()
+	b := signAssertion(t, clientEC, jose.ES256, "ec", expired, nil)
+	for _, x := range []string{a, a, b, a + "x"} {
+		postAssertion(t, ts, "/connect/token", ccForm(), x)
+	}
+	log := buf.String()
+	if !strings.Contains(log, "replayed") || !strings.Contains(log, "expired") {
+		t.Fatalf("the log does not say why:\n%s", log)
+	}
+	for _, x := range []string{a, b} {
+		for _, part := range strings.Split(x, ".") {
+			if strings.Contains(log, part) {
+				t.Fatalf("the log holds part of an assertion:\n%s", log)
+			}
+		}
 	}
 }
