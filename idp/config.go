@@ -158,8 +158,8 @@ type Client struct {
 	// ID is the client_id.
 	ID string
 
-	// Secret is the client secret in plain text. Either Secret or SecretHash
-	// is required.
+	// Secret is the client secret in plain text. A confidential client
+	// needs Secret, SecretHash, JWKS or JWKSURI.
 	Secret string
 
 	// SecretHash is a password hash of the client secret, checked by the
