@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -180,12 +181,36 @@ type ProviderClient struct {
 	ID string `json:"id,omitempty"`
 
 	// Secret is the client secret in plain text, usually a placeholder
-	// such as `{env.APP_SECRET}`. One of Secret and SecretHash is required.
+	// such as `{env.APP_SECRET}`. One of Secret, SecretHash and keys
+	// (JWKS, JWKSFile, JWKSURI) is required, unless the client is Public.
 	Secret string `json:"secret,omitempty"`
 
 	// SecretHash is a bcrypt or argon2id hash of the client secret, as
 	// made by `caddy hash-password`.
 	SecretHash string `json:"secret_hash,omitempty"`
+
+	// JWKS is the JWK Set (JSON) of the public keys the client signs its
+	// client assertions with (private_key_jwt, RFC 7523). Exclusive with
+	// JWKSFile and JWKSURI. Default: none.
+	JWKS json.RawMessage `json:"jwks,omitempty"`
+
+	// JWKSFile is a file holding the client's JWK Set, read at
+	// provisioning: a reload picks up new keys. Placeholders are replaced.
+	// Default: none.
+	JWKSFile string `json:"jwks_file,omitempty"`
+
+	// JWKSURI is where the client publishes its JWK Set: fetched on first
+	// use (not at provisioning), kept an hour, fetched again for an
+	// unknown kid at most every 15 s. Default: none.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+
+	// TokenEndpointAuthMethods are how the client may authenticate at the
+	// token, revocation, introspection and device authorization
+	// endpoints: private_key_jwt, client_secret_basic,
+	// client_secret_post. Default: private_key_jwt for a client with
+	// keys, both secret methods for one with a secret; a client with both
+	// must list them.
+	TokenEndpointAuthMethods []string `json:"token_endpoint_auth_methods,omitempty"`
 
 	// RedirectURIs are the URIs the client may receive codes at, compared
 	// exactly. At least one is required.
@@ -698,6 +723,9 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		if err := checkPasswordHash(ic.SecretHash); err != nil {
 			return idp.Client{}, fmt.Errorf("client %q: secret_hash: %w", c.ID, err)
 		}
+	}
+	if err := c.clientKeys(repl, &ic); err != nil {
+		return idp.Client{}, err
 	}
 	return ic, nil
 }

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -40,6 +41,9 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		client <id> {
 //			secret <plaintext or {env.X}>
 //			secret_hash <hash>
+//			jwks <file or inline JWK Set JSON>
+//			jwks_uri <url>
+//			token_endpoint_auth_method <private_key_jwt|client_secret_basic|client_secret_post...>
 //			redirect_uri <uri...>
 //			post_logout_redirect_uri <uri...>
 //			scopes <scope...>
@@ -390,6 +394,50 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			if c.Secret != "" {
 				return c, d.Errf("client %q: secret and secret_hash are exclusive", c.ID)
 			}
+
+		case "jwks":
+			if c.JWKS != nil || c.JWKSFile != "" {
+				return c, d.Err("jwks is declared twice")
+			}
+			if !d.NextArg() {
+				return c, d.ArgErr()
+			}
+			if v := strings.TrimSpace(d.Val()); inlineJSON(v) {
+				if !json.Valid([]byte(v)) {
+					return c, d.Errf("client %q: jwks is not valid JSON", c.ID)
+				}
+				c.JWKS = json.RawMessage(v)
+			} else {
+				c.JWKSFile = d.Val()
+			}
+			if d.NextArg() {
+				return c, d.ArgErr()
+			}
+
+		case "jwks_uri":
+			if err := parseOnce(d, &c.JWKSURI); err != nil {
+				return c, err
+			}
+			if u, err := url.Parse(c.JWKSURI); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Fragment != "" {
+				return c, d.Errf("client %q: jwks_uri %q is not an absolute http(s) URL", c.ID, c.JWKSURI)
+			}
+
+		case "token_endpoint_auth_method":
+			if c.TokenEndpointAuthMethods != nil {
+				return c, d.Err("token_endpoint_auth_method is declared twice")
+			}
+			methods := d.RemainingArgs()
+			if len(methods) == 0 {
+				return c, d.ArgErr()
+			}
+			for _, m := range methods {
+				switch m {
+				case idp.AuthPrivateKeyJWT, idp.AuthClientSecretBasic, idp.AuthClientSecretPost:
+				default:
+					return c, d.Errf("client %q: token_endpoint_auth_method %q: want private_key_jwt, client_secret_basic or client_secret_post", c.ID, m)
+				}
+			}
+			c.TokenEndpointAuthMethods = methods
 
 		case "redirect_uri", "post_logout_redirect_uri":
 			option := d.Val()

@@ -106,10 +106,11 @@ const (
 	storeDelete
 	storePutAll
 	storeSwap
+	storeAdd
 	numStoreOps
 )
 
-var storeOpNames = [numStoreOps]string{"put", "get", "take", "delete", "put_all", "swap"}
+var storeOpNames = [numStoreOps]string{"put", "get", "take", "delete", "put_all", "swap", "add"}
 
 // storeObservers are the latency observers and error counters of one
 // store, by operation.
@@ -128,7 +129,7 @@ func (o *storeObservers) done(op storeOp, start time.Time, err error) {
 
 // instrumentStore wraps s so that its operations are timed and its
 // errors counted under the label kind. The wrapper has the optional
-// interfaces of s, idp.MultiPutter and idp.Swapper, exactly: idp asks a
+// interfaces of s, idp.MultiPutter, idp.Swapper and idp.Adder, exactly: idp asks a
 // store for them, and a wrapper that hid one would make refreshes and
 // redemptions take their slower, non-atomic way; one that claimed one s
 // lacks could not serve it.
@@ -140,6 +141,15 @@ func instrumentStore(s idp.Store, kind string) idp.Store {
 		o.errors[op] = c.storeErrors.WithLabelValues(kind, storeOpNames[op])
 	}
 	t := &timedStore{s: s, o: o}
+	if ad, ok := s.(idp.Adder); ok {
+		return addTimer(t, ad)
+	}
+	return plainTimer(t)
+}
+
+// plainTimer is instrumentStore of a store without idp.Adder.
+func plainTimer(t *timedStore) idp.Store {
+	s := t.s
 	mp, isMP := s.(idp.MultiPutter)
 	sw, isSw := s.(idp.Swapper)
 	switch {
@@ -246,8 +256,72 @@ func (t *timedSwapMultiPutter) Swap(ctx context.Context, key string, old []byte,
 	return t.swap(ctx, t.sw, key, old, entries)
 }
 
+func (t *timedStore) add(ctx context.Context, ad idp.Adder, key string, value []byte, ttl time.Duration) (bool, error) {
+	start := time.Now()
+	ok, err := ad.Add(ctx, key, value, ttl)
+	t.o.done(storeAdd, start, err)
+	return ok, err
+}
+
+// addTimer is instrumentStore of an [idp.Adder]: the wrapper plainTimer
+// makes, with Add.
+func addTimer(t *timedStore, ad idp.Adder) idp.Store {
+	switch w := plainTimer(t).(type) {
+	case *timedSwapMultiPutter:
+		return &timedSwapMultiPutAdder{w, ad}
+	case *timedMultiPutter:
+		return &timedMultiPutAdder{w, ad}
+	case *timedSwapper:
+		return &timedSwapAdder{w, ad}
+	default:
+		return &timedAdder{t, ad}
+	}
+}
+
+type timedAdder struct {
+	*timedStore
+	ad idp.Adder
+}
+
+func (t *timedAdder) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	return t.add(ctx, t.ad, key, value, ttl)
+}
+
+type timedMultiPutAdder struct {
+	*timedMultiPutter
+	ad idp.Adder
+}
+
+func (t *timedMultiPutAdder) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	return t.add(ctx, t.ad, key, value, ttl)
+}
+
+type timedSwapAdder struct {
+	*timedSwapper
+	ad idp.Adder
+}
+
+func (t *timedSwapAdder) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	return t.add(ctx, t.ad, key, value, ttl)
+}
+
+type timedSwapMultiPutAdder struct {
+	*timedSwapMultiPutter
+	ad idp.Adder
+}
+
+func (t *timedSwapMultiPutAdder) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	return t.add(ctx, t.ad, key, value, ttl)
+}
+
 // Interface guards
 var (
+	_ idp.Adder       = (*timedAdder)(nil)
+	_ idp.Adder       = (*timedMultiPutAdder)(nil)
+	_ idp.Adder       = (*timedSwapAdder)(nil)
+	_ idp.Adder       = (*timedSwapMultiPutAdder)(nil)
+	_ idp.Swapper     = (*timedSwapMultiPutAdder)(nil)
+	_ idp.MultiPutter = (*timedSwapMultiPutAdder)(nil)
 	_ idp.Store       = (*timedStore)(nil)
 	_ idp.MultiPutter = (*timedMultiPutter)(nil)
 	_ idp.Swapper     = (*timedSwapper)(nil)

@@ -57,26 +57,60 @@ func histogramCount(t testing.TB, h *prometheus.HistogramVec, labels ...string) 
 // TestInstrumentStoreInterfaces checks that the timing wrapper has
 // exactly the optional interfaces of the store it wraps: idp takes the
 // atomic Swap and the one-write PutAll only from a store that has them.
+// The fakes with an idp.Adder.
+type (
+	fakeAdder             struct{ *fakeStore }
+	fakeMultiPutAdder     struct{ fakeMultiPutter }
+	fakeSwapAdder         struct{ fakeSwapper }
+	fakeSwapMultiPutAdder struct{ fakeSwapMultiPutter }
+)
+
+func (fakeAdder) Add(context.Context, string, []byte, time.Duration) (bool, error) { return true, nil }
+func (fakeMultiPutAdder) Add(context.Context, string, []byte, time.Duration) (bool, error) {
+	return true, nil
+}
+func (fakeSwapAdder) Add(context.Context, string, []byte, time.Duration) (bool, error) {
+	return true, nil
+}
+func (fakeSwapMultiPutAdder) Add(context.Context, string, []byte, time.Duration) (bool, error) {
+	return true, nil
+}
+
 func TestInstrumentStoreInterfaces(t *testing.T) {
 	mem := func() *fakeStore { return &fakeStore{Store: idp.NewMemoryStore(time.Now)} }
 	for _, tc := range []struct {
 		name           string
 		store          idp.Store
 		multi, swapper bool
+		adder          bool
 	}{
-		{"plain", mem(), false, false},
-		{"multiputter", fakeMultiPutter{mem()}, true, false},
-		{"swapper", fakeSwapper{mem()}, false, true},
-		{"both", fakeSwapMultiPutter{mem()}, true, true},
+		{"plain", mem(), false, false, false},
+		{"multiputter", fakeMultiPutter{mem()}, true, false, false},
+		{"swapper", fakeSwapper{mem()}, false, true, false},
+		{"both", fakeSwapMultiPutter{mem()}, true, true, false},
+		{"adder", fakeAdder{mem()}, false, false, true},
+		{"multiputter adder", fakeMultiPutAdder{fakeMultiPutter{mem()}}, true, false, true},
+		{"swapper adder", fakeSwapAdder{fakeSwapper{mem()}}, false, true, true},
+		{"all", fakeSwapMultiPutAdder{fakeSwapMultiPutter{mem()}}, true, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := instrumentStore(tc.store, "test")
 			mp, isMP := s.(idp.MultiPutter)
 			sw, isSw := s.(idp.Swapper)
-			if isMP != tc.multi || isSw != tc.swapper {
-				t.Fatalf("wrapper is MultiPutter %v, Swapper %v; want %v, %v", isMP, isSw, tc.multi, tc.swapper)
+			ad, isAd := s.(idp.Adder)
+			if isMP != tc.multi || isSw != tc.swapper || isAd != tc.adder {
+				t.Fatalf("wrapper is MultiPutter %v, Swapper %v, Adder %v; want %v, %v, %v", isMP, isSw, isAd, tc.multi, tc.swapper, tc.adder)
 			}
 			ctx := context.Background()
+			if isAd {
+				before := histogramCount(t, providerCollectors.storeDuration, "test", "add")
+				if ok, err := ad.Add(ctx, "a", nil, time.Minute); !ok || err != nil {
+					t.Fatalf("Add = %v, %v: not passed through", ok, err)
+				}
+				if got := histogramCount(t, providerCollectors.storeDuration, "test", "add") - before; got != 1 {
+					t.Errorf("add timed %d times, want 1", got)
+				}
+			}
 			if isMP {
 				before := histogramCount(t, providerCollectors.storeDuration, "test", "put_all")
 				if err := mp.PutAll(ctx, []idp.Entry{{Key: "a", Value: []byte("1"), TTL: time.Minute}}); err != nil {

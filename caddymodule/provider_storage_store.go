@@ -156,6 +156,35 @@ func (s *storageStore) Take(ctx context.Context, key string) (value []byte, err 
 	return value, nil
 }
 
+// Add implements [idp.Adder]. It holds the storage's lock for the entry
+// while it checks and stores, on every storage: nothing else writes a key
+// that is added (the ids of client assertions), so Adds exclude each
+// other, in this process and in any other sharing the storage.
+func (s *storageStore) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (added bool, err error) {
+	name := s.entryKey(key)
+	unlock, err := s.lock(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if uerr := unlock(); uerr != nil && err == nil {
+			added, err = false, uerr
+		}
+	}()
+	if _, _, err := s.load(ctx, name); err == nil {
+		return false, nil
+	} else if !errors.Is(err, idp.ErrNotFound) {
+		return false, err
+	}
+	entry := make([]byte, 8+len(value))
+	binary.BigEndian.PutUint64(entry, uint64(s.now().Add(ttl).UnixNano()))
+	copy(entry[8:], value)
+	if err := s.storage.Store(ctx, name, entry); err != nil {
+		return false, fmt.Errorf("storing %s: %w", name, err)
+	}
+	return true, nil
+}
+
 // takeFile takes the entry name of a file_system storage by renaming its
 // file. The new name keeps the entry's folder, so that if this process
 // stops before removing the file, the sweep finds and removes it once it
@@ -517,4 +546,5 @@ func (k *keyedMutex) lock(name string) func() {
 // Interface guards
 var (
 	_ idp.Store = (*storageStore)(nil)
+	_ idp.Adder = (*storageStore)(nil)
 )

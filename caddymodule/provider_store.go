@@ -206,6 +206,7 @@ type lazyRedis struct {
 var (
 	_ idp.Store         = (*lazyRedis)(nil)
 	_ idp.ThrottleStore = (*lazyRedis)(nil)
+	_ idp.Adder         = (*lazyRedis)(nil)
 )
 
 // Destruct closes the connection pool once no module uses it.
@@ -255,6 +256,14 @@ func (l *lazyRedis) Put(ctx context.Context, key string, value []byte, ttl time.
 		return err
 	}
 	return l.result(l.Store.Put(ctx, key, value, ttl))
+}
+
+func (l *lazyRedis) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if err := l.check(ctx); err != nil {
+		return false, err
+	}
+	ok, err := l.Store.Add(ctx, key, value, ttl)
+	return ok, l.result(err)
 }
 
 func (l *lazyRedis) Get(ctx context.Context, key string) ([]byte, error) {
@@ -564,6 +573,7 @@ var (
 	_ idp.Store       = (*lazyBolt)(nil)
 	_ idp.MultiPutter = (*lazyBolt)(nil)
 	_ idp.Swapper     = (*lazyBolt)(nil)
+	_ idp.Adder       = (*lazyBolt)(nil)
 )
 
 // store returns the open file, opening it on first use.
@@ -638,6 +648,14 @@ func (l *lazyBolt) Swap(ctx context.Context, key string, old []byte, entries []i
 		return false, err
 	}
 	return s.Swap(ctx, key, old, entries)
+}
+
+func (l *lazyBolt) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	s, err := l.store()
+	if err != nil {
+		return false, err
+	}
+	return s.Add(ctx, key, value, ttl)
 }
 
 func (l *lazyBolt) Get(ctx context.Context, key string) ([]byte, error) {

@@ -150,6 +150,10 @@ type Config struct {
 	// Backchannel tunes the delivery of back-channel logout tokens, which
 	// [Provider.Start] starts.
 	Backchannel BackchannelConfig
+
+	// JWKSClient fetches the [Client.JWKSURI] of private_key_jwt clients.
+	// Default: an http.Client with a 5 s timeout.
+	JWKSClient *http.Client
 }
 
 // NoAbsoluteLimit is the [Client.AbsoluteRefreshTokenLifetime] of a
@@ -161,13 +165,32 @@ type Client struct {
 	// ID is the client_id.
 	ID string
 
-	// Secret is the client secret in plain text. Either Secret or SecretHash
-	// is required.
+	// Secret is the client secret in plain text. A confidential client
+	// needs Secret, SecretHash, JWKS or JWKSURI.
 	Secret string
 
 	// SecretHash is a password hash of the client secret, checked by the
 	// [Config.PasswordComparer].
 	SecretHash string
+
+	// JWKS is a JWK Set (RFC 7517 §5, JSON) of the public keys the client
+	// signs its client assertions with (private_key_jwt, RFC 7523 §2.2).
+	// Exclusive with JWKSURI.
+	JWKS []byte
+
+	// JWKSURI is where the client publishes its JWK Set: fetched on first
+	// use, kept an hour, fetched again for a kid it lacks (at most every
+	// 15 s). Exclusive with JWKS.
+	JWKSURI string
+
+	// TokenEndpointAuthMethods are how the client may authenticate at the
+	// token, revocation, introspection and device authorization
+	// endpoints: client_secret_basic, client_secret_post,
+	// private_key_jwt. Default: private_key_jwt for a client with JWKS or
+	// JWKSURI, the two secret methods for one with a secret. A client
+	// with both keys and a secret must list the methods it may use, so
+	// that a secret left in its configuration is no way around its keys.
+	TokenEndpointAuthMethods []string
 
 	// RedirectURIs are the registered redirect URIs, matched exactly.
 	RedirectURIs []string

@@ -23,8 +23,9 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 	}
 	grants := []string{"authorization_code", "refresh_token"}
 	authMethods := []string{"client_secret_basic", "client_secret_post"}
-	var cc, pw, public, device bool
+	var cc, pw, public, device, keyJWT bool
 	for _, c := range p.clients {
+		keyJWT = keyJWT || c.allows(AuthPrivateKeyJWT)
 		cc = cc || c.AllowClientCredentials
 		pw = pw || c.AllowPasswordGrant
 		public = public || c.Public
@@ -38,6 +39,11 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 	}
 	if device {
 		grants = append(grants, GrantTypeDeviceCode)
+	}
+	introspectMethods := []string{"client_secret_basic", "client_secret_post"}
+	if keyJWT {
+		authMethods = append(authMethods, AuthPrivateKeyJWT)
+		introspectMethods = append(introspectMethods, AuthPrivateKeyJWT)
 	}
 	if public {
 		authMethods = append(authMethods, "none")
@@ -68,7 +74,7 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"id_token_signing_alg_values_supported":          algs,
 		"token_endpoint_auth_methods_supported":          authMethods,
 		"revocation_endpoint_auth_methods_supported":     authMethods,
-		"introspection_endpoint_auth_methods_supported":  []string{"client_secret_basic", "client_secret_post"},
+		"introspection_endpoint_auth_methods_supported":  introspectMethods,
 		"code_challenge_methods_supported":               pkce,
 		"prompt_values_supported":                        []string{"none", "login", "consent", "select_account"},
 		"claims_parameter_supported":                     false,
@@ -83,6 +89,12 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 	// RFC 9126 §5: the PAR endpoint, and whether every client must use it.
 	doc["pushed_authorization_request_endpoint"] = p.url(PathPushedAuthorization)
 	doc["require_pushed_authorization_requests"] = p.requirePAR
+	if keyJWT {
+		// RFC 8414 §2: required beside private_key_jwt.
+		doc["token_endpoint_auth_signing_alg_values_supported"] = ClientAssertionAlgs
+		doc["revocation_endpoint_auth_signing_alg_values_supported"] = ClientAssertionAlgs
+		doc["introspection_endpoint_auth_signing_alg_values_supported"] = ClientAssertionAlgs
+	}
 	if device {
 		doc["device_authorization_endpoint"] = p.url(PathDeviceAuthorization) // RFC 8628 §4
 	}

@@ -71,6 +71,18 @@ func (s *MemoryStore) Swap(_ context.Context, key string, old []byte, entries []
 	return true, nil
 }
 
+// Add implements [Adder].
+func (s *MemoryStore) Add(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.entries[key]; ok && now.Before(e.expires) {
+		return false, nil
+	}
+	s.entries[key] = memEntry{value: append([]byte(nil), value...), expires: now.Add(ttl)}
+	return true, nil
+}
+
 // Get implements [Store].
 func (s *MemoryStore) Get(_ context.Context, key string) ([]byte, error) {
 	s.mu.Lock()
@@ -151,4 +163,5 @@ var (
 	_ Store       = (*MemoryStore)(nil)
 	_ MultiPutter = (*MemoryStore)(nil)
 	_ Swapper     = (*MemoryStore)(nil)
+	_ Adder       = (*MemoryStore)(nil)
 )

@@ -111,6 +111,7 @@ type Provider struct {
 	events         func(context.Context, Event)
 	now            func() time.Time
 	random         io.Reader
+	jwksClient     *http.Client // fetches clients' jwks_uri
 	mux            *http.ServeMux
 }
 
@@ -135,6 +136,8 @@ type client struct {
 	claimsPrefix string
 	scopes       map[string]bool
 	secretHash   []byte
+	methods      map[string]bool // token endpoint auth methods, but none
+	keys         *clientKeys     // of a private_key_jwt client
 }
 
 // New checks cfg and returns a provider keeping its state in store.
@@ -174,6 +177,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		events:         cfg.Events,
 		now:            cfg.Now,
 		random:         cfg.Rand,
+		jwksClient:     cfg.JWKSClient,
 
 		clientIPFunc: cfg.ClientIP,
 	}
@@ -191,6 +195,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	}
 	if p.random == nil {
 		p.random = rand.Reader
+	}
+	if p.jwksClient == nil {
+		p.jwksClient = &http.Client{Timeout: jwksFetchTimeout}
 	}
 	if cfg.DeviceCodeLifetime < 0 || cfg.DevicePollInterval < 0 || p.deviceInterval%time.Second != 0 {
 		return nil, errors.New("idp: device code lifetime and poll interval must be positive, the interval whole seconds")
@@ -332,14 +339,17 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		// rotated or sender-constrained, and ours are not
 		// sender-constrained. IdentityServer accepts ReUse here.
 		return nil, errors.New(`refresh token usage "reuse" is refused for a public client: RFC 9700 §4.14.2 requires its refresh tokens to be rotated or sender-constrained; use "one_time" (the default)`)
-	case !c.Public && c.Secret == "" && c.SecretHash == "":
-		return nil, errors.New("a secret or secret hash is required")
+	case !c.Public && c.Secret == "" && c.SecretHash == "" && len(c.JWKS) == 0 && c.JWKSURI == "":
+		return nil, errors.New("a secret, secret hash, jwks or jwks_uri is required")
 	case c.Secret != "" && c.SecretHash != "":
 		return nil, errors.New("secret and secret hash are exclusive")
 	case len(c.RedirectURIs) == 0 && !c.AllowClientCredentials && !c.AllowPasswordGrant && !c.AllowDeviceFlow:
 		return nil, errors.New("at least one redirect URI is required")
 	}
 	cl := &client{Client: c, redirects: make(map[string]bool), loopback: make(map[string]bool), postLogout: make(map[string]bool), scopes: make(map[string]bool)}
+	if err := p.setAuthMethods(cl); err != nil {
+		return nil, err
+	}
 	for _, u := range c.RedirectURIs {
 		if err := checkRedirectURI(u); err != nil {
 			return nil, fmt.Errorf("redirect URI %q %w", u, err)

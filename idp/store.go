@@ -67,3 +67,13 @@ func putAll(ctx context.Context, s Store, entries ...Entry) error {
 type Swapper interface {
 	Swap(ctx context.Context, key string, old []byte, entries []Entry) (bool, error)
 }
+
+// Adder is a [Store] that can store an entry only where its key is free:
+// Add stores value under key for ttl if key is absent or expired, and
+// otherwise changes nothing and reports false. Of several Adds of one key,
+// at most one succeeds, across every process that shares the store. It
+// keeps the jti of a client assertion one-time (RFC 7523 §3 item 7); a
+// provider with a private_key_jwt client needs a store that has it.
+type Adder interface {
+	Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
+}

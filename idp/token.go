@@ -39,6 +39,7 @@ type usedCode struct {
 // at most once (RFC 6749 §3.2), and the credentials from the Authorization
 // header, if any.
 type tokenRequest struct {
+	ctx         context.Context // the request's
 	form        url.Values
 	basicID     string
 	basicSecret string
@@ -57,9 +58,10 @@ func parseTokenRequest(r *http.Request) (*tokenRequest, *Error) {
 	if err := r.ParseForm(); err != nil {
 		return nil, oauthErr(ErrInvalidRequest, "the body could not be parsed")
 	}
-	t := &tokenRequest{form: params(r.PostForm)}
+	t := &tokenRequest{ctx: r.Context(), form: params(r.PostForm)}
 	if name := repeated(t.form, "grant_type", "code", "redirect_uri", "code_verifier", "client_id", "client_secret",
-		"refresh_token", "scope", "username", "password", "token", "token_type_hint", "device_code"); name != "" {
+		"refresh_token", "scope", "username", "password", "token", "token_type_hint", "device_code",
+		"client_assertion", "client_assertion_type"); name != "" {
 		return nil, oauthErr(ErrInvalidRequest, "parameter "+name+" is given more than once")
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
@@ -196,7 +198,15 @@ func (p *Provider) tokenError(w http.ResponseWriter, r *http.Request, e *Error) 
 // method (RFC 6749 §2.3).
 func (t *tokenRequest) credentials() (id, secret string, oe *Error) {
 	formSecret := t.form.Has("client_secret")
+	assertion := t.form.Has("client_assertion") || t.form.Has("client_assertion_type")
 	switch {
+	case assertion && (t.hasBasic || formSecret):
+		return "", "", oauthErr(ErrInvalidRequest, "use one client authentication method, not several")
+	case assertion && t.get("client_assertion") == "":
+		return "", "", oauthErr(ErrInvalidRequest, "client_assertion is required with client_assertion_type")
+	case assertion:
+		// private_key_jwt (RFC 7523 §2.2): authenticateClient checks it.
+		return assertionID(t), "", nil
 	case t.hasBasic && formSecret:
 		return "", "", oauthErr(ErrInvalidRequest, "use one client authentication method, not several")
 	case t.hasBasic:
@@ -220,6 +230,9 @@ func (p *Provider) authenticateClient(t *tokenRequest) (*client, *Error) {
 	if oe != nil {
 		return nil, oe
 	}
+	if t.form.Has("client_assertion") {
+		return p.authenticateAssertion(t)
+	}
 	c := p.clients[id]
 	if c != nil && c.Public {
 		if secret != "" {
@@ -230,7 +243,20 @@ func (p *Provider) authenticateClient(t *tokenRequest) (*client, *Error) {
 	if !p.checkSecret(c, secret) || secret == "" {
 		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("bad credentials for client %q", truncate(id, 100))}
 	}
+	// A client registered with keys uses them, unless it also lists the
+	// secret's method (Client.TokenEndpointAuthMethods).
+	if method := t.secretMethod(); !c.allows(method) {
+		return nil, &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("client %q may not use %s", id, method)}
+	}
 	return c, nil
+}
+
+// secretMethod is the method by which a request sent a secret.
+func (t *tokenRequest) secretMethod() string {
+	if t.hasBasic {
+		return AuthClientSecretBasic
+	}
+	return AuthClientSecretPost
 }
 
 // checkSecret compares in constant time; an unknown client costs the same

@@ -105,6 +105,7 @@ var (
 	_ idp.Store       = (*Store)(nil)
 	_ idp.MultiPutter = (*Store)(nil)
 	_ idp.Swapper     = (*Store)(nil)
+	_ idp.Adder       = (*Store)(nil)
 )
 
 // write is one caller's part of a commit.
@@ -348,6 +349,28 @@ func (s *Store) Swap(ctx context.Context, key string, old []byte, entries []idp.
 		return false, fmt.Errorf("boltstore: swap: %w", err)
 	}
 	return swapped, nil
+}
+
+// Add implements [idp.Adder]: the check and the put are one transaction.
+func (s *Store) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	k := []byte(key)
+	put := s.putFunc([]idp.Entry{{Key: key, Value: value, TTL: ttl}})
+	var added bool
+	err := s.update(ctx, func(tx *bolt.Tx) error {
+		added = false // this may be a second run
+		if _, live := s.live(tx.Bucket(bucketEntries).Get(k)); live {
+			return nil
+		}
+		if err := put(tx); err != nil {
+			return err
+		}
+		added = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("boltstore: add: %w", err)
+	}
+	return added, nil
 }
 
 func (s *Store) put(ctx context.Context, entries []idp.Entry) error {

@@ -109,6 +109,7 @@ type Store struct {
 var (
 	_ idp.Store         = (*Store)(nil)
 	_ idp.ThrottleStore = (*Store)(nil)
+	_ idp.Adder         = (*Store)(nil)
 )
 
 // New returns a store for the server that opts names. It does not connect:
@@ -211,6 +212,16 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, ttl time.Dura
 		return fmt.Errorf("redisstore: put: %w", err)
 	}
 	return nil
+}
+
+// Add implements [idp.Adder] with SET NX: one command, so of several
+// concurrent Adds of a key the server lets exactly one store it.
+func (s *Store) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	ok, err := s.client.SetNX(ctx, s.prefix+key, value, max(ttl, time.Millisecond)).Result()
+	if err != nil {
+		return false, fmt.Errorf("redisstore: add: %w", err)
+	}
+	return ok, nil
 }
 
 // Get implements [idp.Store].

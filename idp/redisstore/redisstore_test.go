@@ -77,6 +77,13 @@ func (a *agingStore) Put(ctx context.Context, key string, value []byte, ttl time
 	return a.Store.Put(ctx, key, value, ttl)
 }
 
+func (a *agingStore) Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	a.mu.Lock()
+	a.keys[a.prefix+key] = true
+	a.mu.Unlock()
+	return a.Store.Add(ctx, key, value, ttl)
+}
+
 func (a *agingStore) age(d time.Duration) {
 	ctx := context.Background()
 	a.mu.Lock()

@@ -190,6 +190,44 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) idp.Store) {
 				}
 			}
 		}},
+		{"add", func(t *testing.T, s idp.Store, c *Clock) {
+			ad := s.(idp.Adder)
+			if ok, err := ad.Add(ctx, "cajti/a", []byte("one"), time.Minute); !ok || err != nil {
+				t.Fatalf("Add of a free key = %v, %v; want true, nil", ok, err)
+			}
+			if ok, err := ad.Add(ctx, "cajti/a", []byte("two"), time.Minute); ok || err != nil {
+				t.Fatalf("Add of a taken key = %v, %v; want false, nil", ok, err)
+			}
+			wantValue(t, s, "cajti/a", "one")
+			c.Advance(time.Minute)
+			if ok, err := ad.Add(ctx, "cajti/a", []byte("three"), time.Minute); !ok || err != nil {
+				t.Fatalf("Add of an expired key = %v, %v; want true, nil", ok, err)
+			}
+			wantValue(t, s, "cajti/a", "three")
+		}},
+		{"concurrent add: exactly one wins", func(t *testing.T, s idp.Store, c *Clock) {
+			ad := s.(idp.Adder)
+			for round := range 5 {
+				key := fmt.Sprintf("cajti/race-%d", round)
+				var wins atomic.Int32
+				var wg sync.WaitGroup
+				for range 8 {
+					wg.Go(func() {
+						ok, err := ad.Add(ctx, key, []byte("v"), time.Minute)
+						if err != nil {
+							t.Errorf("Add: %v", err)
+						}
+						if ok {
+							wins.Add(1)
+						}
+					})
+				}
+				wg.Wait()
+				if wins.Load() != 1 {
+					t.Fatalf("round %d: %d Adds won, want 1", round, wins.Load())
+				}
+			}
+		}},
 		{"concurrent take: exactly one wins", func(t *testing.T, s idp.Store, c *Clock) {
 			for round := range 5 {
 				key := fmt.Sprintf("code/race-%d", round)
@@ -221,8 +259,10 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) idp.Store) {
 	probe := newStore(t, NewClock())
 	_, multi := probe.(idp.MultiPutter)
 	_, swap := probe.(idp.Swapper)
+	_, add := probe.(idp.Adder)
 	for _, tt := range tests {
-		if !multi && tt.name == "put all" || !swap && (tt.name == "swap" || tt.name == "concurrent swap: exactly one wins") {
+		if !multi && tt.name == "put all" || !swap && (tt.name == "swap" || tt.name == "concurrent swap: exactly one wins") ||
+			!add && (tt.name == "add" || tt.name == "concurrent add: exactly one wins") {
 			continue
 		}
 		t.Run(tt.name, func(t *testing.T) {
