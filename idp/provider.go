@@ -88,6 +88,7 @@ type Provider struct {
 	jwksMaxAge string                   // Cache-Control of the JWKS
 
 	cookies   *securecookie.SecureCookie
+	totpSet   []securecookie.Codec // seals TOTP secrets at rest (totp.go)
 	cookieSet []securecookie.Codec
 	deviceSet []securecookie.Codec // cookieSet with the device cookie's lifetime
 
@@ -251,6 +252,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, err
 	}
 	p.setFakeKey(cfg.CookieKeys[0][0])
+	p.totpSet = totpCodecs(cfg.CookieKeys)
 	us, err := p.newUserSet(cfg.Users, nil)
 	if err != nil {
 		return nil, err
@@ -274,6 +276,8 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
 	p.mux.HandleFunc(p.base+PathDeviceAuthorization, p.serveDeviceAuthorization)
 	p.mux.HandleFunc(p.base+PathDevice, p.serveDevice)
+	p.mux.HandleFunc(p.base+PathTOTP, p.serveTOTP)
+	p.mux.HandleFunc(p.base+PathLoginTOTP, p.serveLoginTOTP)
 	return p, nil
 }
 
