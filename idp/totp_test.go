@@ -359,7 +359,9 @@ func TestTOTPDirectLoginAsksForCode(t *testing.T) {
 }
 
 func TestTOTPOperatorSecret(t *testing.T) {
-	ts := newServer(t, func(c *idp.Config) { c.Users[0].TOTPSecret = strings.ToLower(operatorSecret[:8]) + " " + operatorSecret[8:] })
+	ts := newServer(t, func(c *idp.Config) {
+		c.Users[0].TOTPSecret = strings.ToLower(operatorSecret[:8]) + " " + operatorSecret[8:]
+	})
 	c := passwordStep(t, ts)
 	resp, body := codeStep(t, ts, c, codeAt(t, operatorSecret, ts.clock.Now()))
 	if resp.StatusCode != http.StatusSeeOther {
