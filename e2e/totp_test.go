@@ -161,7 +161,7 @@ func TestTOTP(t *testing.T) {
 		t.Fatalf("the QR code image is %d pixels wide: not loaded", w)
 	}
 	secret := browserRun(tab, "reading the secret", chromedp.Evaluate[string](`document.getElementById("secret").textContent`))
-	tab.do("typing the first code", chromedp.SendKeys(chromedp.ID("code"), code(secret, time.Now())))
+	tab.do("typing the password and the first code", chromedp.SendKeys(chromedp.ID("password"), password), chromedp.SendKeys(chromedp.ID("code"), code(secret, time.Now())))
 	tab.submit(t, "enrol")
 	tab.waitVisible("recovery-codes")
 	recovery := strings.Fields(browserRun(tab, "reading the recovery codes", chromedp.Evaluate[string](`[...document.querySelectorAll("#recovery-codes li")].map(e => e.textContent).join(" ")`)))

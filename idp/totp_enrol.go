@@ -155,7 +155,7 @@ func (p *Provider) postTOTP(w http.ResponseWriter, r *http.Request, u *User, st 
 	}
 	switch f.Get("action") {
 	case "enrol":
-		p.confirmTOTP(w, r, u, st, page, f.Get("enrolment"), f.Get("code"))
+		p.confirmTOTP(w, r, u, st, page, f.Get("enrolment"), f.Get("password"), f.Get("code"))
 	case "remove":
 		p.removeTOTP(w, r, u, st, page, f.Get("code"))
 	default:
@@ -164,8 +164,11 @@ func (p *Provider) postTOTP(w http.ResponseWriter, r *http.Request, u *User, st 
 }
 
 // confirmTOTP stores the sealed enrolment once code proves that the
-// user's app has its secret, and shows the recovery codes.
-func (p *Provider) confirmTOTP(w http.ResponseWriter, r *http.Request, u *User, st totpState, page totpPage, sealed, code string) {
+// user's app has its secret, and shows the recovery codes. The password
+// is asked again, so that whoever holds a session cookie alone cannot
+// put a second factor of their own on the account and lock its owner
+// out; it is checked and throttled as at the login page.
+func (p *Provider) confirmTOTP(w http.ResponseWriter, r *http.Request, u *User, st totpState, page totpPage, sealed, password, code string) {
 	if st.enabled() {
 		page.State = "enrolled"
 		if st.operator() {
@@ -181,14 +184,35 @@ func (p *Provider) confirmTOTP(w http.ResponseWriter, r *http.Request, u *User, 
 		return
 	}
 	ctx := r.Context()
-	step := p.matchTOTP(e.Secret, code)
-	if step < 0 {
+	again := func(status int, msg string) {
 		if err := p.offerTOTP(u, &page, e.Secret); err != nil {
 			p.totpUnavailable(w, r, "showing the TOTP secret", err)
 			return
 		}
-		page.Error = "That code is not right. Check the time on your device, and try the next code."
-		p.renderTOTP(w, r, http.StatusOK, page)
+		page.Error = msg
+		p.renderTOTP(w, r, status, page)
+	}
+	ip := p.clientIP(r)
+	attempt, wait, err := p.reserveLogin(ctx, u.Username, ip, p.deviceFor(r, u.Username))
+	if err != nil {
+		p.totpUnavailable(w, r, "login throttle", err)
+		return
+	}
+	if wait > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
+		again(http.StatusTooManyRequests, "Too many failed attempts. Try again in "+waitText(retryAfter(wait))+".")
+		return
+	}
+	if ok, _ := p.verifyPassword(u.Username, password); ok == nil {
+		p.log.InfoContext(ctx, "TOTP enrolment refused: wrong password", "username", u.Username, "client_ip", ip)
+		p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeInvalid, Username: u.Username})
+		again(http.StatusOK, "Your password is not right.")
+		return
+	}
+	p.succeeded(ctx, attempt)
+	step := p.matchTOTP(e.Secret, code)
+	if step < 0 {
+		again(http.StatusOK, "That code is not right. Check the time on your device, and try the next code.")
 		return
 	}
 	// The code that confirmed the secret is spent: it cannot sign in.

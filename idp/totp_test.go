@@ -95,15 +95,24 @@ func enrol(t testing.TB, ts *testServer) (string, []string) {
 	secret := secretRE.FindStringSubmatch(body)[1]
 	form := url.Values{"csrf_token": {csrfOf(t, body)}, "action": {"enrol"}, "enrolment": {html.UnescapeString(enrolRE.FindStringSubmatch(body)[1])}}
 
-	// A wrong code stores nothing.
+	// A wrong code stores nothing, nor does a wrong password.
 	form.Set("code", "000000")
 	if codeAt(t, secret, ts.clock.Now()) == "000000" {
 		form.Set("code", "111111")
 	}
+	form.Set("password", testPassword)
 	_, body = post(t, c, ts, idp.PathTOTP, form)
-	if !strings.Contains(body, "not right") || secretRE.FindStringSubmatch(body)[1] != secret {
+	if !strings.Contains(body, "code is not right") || secretRE.FindStringSubmatch(body)[1] != secret {
 		t.Fatalf("wrong confirmation code: %s", body)
 	}
+	form.Set("csrf_token", csrfOf(t, body))
+	form.Set("code", codeAt(t, secret, ts.clock.Now()))
+	form.Set("password", "not-"+testPassword)
+	_, body = post(t, c, ts, idp.PathTOTP, form)
+	if !strings.Contains(body, "password is not right") || secretRE.FindStringSubmatch(body)[1] != secret {
+		t.Fatalf("wrong password: %s", body)
+	}
+	form.Set("password", testPassword)
 	form.Set("csrf_token", csrfOf(t, body))
 	form.Set("code", codeAt(t, secret, ts.clock.Now()))
 	resp, body := post(t, c, ts, idp.PathTOTP, form)
