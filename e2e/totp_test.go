@@ -3,12 +3,16 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"html"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/chromedp/chromedp"
@@ -17,6 +21,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authgate/authgate/internal/caddytest"
+	"github.com/authgate/authgate/internal/redistest"
 )
 
 // bobTOTP is bob's TOTP secret, which the operator gives him in the
@@ -213,5 +218,103 @@ func TestTOTP(t *testing.T) {
 	bob.navigate(s.issuer + "/account/totp")
 	if st := browserRun(bob, "reading the state", chromedp.Evaluate[string](`document.getElementById("state").dataset.state`)); st != "operator" {
 		t.Fatalf("bob's TOTP page is in state %q, want operator", st)
+	}
+}
+
+var totpClusterTemplate = template.Must(template.New("Caddyfile").Parse(`{
+	admin {{.Admin}}
+	storage file_system {{.Storage}}
+	persist_config off
+	grace_period 2s
+}
+
+http://127.0.0.1:{{.Port}} {
+	oidc_provider {{.Issuer}} {
+		store redis {
+			address {{.Redis}}
+		}
+		client demo-app {
+			secret {env.{{.SecretEnv}}}
+			redirect_uri {{.RedirectURI}}
+		}
+		user bob {
+			password_hash {{.Hash}}
+			totp_secret {{.TOTP}}
+		}
+	}
+}
+`))
+
+// TestTOTPCluster: two nodes on one redis-server accept a code once
+// between them: bob signs in at node A with a code, and the same code at
+// node B is refused.
+func TestTOTPCluster(t *testing.T) {
+	t.Parallel()
+	redis := redistest.Start(t)
+	var ports [2]int
+	var sites [2]string
+	for i := range ports {
+		ports[i] = caddytest.FreePort(t)
+		sites[i] = fmt.Sprintf("http://127.0.0.1:%d", ports[i])
+	}
+	for i := range ports {
+		node := caddytest.New(t, secretEnv+"="+clientSecret)
+		node.WriteConfig(t, totpClusterTemplate, map[string]any{
+			"Admin": node.AdminAddr, "Storage": node.Storage, "Port": ports[i], "Issuer": sites[0],
+			"Redis": redis.Addr, "SecretEnv": secretEnv, "RedirectURI": redirectURI, "Hash": passwordHash, "TOTP": bobTOTP,
+		})
+		node.Ready = []string{sites[i] + "/.well-known/openid-configuration"}
+		node.Start(t)
+	}
+
+	csrfRE := regexp.MustCompile(`name="csrf_token" value="([^"]*)"`)
+	get := func(c *http.Client, u string) string {
+		t.Helper()
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
+		}
+		m := csrfRE.FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("GET %s: no form token in %s", u, b)
+		}
+		return html.UnescapeString(string(m[1]))
+	}
+	post := func(c *http.Client, u string, form url.Values) (int, string) {
+		t.Helper()
+		resp, err := c.PostForm(u, form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// signIn posts bob's password and then code at node i.
+	signIn := func(i int, code string) (int, string) {
+		t.Helper()
+		c := caddytest.NewBrowser(t)
+		tok := get(c, sites[i]+"/account/login")
+		if st, body := post(c, sites[i]+"/account/login", url.Values{"csrf_token": {tok}, "username": {"bob"}, "password": {password}}); st != http.StatusSeeOther {
+			t.Fatalf("node %d: password: %d %s", i, st, body)
+		}
+		tok = get(c, sites[i]+"/account/login/totp")
+		return post(c, sites[i]+"/account/login/totp", url.Values{"csrf_token": {tok}, "code": {code}})
+	}
+
+	code, err := totp.GenerateCode(bobTOTP, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, body := signIn(0, code); st != http.StatusOK || !strings.Contains(body, "You are signed in as bob") {
+		t.Fatalf("node A: %d %s", st, body)
+	}
+	if st, body := signIn(1, code); st != http.StatusOK || !strings.Contains(body, "already used") {
+		t.Fatalf("node B, the same code: %d %s", st, body)
 	}
 }
