@@ -360,6 +360,14 @@ type ProviderUser struct {
 	// user is ended, and the clients with a back-channel logout URI are
 	// told. Default: false.
 	Disabled bool `json:"disabled,omitempty"`
+
+	// TOTPSecret is a base32 TOTP secret (RFC 6238; at least 128 bits;
+	// spaces, padding and either case allowed) that the user's
+	// authenticator app holds: the login page then asks for a code after
+	// the password, and the user cannot remove it. `{env.*}` and
+	// `{file.*}` placeholders are replaced. Default: none (the user may
+	// enrol their own at /account/totp).
+	TOTPSecret string `json:"totp_secret,omitempty"`
 }
 
 // ProviderAPIResource is an API that accepts a [Provider]'s access tokens.

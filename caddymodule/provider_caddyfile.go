@@ -78,6 +78,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			subject <id>
 //			claim <name> <value>
 //			disabled
+//			totp_secret <base32 or {env.X}>
 //		}
 //		users_file <path> {
 //			poll <interval>|off
@@ -700,6 +701,11 @@ func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
 				return u, d.Errf("user %q: disabled is declared twice", u.Username)
 			}
 			u.Disabled = true
+
+		case "totp_secret":
+			if err := parseOnce(d, &u.TOTPSecret); err != nil {
+				return u, err
+			}
 
 		default:
 			return u, d.Errf("unrecognized user option %q", d.Val())

@@ -211,8 +211,16 @@ func (p *Provider) users(data []byte) ([]idp.User, error) {
 		if _, ok := u.Claims["sub"]; ok {
 			return fmt.Errorf("user %q: the sub claim comes from the subject, not from claims", u.Username)
 		}
+		var secret string
+		if u.TOTPSecret != "" {
+			var err error
+			// The error says what is wrong, never the secret.
+			if secret, err = idp.NormalizeTOTPSecret(repl.ReplaceAll(u.TOTPSecret, "")); err != nil {
+				return fmt.Errorf("user %q: totp_secret %w", u.Username, err)
+			}
+		}
 		byName[u.Username], bySubject[sub] = where, where
-		list = append(list, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled})
+		list = append(list, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled, TOTPSecret: secret})
 		return nil
 	}
 	for _, u := range p.Users {

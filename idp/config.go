@@ -341,6 +341,12 @@ type User struct {
 	// tokens stop working, and [Provider.Start] ends the user's sessions
 	// as [Provider.EndUserSessions] does, back-channel logout included.
 	Disabled bool `json:"disabled,omitempty"`
+
+	// TOTPSecret, base32 (RFC 4648, at least 128 bits), makes the login
+	// page ask for a time-based one-time code (RFC 6238) after the
+	// password. The user cannot remove an operator's secret; without
+	// one, a user may enrol their own at [PathTOTP].
+	TOTPSecret string `json:"totp_secret,omitempty"`
 }
 
 // APIResource is an API that accepts access tokens: its Name is their

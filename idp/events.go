@@ -14,6 +14,16 @@ const (
 	// too many failures).
 	EventLogin = "login"
 
+	// EventSecondFactor is a code checked at the login page's second step
+	// or to remove TOTP. Outcome: [OutcomeSuccess], [OutcomeInvalid],
+	// [OutcomeReplayed] (a TOTP code already used) or [OutcomeThrottled];
+	// Reason says which code: "totp" or "recovery_code".
+	EventSecondFactor = "second_factor"
+
+	// EventTOTP is a change of a user's self-enrolled TOTP: Outcome
+	// [OutcomeEnrolled] or [OutcomeRemoved].
+	EventTOTP = "totp"
+
 	// EventConsent is the user's answer on the consent page. Outcome:
 	// [OutcomeGranted] or [OutcomeDenied].
 	EventConsent = "consent"
@@ -77,6 +87,9 @@ const (
 	OutcomeInvalid       = "invalid"
 	OutcomeDisabled      = "disabled"
 	OutcomeThrottled     = "throttled"
+	OutcomeReplayed      = "replayed"
+	OutcomeEnrolled      = "enrolled"
+	OutcomeRemoved       = "removed"
 	OutcomeGranted       = "granted"
 	OutcomeDenied        = "denied"
 	OutcomeRotated       = "rotated"

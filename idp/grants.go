@@ -100,6 +100,15 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 		return nil, oauthErr(ErrInvalidGrant, "invalid username or password")
 	}
 	p.succeeded(ctx, attempt)
+	// A user with a second factor cannot sign in with the password alone,
+	// and RFC 6749 §4.3 has no field for a code: the grant is refused
+	// (totp.go), as a login page without the code step would be.
+	if st, err := p.totpFor(ctx, user); err != nil {
+		return nil, unavailable("the login could not be checked", err)
+	} else if st.enabled() {
+		p.log.InfoContext(ctx, "password grant refused: the user has a second factor", "username", user.Username, "client_id", c.ID)
+		return nil, oauthErr(ErrInvalidGrant, "the user signs in with a second factor, which the password grant cannot carry; use the authorization code flow")
+	}
 	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
 	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: c.ID, GrantType: "password"})
 	in := signIn{Time: p.now().Unix(), AMR: []string{AMRPassword}}

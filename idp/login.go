@@ -108,7 +108,17 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.succeeded(r.Context(), attempt)
-	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix(), AMR: []string{AMRPassword}}
+	if p.askSecondFactor(w, r, user, page) {
+		return
+	}
+	p.finishLogin(w, r, user, req, page.ClientID, []string{AMRPassword})
+}
+
+// finishLogin signs user in with the methods amr: the session cookie, then
+// back to the request req (nil for a direct visit of the login page).
+func (p *Provider) finishLogin(w http.ResponseWriter, r *http.Request, user *User, req *authRequest, clientID string, amr []string) {
+	ip := p.clientIP(r)
+	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix(), AMR: amr}
 	if err := p.writeSession(w, sess); err != nil {
 		p.log.ErrorContext(r.Context(), "writing session cookie", "error", err)
 		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})
@@ -118,8 +128,8 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	if err := p.writeDevice(w, user.Username); err != nil {
 		p.log.ErrorContext(r.Context(), "writing device cookie", "error", err)
 	}
-	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", page.ClientID)
-	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: page.ClientID, SID: sess.SID})
+	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", clientID)
+	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: clientID, SID: sess.SID})
 	if req == nil {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
 		return

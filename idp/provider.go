@@ -89,6 +89,7 @@ type Provider struct {
 	jwksMaxAge string                   // Cache-Control of the JWKS
 
 	cookies   *securecookie.SecureCookie
+	totpSet   []securecookie.Codec // seals TOTP secrets at rest (totp.go)
 	cookieSet []securecookie.Codec
 	deviceSet []securecookie.Codec // cookieSet with the device cookie's lifetime
 
@@ -260,6 +261,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, err
 	}
 	p.setFakeKey(cfg.CookieKeys[0][0])
+	p.totpSet = totpCodecs(cfg.CookieKeys)
 	us, err := p.newUserSet(cfg.Users, nil)
 	if err != nil {
 		return nil, err
@@ -284,6 +286,8 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathDeviceAuthorization, p.serveDeviceAuthorization)
 	p.mux.HandleFunc(p.base+PathPushedAuthorization, p.cors(p.servePushedAuthorization))
 	p.mux.HandleFunc(p.base+PathDevice, p.serveDevice)
+	p.mux.HandleFunc(p.base+PathTOTP, p.serveTOTP)
+	p.mux.HandleFunc(p.base+PathLoginTOTP, p.serveLoginTOTP)
 	return p, nil
 }
 

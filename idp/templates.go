@@ -15,7 +15,7 @@ import (
 var embeddedTemplates embed.FS
 
 // Template names an operator can override.
-var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html", "device.html"}
+var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html", "device.html", "login_totp.html", "totp.html"}
 
 // fixedTemplates are embedded templates an operator cannot override: the
 // form_post page's CSP allows exactly its one script, by hash, and so

@@ -43,6 +43,13 @@ func (p *Provider) newUserSet(list []User, prev *userSet) (*userSet, error) {
 		if _, ok := u.Claims["sub"]; ok {
 			return nil, fmt.Errorf("idp: user %q: the sub claim comes from the subject, not from claims", u.Username)
 		}
+		if u.TOTPSecret != "" {
+			s, err := NormalizeTOTPSecret(u.TOTPSecret)
+			if err != nil {
+				return nil, fmt.Errorf("idp: user %q: the TOTP secret %w", u.Username, err)
+			}
+			u.TOTPSecret = s
+		}
 		us.byName[u.Username] = &u
 		us.bySubject[u.Subject] = &u
 	}

@@ -127,6 +127,7 @@ func TestThrottleAcrossClients(t *testing.T) {
 	a := newStore(t, srv.Addr, Options{KeyPrefix: "shared:", PoolSize: 4})
 	b := newStore(t, srv.Addr, Options{KeyPrefix: "shared:", PoolSize: 4})
 	throttletest.Atomic(t, a, b)
+	throttletest.Claim(t, a, b)
 }
 
 // TestKeysHaveTTL: every key written has a time to live, under the prefix,

@@ -23,6 +23,45 @@ func Run(t *testing.T, newStore func(t *testing.T) idp.ThrottleStore) {
 	t.Run("release and forget", func(t *testing.T) { releaseAndForget(t, newStore(t)) })
 	t.Run("release leaves no trace", func(t *testing.T) { releaseLeavesNoTrace(t, newStore) })
 	t.Run("atomic", func(t *testing.T) { Atomic(t, newStore(t)) })
+	t.Run("claim", func(t *testing.T) { Claim(t, newStore(t)) })
+}
+
+// Claim reserves, from 50 goroutines at once spread over stores, a key
+// with no free attempt, as the provider claims a TOTP code's time step
+// (RFC 6238 §5.2: a code is accepted once): exactly one gets through, and
+// the next only once the key's wait is over.
+func Claim(t *testing.T, stores ...idp.ThrottleStore) {
+	window := 2 * time.Minute
+	keys := []idp.ThrottleKey{{Key: "totp-step:claim-test:56666666", Limit: idp.ThrottleLimit{Free: 0, Base: window, Max: window}}}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var passed int
+	for i := range 50 {
+		wg.Go(func() {
+			w, err := stores[i%len(stores)].Reserve(context.Background(), start, keys)
+			if err != nil {
+				t.Errorf("Reserve: %v", err)
+				return
+			}
+			if w == 0 {
+				mu.Lock()
+				passed++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if passed != 1 {
+		t.Errorf("%d of 50 concurrent claims passed, want 1", passed)
+	}
+	r := &reserver{t: t, s: stores[0], now: start.Add(window - time.Second), keys: keys}
+	if r.reserve() == 0 {
+		t.Error("a claim passed before the wait was over")
+	}
+	r.now = start.Add(window + time.Second)
+	if r.reserve() != 0 {
+		t.Error("a claim was refused after the wait")
+	}
 }
 
 // reserver reserves keys at a clock that the test moves.
