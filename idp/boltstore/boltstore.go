@@ -542,7 +542,10 @@ func (s *Store) sweepEvery(d time.Duration) {
 		case <-t.C:
 		}
 		n, err := s.Sweep()
-		if err != nil && !errors.Is(err, errClosed) {
+		if errors.Is(err, errClosed) {
+			return // Close came while this pass waited to write
+		}
+		if err != nil {
 			s.logger.Warn("boltstore: sweeping expired entries", "path", s.path, "deleted", n, "error", err)
 		}
 		if s.swept != nil {
