@@ -58,6 +58,7 @@ var providerEndpoints = map[string]string{
 
 	idp.PathDeviceAuthorization: "device_authorization",
 	idp.PathDevice:              "device",
+	idp.PathCheckSession:        "check_session",
 }
 
 // providerMetrics are one provider's observers, resolved to their labels

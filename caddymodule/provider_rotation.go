@@ -843,6 +843,7 @@ func (p *Provider) isEndpoint(r *http.Request) bool {
 	for _, path := range []string{
 		idp.PathDiscovery, idp.PathJWKS, idp.PathAuthorize, idp.PathToken, idp.PathUserinfo, idp.PathEndSession,
 		idp.PathRevocation, idp.PathIntrospect, idp.PathConsent, idp.PathLogin, idp.PathLogout,
+		idp.PathCheckSession,
 	} {
 		if r.URL.Path == base+path {
 			return true

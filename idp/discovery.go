@@ -78,6 +78,9 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
 		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
 	}
+	if p.checkSession != nil {
+		doc["check_session_iframe"] = p.url(PathCheckSession) // Session Management §3.3
+	}
 	if device {
 		doc["device_authorization_endpoint"] = p.url(PathDeviceAuthorization) // RFC 8628 §4
 	}

@@ -100,6 +100,7 @@ type Provider struct {
 	throttle       ThrottleStore
 	throttleCfg    ThrottleConfig
 	templates      *template.Template
+	checkSession   *checkSession // nil unless Config.SessionManagement
 
 	clientIPFunc func(*http.Request) string
 
@@ -233,6 +234,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if err := p.setClients(cfg.Clients); err != nil {
 		return nil, err
 	}
+	if cfg.SessionManagement {
+		p.checkSession = newCheckSession(p.clients) // before SetKeys builds discovery
+	}
 	if p.bcl, err = newBackchannel(cfg.Backchannel); err != nil {
 		return nil, err
 	}
@@ -274,6 +278,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
 	p.mux.HandleFunc(p.base+PathDeviceAuthorization, p.serveDeviceAuthorization)
 	p.mux.HandleFunc(p.base+PathDevice, p.serveDevice)
+	if p.checkSession != nil {
+		p.mux.HandleFunc(p.base+PathCheckSession, p.serveCheckSession)
+	}
 	return p, nil
 }
 
