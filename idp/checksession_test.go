@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -328,6 +329,43 @@ func TestSessionState(t *testing.T) {
 		u := login(t, ts, c, authorizeParams(ch), "alice", testPassword)
 		if u.Query().Has("session_state") || browserStateOf(ts, c) != "" {
 			t.Errorf("without session management: %s, browser state %q", u, browserStateOf(ts, c))
+		}
+	})
+}
+
+// FuzzBrowserStateCookie sends authorization requests with an arbitrary
+// OP browser state cookie: never a 5xx, always a session_state of hex,
+// one dot and a salt, never the cookie's value, and the cookie deleted,
+// since no session comes with it.
+func FuzzBrowserStateCookie(f *testing.F) {
+	f.Add("c3RhbGUtc3RhdGU")
+	f.Add("")
+	f.Add("a b.c;d=e")
+	f.Add(strings.Repeat("x", 5000))
+	ts := newServer(f, withSessionManagement)
+	_, ch := pkce("v")
+	q := authorizeParams(ch)
+	q.Set("prompt", "none")
+	sessionStateRE := regexp.MustCompile(`^[0-9a-f]{64}\.[A-Za-z0-9_-]{16}$`)
+	f.Fuzz(func(t *testing.T, value string) {
+		r := httptest.NewRequest(http.MethodGet, "/connect/authorize?"+q.Encode(), nil)
+		r.Header.Set("Cookie", idp.BrowserStateCookie+"="+value)
+		w := httptest.NewRecorder()
+		ts.Provider.ServeHTTP(w, r)
+		if w.Code >= 500 {
+			t.Fatalf("%q: status %d", value, w.Code)
+		}
+		u, err := url.Parse(w.Header().Get("Location"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ss := u.Query().Get("session_state"); !sessionStateRE.MatchString(ss) || u.Query().Get("error") != "login_required" {
+			t.Fatalf("%q: redirected to %s; want login_required with a session_state", value, u)
+		}
+		if _, err := (&http.Request{Header: http.Header{"Cookie": {r.Header.Get("Cookie")}}}).Cookie(idp.BrowserStateCookie); err == nil {
+			if ck := browserStateSet(&http.Response{Header: w.Header()}); ck == nil || ck.MaxAge >= 0 {
+				t.Fatalf("%q: the cookie was not deleted: %v", value, w.Header())
+			}
 		}
 	})
 }
