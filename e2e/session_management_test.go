@@ -1,8 +1,12 @@
 package e2e_test
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -185,6 +189,30 @@ func TestSessionManagementSPA(t *testing.T) {
 		return
 	}
 
+	if !t.Run("a new login in another tab", func(t *testing.T) {
+		// Another login of alice (prompt=login, as another app would ask)
+		// gives a new OP browser state: the iframe answers changed, and
+		// the SPA's prompt=none check finds alice still signed in, which
+		// is userSessionChanged, not a sign-out.
+		other := c.newTab(t)
+		_, challenge := pkceChallenge()
+		other.navigate(sp.issuer + "/connect/authorize?" + url.Values{
+			"client_id": {"spa"}, "redirect_uri": {sp.spa + "/callback.html"}, "response_type": {"code"},
+			"scope": {"openid"}, "prompt": {"login"}, "code_challenge": {challenge}, "code_challenge_method": {"S256"},
+		}.Encode())
+		other.logIn("alice", password)
+		c.waitFor("the SPA to notice the new session",
+			`document.getElementById("session").textContent === "session changed at the provider"`, 3*time.Second+browserStepTimeout)
+		if st := c.spaState(); st.Status != "signed in" {
+			t.Errorf("the SPA shows %q, want still signed in", st.Status)
+		}
+		// It watches the new session: unchanged again.
+		c.do("resetting the answers", chromedp.Evaluate[chromedp.Void](`window.opAnswers = {}`))
+		c.waitFor("an unchanged answer for the new session", `(window.opAnswers.unchanged || 0) >= 1`, 3*time.Second+browserStepTimeout)
+	}) {
+		return
+	}
+
 	t.Run("sign-out in another tab", func(t *testing.T) {
 		other := c.newTab(t)
 		other.navigate(sp.issuer + "/account/logout")
@@ -202,6 +230,13 @@ func TestSessionManagementSPA(t *testing.T) {
 			t.Errorf("the iframe answered %v; want changed after the sign-out", answers)
 		}
 	})
+}
+
+// pkceChallenge returns a PKCE verifier and its S256 challenge.
+func pkceChallenge() (verifier, challenge string) {
+	verifier = rand.Text() + rand.Text()
+	sum := sha256.Sum256([]byte(verifier))
+	return verifier, base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // TestCheckSessionIframeOrigins drives the check_session_iframe as an
