@@ -843,13 +843,12 @@ func (p *Provider) isEndpoint(r *http.Request) bool {
 	for _, path := range []string{
 		idp.PathDiscovery, idp.PathJWKS, idp.PathAuthorize, idp.PathToken, idp.PathUserinfo, idp.PathEndSession,
 		idp.PathRevocation, idp.PathIntrospect, idp.PathConsent, idp.PathLogin, idp.PathLogout,
-		idp.PathCheckSession,
 	} {
 		if r.URL.Path == base+path {
 			return true
 		}
 	}
-	return false
+	return p.SessionManagement && r.URL.Path == base+idp.PathCheckSession
 }
 
 // servePending answers a request for an endpoint while the provider's
