@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/net/idna"
 )
 
 // OpenID Connect Session Management 1.0, when [Config.SessionManagement]
@@ -153,12 +155,19 @@ func (c *client) checkSessionOrigins() []string {
 }
 
 // redirectOrigin is the origin of a redirect URI as a browser serializes
-// it (RFC 6454 §6.1): scheme://host[:port], or "null" for a URI that is
-// not http(s), such as a native app's custom scheme.
+// it (RFC 6454 §6.1): scheme://host[:port], the host in ASCII (an
+// internationalized name as its A-label), or "null" for a URI that is not
+// http(s), such as a native app's custom scheme.
 func redirectOrigin(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "null"
+	}
+	if host, err := idna.Lookup.ToASCII(u.Hostname()); err == nil && host != u.Hostname() {
+		u.Host = host
+		if port := u.Port(); port != "" {
+			u.Host += ":" + port
+		}
 	}
 	return webOrigin(u)
 }
