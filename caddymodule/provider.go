@@ -118,6 +118,13 @@ type Provider struct {
 	// Default: 10h.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
 
+	// SessionManagement turns on OpenID Connect Session Management 1.0:
+	// the check_session_iframe at /connect/checksession, listed in
+	// discovery, and session_state in every authorization response, so
+	// that a client on the same site as the provider notices a sign-out
+	// made elsewhere. Default: off.
+	SessionManagement bool `json:"session_management,omitempty"`
+
 	// Templates is a directory of page templates (login.html,
 	// consent.html, error.html, message.html, logout.html) that replace the
 	// built-in ones of the same name.
@@ -615,6 +622,7 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		AccessTokenAlg:     p.AccessTokenAlg,
 		CodeLifetime:       time.Duration(p.CodeLifetime),
 		SessionLifetime:    time.Duration(p.SessionLifetime),
+		SessionManagement:  p.SessionManagement,
 		DeviceCodeLifetime: time.Duration(p.DeviceCodeLifetime),
 		DevicePollInterval: time.Duration(p.DevicePollInterval),
 		Throttle:           throttle,

@@ -95,6 +95,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		device_code_lifetime <duration>
 //		device_poll_interval <duration>
 //		session_lifetime <duration>
+//		session_management
 //		templates <dir>
 //		signing_key <pem file>
 //		key_rotation [off] {
@@ -291,6 +292,15 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := parseDuration(d, &p.SessionLifetime); err != nil {
 				return err
 			}
+
+		case "session_management":
+			if p.SessionManagement {
+				return d.Err("session_management is declared twice")
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			p.SessionManagement = true
 
 		case "templates":
 			if err := parseOnce(d, &p.Templates); err != nil {

@@ -60,6 +60,7 @@ var providerEndpoints = map[string]string{
 	idp.PathDevice:              "device",
 
 	idp.PathPushedAuthorization: "pushed_authorization",
+	idp.PathCheckSession:        "check_session",
 }
 
 // providerMetrics are one provider's observers, resolved to their labels

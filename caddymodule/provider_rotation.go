@@ -848,7 +848,7 @@ func (p *Provider) isEndpoint(r *http.Request) bool {
 			return true
 		}
 	}
-	return false
+	return p.SessionManagement && r.URL.Path == base+idp.PathCheckSession
 }
 
 // servePending answers a request for an endpoint while the provider's

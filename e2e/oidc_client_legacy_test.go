@@ -62,6 +62,7 @@ var jsTemplate = template.Must(template.New("Caddyfile").Delims("[[", "]]").Pars
 		format json
 	}
 	oidc_provider [[.Issuer]] {
+		[[if .SessionManagement]]session_management[[end]]
 		client js {
 			public
 			redirect_uri [[.Origin]]/callback.html
@@ -124,6 +125,13 @@ http://:[[.UpstreamPort]] {
 // the test if the example's npm packages are not installed.
 func newJSSite(t testing.TB, host, scope string) *jsSite {
 	t.Helper()
+	return newJSSiteWith(t, host, scope, false)
+}
+
+// newJSSiteWith is newJSSite with the provider's session_management on
+// or off.
+func newJSSiteWith(t testing.TB, host, scope string, sessionManagement bool) *jsSite {
+	t.Helper()
 	s := newEmptySite(t)
 	root, err := filepath.Abs(filepath.Join("..", "examples", "oidc-client-js"))
 	if err != nil {
@@ -151,6 +159,8 @@ func newJSSite(t testing.TB, host, scope string) *jsSite {
 		"Root":          root,
 		"ConfigDir":     js.configDir,
 		"AccessLog":     js.accessLog,
+
+		"SessionManagement": sessionManagement,
 	})
 	// The settings of examples/oidc-client-js/config.js, with the test's
 	// ports and scopes.
@@ -447,4 +457,69 @@ func TestOIDCClientJSIframeRenew(t *testing.T) {
 	}
 	status, body := c.callJSAPI()
 	checkJSIdentity(t, status, body)
+}
+
+// TestOIDCClientJSMonitorSession runs the quickstart's client with the
+// provider's session_management on, on the same site as the provider:
+// oidc-client 1.11's monitorSession polls the check_session_iframe, which
+// answers "unchanged" while alice is signed in; when she signs out at the
+// provider's end_session_endpoint in another tab, the iframe answers
+// "changed", the client's prompt=none check gets login_required, and the
+// page shows the userSignedOut event.
+func TestOIDCClientJSMonitorSession(t *testing.T) {
+	t.Parallel()
+	js := newJSSiteWith(t, "127.0.0.1", "openid profile offline_access api1", true)
+	c := newChrome(t)
+	js.Start(t)
+
+	if !t.Run("sign in", func(t *testing.T) {
+		c.navigate(js.origin + "/index.html")
+		c.waitForJSStatus(js, "/index.html", "signed out")
+		c.click("login")
+		c.logIn("alice", password)
+		if st := c.waitForJSStatus(js, "/index.html", "signed in"); st.Sub != idp.DeriveSubject("alice") {
+			t.Errorf("signed in as %q", st.Sub)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("unchanged while signed in", func(t *testing.T) {
+		c.listenCheckSession(js.issuer)
+		// oidc-client checks every 2s (checkSessionInterval).
+		c.waitFor("two unchanged answers from the check_session_iframe",
+			`(window.opAnswers.unchanged || 0) >= 2`, 3*time.Second+browserStepTimeout)
+		answers := browserRun(c, "reading the answers", chromedp.Evaluate[map[string]int](`window.opAnswers`))
+		if answers["changed"] != 0 || answers["error"] != 0 {
+			t.Errorf("the iframe answered %v; want only unchanged", answers)
+		}
+		if st := c.jsState(); st.Status != "signed in" || st.Session != "" {
+			t.Errorf("the page shows status %q, session %q; want signed in, nothing about the session", st.Status, st.Session)
+		}
+	}) {
+		return
+	}
+
+	t.Run("sign-out in another tab", func(t *testing.T) {
+		other := c.newTab(t)
+		other.navigate(js.issuer + "/connect/endsession")
+		other.waitVisible("logout")
+		other.click("logout")
+		other.waitFor("the signed-out page", `document.body.innerText.includes("You are signed out.")`, browserStepTimeout)
+
+		c.waitFor("the page to show the userSignedOut event",
+			`document.getElementById("session").textContent === "signed out at the provider"`, 3*time.Second+browserStepTimeout)
+		if st := c.waitForJSStatus(js, "/index.html", "signed out"); st.AccessToken != "" {
+			t.Errorf("the page still shows a user: %+v", st)
+		}
+		var framed []providerRequest
+		for _, r := range js.providerRequests(t) {
+			if strings.HasPrefix(r.URI, "/connect/authorize?") && r.Dest == "iframe" && strings.Contains(r.URI, "prompt=none") {
+				framed = append(framed, r)
+			}
+		}
+		if len(framed) == 0 {
+			t.Errorf("the provider got no prompt=none check in an iframe after the change")
+		}
+	})
 }

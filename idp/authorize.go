@@ -270,6 +270,7 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 
 	sess := p.readSession(r)
+	p.syncBrowserState(w, r, sess)
 	needLogin := sess == nil || slices.Contains(req.Prompt, "login") || slices.Contains(req.Prompt, "select_account")
 	if hint := q.Get("id_token_hint"); hint != "" {
 		h, ok := p.idTokenHint(hint)

@@ -106,6 +106,14 @@ type Config struct {
 	// [PathPushedAuthorization], and discovery says so. Default: off; see
 	// also [Client.RequirePushedAuthorizationRequests].
 	RequirePushedAuthorizationRequests bool
+	// SessionManagement turns on OpenID Connect Session Management 1.0:
+	// discovery lists the check_session_iframe ([PathCheckSession]), every
+	// authorization response carries session_state, and a login or
+	// sign-out changes the OP browser state cookie ([BrowserStateCookie])
+	// that the iframe's script reads. Default: off, because a client on
+	// another site than the provider cannot see that cookie in its frame
+	// and would take every check for a sign-out (see checksession.go).
+	SessionManagement bool
 
 	// Templates, if set, overrides the embedded page templates that it
 	// holds by name (login.html, consent.html, error.html, message.html,

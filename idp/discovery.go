@@ -95,6 +95,9 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		doc["revocation_endpoint_auth_signing_alg_values_supported"] = ClientAssertionAlgs
 		doc["introspection_endpoint_auth_signing_alg_values_supported"] = ClientAssertionAlgs
 	}
+	if p.checkSession != nil {
+		doc["check_session_iframe"] = p.url(PathCheckSession) // Session Management §3.3
+	}
 	if device {
 		doc["device_authorization_endpoint"] = p.url(PathDeviceAuthorization) // RFC 8628 §4
 	}

@@ -102,6 +102,7 @@ type Provider struct {
 	throttle       ThrottleStore
 	throttleCfg    ThrottleConfig
 	templates      *template.Template
+	checkSession   *checkSession // nil unless Config.SessionManagement
 
 	clientIPFunc func(*http.Request) string
 
@@ -243,6 +244,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if err := p.setClients(cfg.Clients); err != nil {
 		return nil, err
 	}
+	if cfg.SessionManagement {
+		p.checkSession = newCheckSession(p.clients) // before SetKeys builds discovery
+	}
 	if p.bcl, err = newBackchannel(cfg.Backchannel); err != nil {
 		return nil, err
 	}
@@ -288,6 +292,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathDevice, p.serveDevice)
 	p.mux.HandleFunc(p.base+PathTOTP, p.serveTOTP)
 	p.mux.HandleFunc(p.base+PathLoginTOTP, p.serveLoginTOTP)
+	if p.checkSession != nil {
+		p.mux.HandleFunc(p.base+PathCheckSession, p.serveCheckSession)
+	}
 	return p, nil
 }
 

@@ -44,6 +44,11 @@ type formField struct{ Name, Value string }
 // respond sends the authorization response v (code or error, with state
 // and iss) to req's redirect URI by req's response mode.
 func (p *Provider) respond(w http.ResponseWriter, r *http.Request, req *authRequest, v url.Values) {
+	if p.checkSession != nil {
+		// Session Management §2: in the response, and in an error
+		// response too, for the state the browser is left in.
+		v.Set("session_state", p.sessionState(w, r, req))
+	}
 	switch req.Mode {
 	case modeFormPost:
 		p.renderFormPost(w, r, req.RedirectURI, v)

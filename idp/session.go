@@ -64,11 +64,13 @@ func (p *Provider) writeSession(w http.ResponseWriter, s *session) error {
 		return err
 	}
 	http.SetCookie(w, p.cookie(SessionCookie, v, int(p.sessionTTL/time.Second)))
+	p.newBrowserState(w)
 	return nil
 }
 
 func (p *Provider) clearSession(w http.ResponseWriter) {
 	http.SetCookie(w, p.cookie(SessionCookie, "", -1))
+	p.clearBrowserState(w)
 }
 
 func (p *Provider) cookie(name, value string, maxAge int) *http.Cookie {

@@ -28,6 +28,14 @@ async function callAPI() {
 mgr.events.addUserLoaded(show);
 mgr.events.addUserUnloaded(() => show(null));
 mgr.events.addSilentRenewError((err) => { $("status").textContent = "renew failed: " + err.message; });
+// With monitorSession, a sign-out at the provider (another tab, another
+// app) is noticed here: say so, and forget the user. A new login of the
+// same user there only changes the session.
+mgr.events.addUserSessionChanged(() => { $("session").textContent = "session changed at the provider"; });
+mgr.events.addUserSignedOut(async () => {
+  $("session").textContent = "signed out at the provider";
+  await mgr.removeUser();
+});
 
 $("signin").addEventListener("click", () => mgr.signinRedirect());
 $("signout").addEventListener("click", () => mgr.signoutRedirect());

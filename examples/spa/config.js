@@ -12,5 +12,13 @@ window.authgateConfig = {
   // On sign-out, revoke the tokens at the provider (RFC 7009) first.
   revokeTokensOnSignout: true,
   revokeTokenTypes: ["access_token", "refresh_token"],
+  // Watch the provider's session (OpenID Connect Session Management, the
+  // provider's session_management): a sign-out at the provider, in another
+  // tab or app, signs this app out. It works where the app is on the same
+  // site as the provider, as in the demo; on another site, leave it off
+  // (see the README). After a change, oidc-client-ts asks the provider with
+  // prompt=none in a hidden iframe that comes back to silent_redirect_uri.
+  monitorSession: true,
+  silent_redirect_uri: window.location.origin + "/silent-callback.html",
   apiURL: window.location.origin + "/api/identity",
 };
