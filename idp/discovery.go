@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+
+	"github.com/authgate/authgate/idp/dpop"
 )
 
 // discoveryDocument builds the provider metadata of OpenID Connect
@@ -75,8 +77,9 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"request_parameter_supported":                    false,
 		"request_uri_parameter_supported":                false,
 		"authorization_response_iss_parameter_supported": true,
-		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
-		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
+		"backchannel_logout_supported":                   true,                  // Back-Channel Logout 1.0 §2.1
+		"backchannel_logout_session_supported":           true,                  // our logout tokens carry sid
+		"dpop_signing_alg_values_supported":              dpop.AlgorithmNames(), // RFC 9449 §5.1
 	}
 	if device {
 		doc["device_authorization_endpoint"] = p.url(PathDeviceAuthorization) // RFC 8628 §4

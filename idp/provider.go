@@ -111,6 +111,7 @@ type Provider struct {
 	now            func() time.Time
 	random         io.Reader
 	mux            *http.ServeMux
+	dpop           *dpopState
 }
 
 // unlimited says whether the client's refresh token families have no
@@ -134,6 +135,7 @@ type client struct {
 	claimsPrefix string
 	scopes       map[string]bool
 	secretHash   []byte
+	dpopJKT      string // for one token request: the key its tokens are bound to (see tokenDPoP)
 }
 
 // New checks cfg and returns a provider keeping its state in store.
@@ -251,6 +253,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 		return nil, err
 	}
 	p.setFakeKey(cfg.CookieKeys[0][0])
+	if p.dpop, err = p.newDPoPState(cfg); err != nil {
+		return nil, err
+	}
 	us, err := p.newUserSet(cfg.Users, nil)
 	if err != nil {
 		return nil, err
@@ -324,11 +329,12 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		return nil, errors.New("a public client must use PKCE with S256")
 	case c.Public && c.AllowClientCredentials:
 		return nil, errors.New("a public client cannot use client_credentials")
-	case c.Public && c.RefreshTokenUsage == RefreshReuse:
+	case c.Public && c.RefreshTokenUsage == RefreshReuse && !c.RequireDPoP:
 		// RFC 9700 §4.14.2: a public client's refresh tokens must be
-		// rotated or sender-constrained, and ours are not
-		// sender-constrained. IdentityServer accepts ReUse here.
-		return nil, errors.New(`refresh token usage "reuse" is refused for a public client: RFC 9700 §4.14.2 requires its refresh tokens to be rotated or sender-constrained; use "one_time" (the default)`)
+		// rotated or sender-constrained; they are sender-constrained
+		// (bound to its DPoP key) only when it must use DPoP.
+		// IdentityServer accepts ReUse here.
+		return nil, errors.New(`refresh token usage "reuse" is refused for a public client unless it requires DPoP: RFC 9700 §4.14.2 requires its refresh tokens to be rotated or sender-constrained; use "one_time" (the default) or require DPoP`)
 	case !c.Public && c.Secret == "" && c.SecretHash == "":
 		return nil, errors.New("a secret or secret hash is required")
 	case c.Secret != "" && c.SecretHash != "":
