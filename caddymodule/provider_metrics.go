@@ -104,10 +104,11 @@ const (
 	storeDelete
 	storePutAll
 	storeSwap
+	storeAdd
 	numStoreOps
 )
 
-var storeOpNames = [numStoreOps]string{"put", "get", "take", "delete", "put_all", "swap"}
+var storeOpNames = [numStoreOps]string{"put", "get", "take", "delete", "put_all", "swap", "add"}
 
 // storeObservers are the latency observers and error counters of one
 // store, by operation.

@@ -221,6 +221,9 @@ func Run(t *testing.T, newStore func(t *testing.T, clock *Clock) idp.Store) {
 	probe := newStore(t, NewClock())
 	_, multi := probe.(idp.MultiPutter)
 	_, swap := probe.(idp.Swapper)
+	if _, ok := probe.(idp.Adder); ok {
+		tests = append(tests, addTests...)
+	}
 	for _, tt := range tests {
 		if !multi && tt.name == "put all" || !swap && (tt.name == "swap" || tt.name == "concurrent swap: exactly one wins") {
 			continue
