@@ -155,6 +155,16 @@ type Provider struct {
 	// [ProviderBackchannelLogout].
 	BackchannelLogout *ProviderBackchannelLogout `json:"backchannel_logout,omitempty"`
 
+	// DPoPNonce makes the token endpoint require a nonce of its own in
+	// DPoP proofs (RFC 9449 §8): stateless, shared by every node with
+	// the same cookie keys, and new every DPoPNonceLifetime. Default:
+	// off.
+	DPoPNonce bool `json:"dpop_nonce,omitempty"`
+
+	// DPoPNonceLifetime is how long each DPoP nonce is handed out (one is
+	// accepted for up to twice as long). Default: 5m.
+	DPoPNonceLifetime caddy.Duration `json:"dpop_nonce_lifetime,omitempty"`
+
 	provider *liveProvider
 	stopKeys func() // stops the key rotation (and loading)
 	logger   *zap.Logger
@@ -258,6 +268,12 @@ type ProviderClient struct {
 	// RequireConsent asks the user to allow the requested scopes. Default:
 	// false.
 	RequireConsent bool `json:"require_consent,omitempty"`
+
+	// RequireDPoP refuses the client's token requests without a DPoP
+	// proof (RFC 9449), so that all its tokens are bound to its key;
+	// for a public client it allows refresh_token_usage reuse. Default:
+	// false (a proof is taken from any client, and binds its tokens).
+	RequireDPoP bool `json:"require_dpop,omitempty"`
 
 	// Claims are added to the client's client_credentials tokens.
 	Claims map[string]any `json:"claims,omitempty"`
@@ -530,6 +546,7 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		{"session_lifetime", p.SessionLifetime},
 		{"device_code_lifetime", p.DeviceCodeLifetime},
 		{"device_poll_interval", p.DevicePollInterval},
+		{"dpop_nonce", p.DPoPNonceLifetime},
 	} {
 		if d.value < 0 {
 			return idp.Config{}, fmt.Errorf("%s %s is negative", d.option, time.Duration(d.value))
@@ -560,6 +577,8 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		DevicePollInterval: time.Duration(p.DevicePollInterval),
 		Throttle:           throttle,
 		Backchannel:        backchannel,
+		DPoPNonce:          p.DPoPNonce,
+		DPoPNonceLifetime:  time.Duration(p.DPoPNonceLifetime),
 	}
 	repl := caddy.NewReplacer()
 	for _, r := range p.APIResources {
@@ -641,6 +660,7 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		AllowPasswordGrant:     c.PasswordGrant,
 		AllowDeviceFlow:        c.DeviceFlow,
 		RequireConsent:         c.RequireConsent,
+		RequireDPoP:            c.RequireDPoP,
 		Claims:                 c.Claims,
 		ClientClaimsPrefix:     c.ClientClaimsPrefix,
 
