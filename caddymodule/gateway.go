@@ -18,6 +18,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/authgate/authgate/idp/dpop"
 )
 
 func init() {
@@ -242,6 +244,7 @@ type Gateway struct {
 	codec         *sessionCodec
 	cache         *sessionCache
 	bearerCache   *sessionCache
+	dpopSeen      *replaySet // DPoP proofs seen, per process
 	refresher     *refresher
 	cors          *corsPolicy      // nil: no origin allowed
 	assertion     *assertionSigner // nil: no identity assertion
@@ -452,6 +455,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.strip = newHeaderStripper(g.identityHeaderNames())
 	g.cache = newSessionCache(4096)
 	g.bearerCache = newSessionCache(4096)
+	g.dpopSeen = newReplaySet(dpop.MaxReplayWindow(dpop.DefaultWindow))
 	rf, _, err := refreshers.LoadOrNew(g.binding, func() (caddy.Destructor, error) {
 		return newRefresher(), nil
 	})
