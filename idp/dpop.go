@@ -160,7 +160,7 @@ func (p *Provider) tokenDPoP(w http.ResponseWriter, r *http.Request, c *client) 
 		w.Header().Set(dpop.NonceHeader, p.dpop.nonce(now))
 	}
 	proof, err := dpop.Verify(raw, dpop.Check{Method: r.Method, URL: p.dpop.tokenURL, Now: now, Nonce: p.dpop.nonceCheck(now)})
-	if oe := p.dpopErr(r, err); oe != nil {
+	if oe := dpopErr(err); oe != nil {
 		return nil, oe
 	}
 	if oe := p.dpopOnce(r.Context(), proof); oe != nil {
@@ -171,10 +171,8 @@ func (p *Provider) tokenDPoP(w http.ResponseWriter, r *http.Request, c *client) 
 	return &bound, nil
 }
 
-// dpopErr is the OAuth error of dpop.Verify's err, after checking that the
-// proof was not used before: nil for a good proof seen for the first
-// time.
-func (p *Provider) dpopErr(r *http.Request, err error) *Error {
+// dpopErr is the OAuth error of dpop.Verify's err, nil for none.
+func dpopErr(err error) *Error {
 	switch {
 	case errors.Is(err, dpop.ErrUseNonce):
 		return &Error{Code: ErrUseDPoPNonce, Description: "the DPoP proof needs the nonce of the DPoP-Nonce header", Cause: err}
@@ -248,7 +246,7 @@ func (p *Provider) checkResourceDPoP(r *http.Request, isDPoP bool, raw string, c
 		return &Error{Code: ErrInvalidDPoPProof, Description: "a DPoP proof is required", Cause: err}
 	}
 	proof, err := dpop.Verify(proofRaw, dpop.Check{Method: r.Method, URL: p.dpop.userinfoURL, AccessToken: raw, Now: p.now()})
-	if oe := p.dpopErr(r, err); oe != nil {
+	if oe := dpopErr(err); oe != nil {
 		return oe
 	}
 	if !hmac.Equal([]byte(proof.JKT), []byte(claims.Confirmation.JKT)) {

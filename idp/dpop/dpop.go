@@ -185,7 +185,7 @@ func Verify(raw string, c Check) (*Proof, error) {
 	}
 	// §4.3 rule 2: one well-formed JWS in compact form; only the
 	// algorithms we accept (rule 5) are parsed at all.
-	jws, err := jose.ParseSigned(raw, Algorithms)
+	jws, err := jose.ParseSignedCompact(raw, Algorithms)
 	if err != nil {
 		return nil, invalid("parsing proof: %v", err)
 	}
@@ -239,8 +239,11 @@ func Verify(raw string, c Check) (*Proof, error) {
 	if w <= 0 {
 		w = DefaultWindow
 	}
-	iat := time.Unix(0, 0).Add(time.Duration(*cl.IAT * float64(time.Second)))
-	if *cl.IAT > float64(math.MaxInt64/int64(time.Second)) || *cl.IAT < 0 || iat.Before(c.Now.Add(-w)) || iat.After(c.Now.Add(w)) {
+	if *cl.IAT < 0 || *cl.IAT > float64(math.MaxInt64/int64(time.Second)) {
+		return nil, invalid("iat is not a time")
+	}
+	iat := time.Unix(0, int64(*cl.IAT*float64(time.Second)))
+	if iat.Before(c.Now.Add(-w)) || iat.After(c.Now.Add(w)) {
 		return nil, invalid("iat is not within %v of now", w)
 	}
 	// Rule 12: at a resource, ath is the hash of the token it came with.

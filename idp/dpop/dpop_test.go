@@ -288,3 +288,13 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkVerifyES256(b *testing.B) {
+	raw := makeProof(b, proofOpts{})
+	c := tokenCheck()
+	for b.Loop() {
+		if _, err := dpop.Verify(raw, c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
