@@ -130,3 +130,12 @@ func (s *replaySet) add(key string, now time.Time) bool {
 	s.cur[key] = struct{}{}
 	return true
 }
+
+// badToken answers a token that failed its checks with the challenge of
+// the scheme it came with.
+func (g *Gateway) badToken(w http.ResponseWriter, r *http.Request, isDPoP bool) outcome {
+	if isDPoP {
+		return g.dpopRefused(w, r, "invalid_token", "the access token is invalid or expired", nil)
+	}
+	return g.unauthenticated(w, r, "invalid_token")
+}

@@ -112,6 +112,7 @@ func TestGatewayDPoP(t *testing.T) {
 		{"no ath", "DPoP", bound, key.proof(t, "GET", htu, ""), `error="invalid_dpop_proof"`},
 		{"ath of another token", "DPoP", bound, key.proof(t, "GET", htu, unbound), `error="invalid_dpop_proof"`},
 		{"unbound token as DPoP", "DPoP", unbound, key.proof(t, "GET", htu, unbound), `error="invalid_token"`},
+		{"forged token as DPoP", "DPoP", bound[:len(bound)-4] + "AAAA", key.proof(t, "GET", htu, bound[:len(bound)-4]+"AAAA"), `error="invalid_token"`},
 		{"two proofs", "DPoP", bound, key.proof(t, "GET", htu, bound) + "," + key.proof(t, "GET", htu, bound), `error="invalid_dpop_proof"`},
 	}
 	for _, tt := range tests {

@@ -270,11 +270,11 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
 			ce.Write(zap.Error(err))
 		}
-		return nil, g.unauthenticated(w, r, "invalid_token")
+		return nil, g.badToken(w, r, isDPoP)
 	}
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
-		return nil, g.unauthenticated(w, r, "invalid_token")
+		return nil, g.badToken(w, r, isDPoP)
 	}
 	id := g.bearerIdentityOf(token, idt.Subject, claims, idt.Expiry.Add(d.clockSkew))
 	id.jkt = cnfJKT(claims)
@@ -287,7 +287,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 			if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
 				ce.Write(zap.String("reason", "not active at introspection"), zap.String("sub", idt.Subject))
 			}
-			return nil, g.unauthenticated(w, r, "invalid_token")
+			return nil, g.badToken(w, r, isDPoP)
 		}
 		// The answer is good for a short while only: then ask again.
 		if until := now.Add(g.introspectCache); until.Before(id.expires) {
