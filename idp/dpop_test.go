@@ -322,3 +322,30 @@ func TestDPoPDiscoveryAndConfig(t *testing.T) {
 		t.Errorf("public reuse with DPoP: %v", err)
 	}
 }
+
+// TestDPoPConfidentialRefreshUnbound: a confidential client's refresh
+// token stays unbound (RFC 9449 §5: its authentication protects it); each
+// refresh's access token is bound to that request's proof, if any.
+func TestDPoPConfidentialRefreshUnbound(t *testing.T) {
+	ts := dpopServer(t, nil)
+	tokenURL := ts.URL + "/connect/token"
+	first, second := newDPoPKey(t), newDPoPKey(t)
+	v, ch := pkce("v")
+	q := authorizeParams(ch)
+	q.Set("scope", "openid offline_access")
+	u := login(t, ts, browser(t), q, "alice", testPassword)
+	resp, body := tokenReq(t, ts, "demo-app", testSecret, first.proof(t, ts.clock.Now(), "POST", tokenURL, "", ""), exchangeForm(u.Query().Get("code"), v))
+	if resp.StatusCode != 200 || body["token_type"] != "DPoP" {
+		t.Fatalf("exchange: %d %v", resp.StatusCode, body)
+	}
+	rf := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {body["refresh_token"].(string)}}
+	resp, body = tokenReq(t, ts, "demo-app", testSecret, second.proof(t, ts.clock.Now(), "POST", tokenURL, "", ""), rf)
+	if resp.StatusCode != 200 || body["token_type"] != "DPoP" || jktOf(t, body["access_token"].(string)) == "" {
+		t.Fatalf("refresh with a new key: %d %v", resp.StatusCode, body)
+	}
+	rf.Set("refresh_token", body["refresh_token"].(string))
+	resp, body = tokenReq(t, ts, "demo-app", testSecret, "", rf)
+	if resp.StatusCode != 200 || body["token_type"] != "Bearer" {
+		t.Fatalf("refresh without a proof: %d %v", resp.StatusCode, body)
+	}
+}
