@@ -18,8 +18,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/authgate/authgate/idp/dpop"
 )
 
 func init() {
@@ -244,7 +242,7 @@ type Gateway struct {
 	codec         *sessionCodec
 	cache         *sessionCache
 	bearerCache   *sessionCache
-	dpopSeen      *replaySet // DPoP proofs seen, per process
+	dpopSeen      *replaySet // DPoP proofs seen, shared by the gateways of this process (dpopReplays)
 	refresher     *refresher
 	cors          *corsPolicy      // nil: no origin allowed
 	assertion     *assertionSigner // nil: no identity assertion
@@ -455,7 +453,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.strip = newHeaderStripper(g.identityHeaderNames())
 	g.cache = newSessionCache(4096)
 	g.bearerCache = newSessionCache(4096)
-	g.dpopSeen = newReplaySet(dpop.MaxReplayWindow(dpop.DefaultWindow))
+	g.loadReplaySet()
 	rf, _, err := refreshers.LoadOrNew(g.binding, func() (caddy.Destructor, error) {
 		return newRefresher(), nil
 	})
@@ -676,6 +674,11 @@ func (g *Gateway) Cleanup() error {
 		g.revocationsKey = ""
 	}
 	errs = append(errs, g.cleanupAssertion())
+	if g.dpopSeen != nil {
+		_, err := dpopReplays.Delete(dpopReplaysKey)
+		errs = append(errs, err)
+		g.dpopSeen = nil
+	}
 	if g.redisKey != "" {
 		_, err := redisPool.Delete(g.redisKey)
 		errs = append(errs, err)

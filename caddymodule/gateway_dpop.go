@@ -6,8 +6,9 @@ package caddymodule
 // would be. The token's own checks are those of a bearer token, cached the
 // same way; the proof is checked on every request, as each one carries a
 // new proof. Proofs are remembered for their window (dpop.MaxReplayWindow)
-// in this process's memory: a proof replayed at another node of a cluster
-// within that window is not caught there (documented in the README).
+// in this process's memory, across reloads: a proof replayed at another
+// node of a cluster within that window is not caught there (documented in
+// the README).
 
 import (
 	"net/http"
@@ -17,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/authgate/authgate/idp/dpop"
@@ -88,6 +90,25 @@ func cnfJKT(claims map[string]any) string {
 	jkt, _ := cnf["jkt"].(string)
 	return jkt
 }
+
+// dpopReplays holds the one replaySet of the process, shared by every
+// gateway and kept across config reloads (a reload provisions the new
+// gateways before it cleans up the old), so that a reload does not forget
+// the proofs seen.
+var dpopReplays = caddy.NewUsagePool()
+
+const dpopReplaysKey = "dpop"
+
+// loadReplaySet takes the gateway's share of the process's replaySet.
+func (g *Gateway) loadReplaySet() {
+	v, _, _ := dpopReplays.LoadOrNew(dpopReplaysKey, func() (caddy.Destructor, error) {
+		return newReplaySet(dpop.MaxReplayWindow(dpop.DefaultWindow)), nil
+	})
+	g.dpopSeen = v.(*replaySet)
+}
+
+// Destruct implements [caddy.Destructor]: memory only, nothing to close.
+func (s *replaySet) Destruct() error { return nil }
 
 // maxSeenProofs bounds each generation of replaySet: only holders of
 // valid bound tokens add to it, and past the bound their proofs are

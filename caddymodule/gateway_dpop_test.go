@@ -189,3 +189,22 @@ func BenchmarkGatewayDPoP(b *testing.B) {
 		}
 	}
 }
+
+// TestReplaySetSurvivesReload: the gateways of a new config share the
+// proofs the old ones saw, so a reload does not reopen the replay window.
+func TestReplaySetSurvivesReload(t *testing.T) {
+	old, _ := bearerGateway(t)
+	if !old.dpopSeen.add("k", time.Now()) {
+		t.Fatal("a new key was refused")
+	}
+	next, _ := bearerGateway(t) // provisioned before the old one is cleaned up, as in a reload
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if next.dpopSeen.add("k", time.Now()) {
+		t.Fatal("the new config's gateway forgot a proof the old one saw")
+	}
+	if err := next.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+}
