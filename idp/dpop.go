@@ -36,29 +36,6 @@ const (
 // DefaultDPoPNonceLifetime is the default of [Config.DPoPNonceLifetime].
 const DefaultDPoPNonceLifetime = 5 * time.Minute
 
-// Adder is a [Store] that can store a key only if it is absent, in one
-// atomic step: Add stores value under key for ttl and reports true if no
-// live entry was there, and otherwise changes nothing and reports false.
-// Of several concurrent Adds of one key exactly one reports true. The
-// provider remembers the jti of each DPoP proof with it; a store without
-// it is read and then written, which concurrent replays of one proof can
-// slip between.
-type Adder interface {
-	Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
-}
-
-// Add implements [Adder].
-func (s *MemoryStore) Add(_ context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.entries[key]; ok && now.Before(e.expires) {
-		return false, nil
-	}
-	s.entries[key] = memEntry{value: append([]byte(nil), value...), expires: now.Add(ttl)}
-	return true, nil
-}
-
 // addOnce stores key unless it is there: atomically on an [Adder].
 func addOnce(ctx context.Context, s Store, key string, ttl time.Duration) (bool, error) {
 	if a, ok := s.(Adder); ok {
