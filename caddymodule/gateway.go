@@ -242,6 +242,7 @@ type Gateway struct {
 	codec         *sessionCodec
 	cache         *sessionCache
 	bearerCache   *sessionCache
+	dpopSeen      *replaySet // DPoP proofs seen, shared by the gateways of this process (dpopReplays)
 	refresher     *refresher
 	cors          *corsPolicy      // nil: no origin allowed
 	assertion     *assertionSigner // nil: no identity assertion
@@ -452,6 +453,7 @@ func (g *Gateway) Provision(ctx caddy.Context) error {
 	g.strip = newHeaderStripper(g.identityHeaderNames())
 	g.cache = newSessionCache(4096)
 	g.bearerCache = newSessionCache(4096)
+	g.loadReplaySet()
 	rf, _, err := refreshers.LoadOrNew(g.binding, func() (caddy.Destructor, error) {
 		return newRefresher(), nil
 	})
@@ -672,6 +674,11 @@ func (g *Gateway) Cleanup() error {
 		g.revocationsKey = ""
 	}
 	errs = append(errs, g.cleanupAssertion())
+	if g.dpopSeen != nil {
+		_, err := dpopReplays.Delete(dpopReplaysKey)
+		errs = append(errs, err)
+		g.dpopSeen = nil
+	}
 	if g.redisKey != "" {
 		_, err := redisPool.Delete(g.redisKey)
 		errs = append(errs, err)

@@ -14,6 +14,8 @@ import (
 	"net/url"
 
 	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/idp/dpop"
 )
 
 // unauthenticated answers a request without a valid login: a browser
@@ -32,6 +34,11 @@ func (g *Gateway) unauthenticated(w http.ResponseWriter, r *http.Request, bearer
 		return g.startLogin(w, r, safeReturnURL(r.URL.RequestURI()))
 	}
 	w.Header().Set("WWW-Authenticate", bearerChallenge(r, bearerErr))
+	if g.acceptBearer && bearerErr == "" {
+		// RFC 9449 §7.1: DPoP tokens are accepted too, with these
+		// algorithms.
+		w.Header().Add("WWW-Authenticate", dpop.Challenge(r.Host, "", ""))
+	}
 	body := map[string]string{"error": "unauthorized", "error_description": "authentication required"}
 	if bearerErr != "" {
 		body["error"] = bearerErr

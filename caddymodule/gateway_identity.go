@@ -16,6 +16,8 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/authgate/authgate/idp/dpop"
 )
 
 // cookieIdentity returns the identity of the request's session cookie.
@@ -226,7 +228,8 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	}
 	scheme, token, _ := strings.Cut(h, " ")
 	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+	isDPoP := strings.EqualFold(scheme, dpop.Scheme)
+	if !isDPoP && !strings.EqualFold(scheme, "Bearer") || token == "" {
 		if g.acceptCookie {
 			return nil, outcomeNone // not ours: maybe the upstream's own scheme
 		}
@@ -236,7 +239,10 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	now := time.Now()
 	if id := g.bearerCache.get(token, now); id != nil {
 		g.metrics.bearerHit.Inc()
-		return id, outcomeNone
+		if id.jkt == "" && !isDPoP {
+			return id, outcomeNone
+		}
+		return g.checkDPoP(w, r, id, token, isDPoP, now)
 	}
 	g.metrics.bearerMiss.Inc()
 	d, err := g.oidc.get()
@@ -244,6 +250,10 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		return nil, g.providerDown(w, r, err)
 	}
 	if g.userinfoCheck {
+		if isDPoP {
+			// Userinfo says nothing of a token's binding.
+			return nil, g.dpopRefused(w, r, "invalid_token", "DPoP tokens are not accepted here", nil)
+		}
 		return g.userinfoIdentity(w, r, d, token)
 	}
 	idt, err := d.verifier("").Verify(g.oidc.ctx, token)
@@ -260,13 +270,14 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
 			ce.Write(zap.Error(err))
 		}
-		return nil, g.unauthenticated(w, r, "invalid_token")
+		return nil, g.badToken(w, r, isDPoP)
 	}
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
-		return nil, g.unauthenticated(w, r, "invalid_token")
+		return nil, g.badToken(w, r, isDPoP)
 	}
 	id := g.bearerIdentityOf(token, idt.Subject, claims, idt.Expiry.Add(d.clockSkew))
+	id.jkt = cnfJKT(claims)
 	if g.Introspect {
 		active, err := g.introspect(d, token)
 		if err != nil {
@@ -276,7 +287,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 			if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
 				ce.Write(zap.String("reason", "not active at introspection"), zap.String("sub", idt.Subject))
 			}
-			return nil, g.unauthenticated(w, r, "invalid_token")
+			return nil, g.badToken(w, r, isDPoP)
 		}
 		// The answer is good for a short while only: then ask again.
 		if until := now.Add(g.introspectCache); until.Before(id.expires) {
@@ -284,7 +295,7 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 		}
 	}
 	g.bearerCache.put(id)
-	return id, outcomeNone
+	return g.checkDPoP(w, r, id, token, isDPoP, now)
 }
 
 // bearerIdentityOf is the identity of a verified bearer token.
@@ -528,7 +539,11 @@ func (g *Gateway) forward(r *http.Request, id *identity, assertion string) {
 		r.Header[g.assertion.header] = vals[len(vals)-1:]
 	}
 	if g.PassAccessToken && id.token != "" {
-		r.Header.Set("Authorization", "Bearer "+id.token)
+		scheme := "Bearer "
+		if id.jkt != "" {
+			scheme = dpop.Scheme + " " // with the client's DPoP header, as it came
+		}
+		r.Header.Set("Authorization", scheme+id.token)
 	}
 	g.stripOwnCookies(r)
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)

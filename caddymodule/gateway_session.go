@@ -408,6 +408,7 @@ type identity struct {
 	ends    time.Time // the session's absolute end, or the bearer token's exp
 	raw     string    // the exact cookie or token it was decoded from
 	bearer  bool      // it came from an Authorization: Bearer token
+	jkt     string    // a bearer token's cnf.jkt: the DPoP key it is bound to
 
 	// What revocations are looked up by, for a session's identity (none
 	// for a bearer token's): computed once, when the cookie is opened.

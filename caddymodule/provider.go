@@ -170,6 +170,16 @@ type Provider struct {
 	// name).
 	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
 
+	// DPoPNonce makes the token endpoint require a nonce of its own in
+	// DPoP proofs (RFC 9449 §8): stateless, shared by every node with
+	// the same cookie keys, and new every DPoPNonceLifetime. Default:
+	// off.
+	DPoPNonce bool `json:"dpop_nonce,omitempty"`
+
+	// DPoPNonceLifetime is how long each DPoP nonce is handed out (one is
+	// accepted for up to twice as long). Default: 5m.
+	DPoPNonceLifetime caddy.Duration `json:"dpop_nonce_lifetime,omitempty"`
+
 	provider *liveProvider
 	stopKeys func() // stops the key rotation (and loading)
 	logger   *zap.Logger
@@ -303,6 +313,12 @@ type ProviderClient struct {
 	// refer by request_uri to parameters it pushed to /connect/par.
 	// Default: false.
 	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
+
+	// RequireDPoP refuses the client's token requests without a DPoP
+	// proof (RFC 9449), so that all its tokens are bound to its key;
+	// for a public client it allows refresh_token_usage reuse. Default:
+	// false (a proof is taken from any client, and binds its tokens).
+	RequireDPoP bool `json:"require_dpop,omitempty"`
 
 	// Claims are added to the client's client_credentials tokens.
 	Claims map[string]any `json:"claims,omitempty"`
@@ -596,6 +612,7 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		{"session_lifetime", p.SessionLifetime},
 		{"device_code_lifetime", p.DeviceCodeLifetime},
 		{"device_poll_interval", p.DevicePollInterval},
+		{"dpop_nonce", p.DPoPNonceLifetime},
 	} {
 		if d.value < 0 {
 			return idp.Config{}, fmt.Errorf("%s %s is negative", d.option, time.Duration(d.value))
@@ -627,6 +644,8 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		DevicePollInterval: time.Duration(p.DevicePollInterval),
 		Throttle:           throttle,
 		Backchannel:        backchannel,
+		DPoPNonce:          p.DPoPNonce,
+		DPoPNonceLifetime:  time.Duration(p.DPoPNonceLifetime),
 	}
 	cfg.RequirePushedAuthorizationRequests = p.RequirePushedAuthorizationRequests
 	repl := caddy.NewReplacer()
@@ -709,6 +728,7 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		AllowPasswordGrant:     c.PasswordGrant,
 		AllowDeviceFlow:        c.DeviceFlow,
 		RequireConsent:         c.RequireConsent,
+		RequireDPoP:            c.RequireDPoP,
 		Claims:                 c.Claims,
 		ClientClaimsPrefix:     c.ClientClaimsPrefix,
 

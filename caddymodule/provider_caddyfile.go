@@ -64,6 +64,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			password_grant
 //			device_flow
 //			require_consent
+//			require_dpop
 //			backchannel_logout_uri <uri>
 //			backchannel_logout_session_required
 //			logout_revokes_refresh_tokens
@@ -117,6 +118,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			timeout <duration>
 //		}
 //		require_pushed_authorization_requests
+//		dpop_nonce [<lifetime>]
 //		store bolt [<path>]
 //		store storage
 //		store redis {
@@ -353,6 +355,22 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			p.RequirePushedAuthorizationRequests = true
 
+		case "dpop_nonce":
+			if p.DPoPNonce {
+				return d.Err("dpop_nonce is declared twice")
+			}
+			p.DPoPNonce = true
+			if d.NextArg() {
+				dur, err := caddy.ParseDuration(d.Val())
+				if err != nil || dur <= 0 {
+					return d.Errf("dpop_nonce %q: want a positive duration", d.Val())
+				}
+				p.DPoPNonceLifetime = caddy.Duration(dur)
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+
 		case "store":
 			if p.Store != nil {
 				return d.Err("store is declared twice")
@@ -505,13 +523,14 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 
 		case "offline_access", "public", "client_credentials", "password_grant", "device_flow", "require_consent",
 			"backchannel_logout_session_required", "logout_revokes_refresh_tokens", "require_pushed_authorization_requests",
-			"frontchannel_logout_session_required":
+			"frontchannel_logout_session_required", "require_dpop":
 			flag := map[string]*bool{
 				"offline_access": &c.OfflineAccess, "public": &c.Public, "client_credentials": &c.ClientCredentials,
 				"password_grant": &c.PasswordGrant, "device_flow": &c.DeviceFlow, "require_consent": &c.RequireConsent,
 				"backchannel_logout_session_required":  &c.BackchannelLogoutSessionRequired,
 				"logout_revokes_refresh_tokens":        &c.LogoutRevokesRefreshTokens,
 				"frontchannel_logout_session_required": &c.FrontchannelLogoutSessionRequired,
+				"require_dpop":                         &c.RequireDPoP,
 
 				"require_pushed_authorization_requests": &c.RequirePushedAuthorizationRequests,
 			}[d.Val()]
@@ -522,9 +541,6 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 				return c, d.ArgErr()
 			}
 			*flag = true
-			if c.Public && c.RefreshTokenUsage == "reuse" {
-				return c, publicReuseErr(d, c.ID)
-			}
 
 		case "backchannel_logout_uri":
 			if err := parseOnce(d, &c.BackchannelLogoutURI); err != nil {
@@ -562,9 +578,6 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			}
 			if c.RefreshTokenUsage != "one_time" && c.RefreshTokenUsage != "reuse" {
 				return c, d.Errf("refresh_token_usage %q: want one_time or reuse", c.RefreshTokenUsage)
-			}
-			if c.Public && c.RefreshTokenUsage == "reuse" {
-				return c, publicReuseErr(d, c.ID)
 			}
 
 		case "refresh_token_expiration":
@@ -641,20 +654,23 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			return c, d.Errf("unrecognized client option %q", d.Val())
 		}
 	}
+	if c.Public && c.RefreshTokenUsage == "reuse" && !c.RequireDPoP {
+		return c, publicReuseErr(d, c.ID)
+	}
 	if c.AbsoluteRefreshTokenLifetime < 0 && c.RefreshTokenExpiration != "sliding" {
 		return c, d.Errf("client %q: absolute_refresh_token_lifetime 0 (no absolute limit) needs refresh_token_expiration sliding: absolute refresh tokens would never expire", c.ID)
 	}
 	return c, nil
 }
 
-// publicReuseErr refuses refresh_token_usage reuse on a public client,
-// which IdentityServer accepts: RFC 9700 §4.14.2 requires a public
-// client's refresh tokens to be rotated or sender-constrained, and ours
-// are not sender-constrained (yet: DPoP would let reuse through).
+// publicReuseErr refuses refresh_token_usage reuse on a public client
+// that does not require DPoP, which IdentityServer accepts: RFC 9700
+// §4.14.2 requires a public client's refresh tokens to be rotated or
+// sender-constrained, and only require_dpop binds them all to a key.
 func publicReuseErr(d *caddyfile.Dispenser, id string) error {
-	return d.Errf("client %q: refresh_token_usage reuse is refused for a public client: "+
+	return d.Errf("client %q: refresh_token_usage reuse is refused for a public client without require_dpop: "+
 		"RFC 9700 §4.14.2 requires a public client's refresh tokens to be rotated or sender-constrained; "+
-		"write refresh_token_usage one_time (the default)", id)
+		"write refresh_token_usage one_time (the default), or add require_dpop so that they are bound to the client's DPoP key", id)
 }
 
 // parseUser parses `user <username> { ... }`, the dispenser on "user".

@@ -99,6 +99,30 @@ func TestValidate(t *testing.T) {
 		}`,
 		},
 		{
+			name: "public client reusing refresh tokens without DPoP",
+			provider: `
+		client spa {
+			public
+			redirect_uri http://app.test/cb
+			offline_access
+			refresh_token_usage reuse
+		} # bad`,
+			wantErr: true,
+			want:    []string{"oidc_provider", "spa", "require_dpop"},
+		},
+		{
+			name: "public client reusing DPoP-bound refresh tokens",
+			provider: `
+		dpop_nonce 2m
+		client spa {
+			public
+			redirect_uri http://app.test/cb
+			offline_access
+			refresh_token_usage reuse
+			require_dpop
+		}`,
+		},
+		{
 			// Nothing listens there: validating needs no Redis.
 			name: "redis store",
 			provider: `

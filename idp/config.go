@@ -155,6 +155,20 @@ type Config struct {
 	// crypto/rand.Reader.
 	Rand io.Reader
 
+	// DPoPNonce makes the token endpoint require a nonce of its own in
+	// DPoP proofs (RFC 9449 §8): a proof without a current one gets
+	// use_dpop_nonce and the nonce in the DPoP-Nonce header. Nonces are
+	// stateless (a MAC of a time slot under a key derived from
+	// CookieKeys, so nodes that share those share nonces) and change
+	// every DPoPNonceLifetime. Default: off; iat and jti alone bound a
+	// proof's use.
+	DPoPNonce bool
+
+	// DPoPNonceLifetime is how long each DPoP nonce is handed out; one
+	// is accepted for up to twice as long. Default:
+	// [DefaultDPoPNonceLifetime].
+	DPoPNonceLifetime time.Duration
+
 	// Backchannel tunes the delivery of back-channel logout tokens, which
 	// [Provider.Start] starts.
 	Backchannel BackchannelConfig
@@ -271,6 +285,12 @@ type Client struct {
 	// (RFC 8628): for command-line tools and TVs, which need no redirect
 	// URI. The user always approves at the device page.
 	AllowDeviceFlow bool
+
+	// RequireDPoP refuses the client's token requests without a DPoP
+	// proof (RFC 9449 §5.2, dpop_bound_access_tokens), so every token it
+	// gets is bound to its key. It lets a public client use
+	// RefreshTokenUsage "reuse": its refresh tokens are bound too.
+	RequireDPoP bool
 
 	// RequireConsent shows the user the requested scopes to allow or deny
 	// before a code is issued; a remembered consent skips the page.

@@ -13,14 +13,14 @@ func (p *Provider) cors(h http.HandlerFunc) http.HandlerFunc {
 		allowed := origin != "" && p.corsOrigins[origin]
 		if allowed {
 			hdr.Set("Access-Control-Allow-Origin", origin)
-			hdr.Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+			hdr.Set("Access-Control-Expose-Headers", "WWW-Authenticate, DPoP-Nonce")
 		}
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			if allowed {
 				hdr.Add("Vary", "Access-Control-Request-Method")
 				hdr.Add("Vary", "Access-Control-Request-Headers")
 				hdr.Set("Access-Control-Allow-Methods", "GET, POST")
-				hdr.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+				hdr.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, DPoP")
 				hdr.Set("Access-Control-Max-Age", "600")
 			}
 			w.WriteHeader(http.StatusNoContent)

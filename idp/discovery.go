@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+
+	"github.com/authgate/authgate/idp/dpop"
 )
 
 // discoveryDocument builds the provider metadata of OpenID Connect
@@ -81,10 +83,11 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"request_parameter_supported":                    false,
 		"request_uri_parameter_supported":                false,
 		"authorization_response_iss_parameter_supported": true,
-		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
-		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
-		"frontchannel_logout_supported":                  true, // Front-Channel Logout 1.0 §3
-		"frontchannel_logout_session_supported":          true, // iss and sid, as in ID tokens
+		"backchannel_logout_supported":                   true,                  // Back-Channel Logout 1.0 §2.1
+		"backchannel_logout_session_supported":           true,                  // our logout tokens carry sid
+		"frontchannel_logout_supported":                  true,                  // Front-Channel Logout 1.0 §3
+		"frontchannel_logout_session_supported":          true,                  // iss and sid, as in ID tokens
+		"dpop_signing_alg_values_supported":              dpop.AlgorithmNames(), // RFC 9449 §5.1
 	}
 	// RFC 9126 §5: the PAR endpoint, and whether every client must use it.
 	doc["pushed_authorization_request_endpoint"] = p.url(PathPushedAuthorization)

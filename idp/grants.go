@@ -47,6 +47,9 @@ func (p *Provider) clientCredentials(r *http.Request, c *client, t *tokenRequest
 		"iat":       now.Unix(),
 		"jti":       p.randomString(16),
 	}
+	if c.dpopJKT != "" {
+		claims["cnf"] = confirmation{JKT: c.dpopJKT}
+	}
 	for name, v := range c.Claims {
 		if _, taken := claims[c.claimsPrefix+name]; !taken {
 			claims[c.claimsPrefix+name] = v

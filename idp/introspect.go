@@ -22,6 +22,8 @@ type introspection struct {
 	ID        string   `json:"jti,omitempty"`
 	TokenType string   `json:"token_type,omitempty"`
 
+	Confirmation *confirmation `json:"cnf,omitempty"` // RFC 9449 §6.2
+
 	// Extra are the access token's other claims (RFC 7662 §2.2 allows
 	// them): the user claims its API resources carry, so that an API
 	// that introspects sees what one that verifies the JWT sees.
@@ -41,7 +43,7 @@ func (i introspection) MarshalJSON() ([]byte, error) {
 		return nil, err
 	}
 	for name, v := range i.Extra {
-		if _, taken := out[name]; !taken && name != "active" && name != "token_type" && name != "username" {
+		if _, taken := out[name]; !taken && name != "active" && name != "token_type" && name != "cnf" && name != "username" {
 			out[name] = v
 		}
 	}
@@ -90,6 +92,9 @@ func (p *Provider) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 				Active: true, Scope: claims.Scope, ClientID: claims.ClientID, Subject: claims.Subject,
 				Audience: claims.Audience, Issuer: claims.Issuer, Expiry: claims.Expiry, IssuedAt: claims.IssuedAt,
 				ID: claims.ID, TokenType: "Bearer", Extra: claims.Extra,
+			}
+			if claims.Confirmation != nil {
+				resp.TokenType, resp.Confirmation = "DPoP", claims.Confirmation
 			}
 		}
 	} else if c != nil {

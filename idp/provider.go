@@ -115,6 +115,7 @@ type Provider struct {
 	random         io.Reader
 	jwksClient     *http.Client // fetches clients' jwks_uri
 	mux            *http.ServeMux
+	dpop           *dpopState
 }
 
 // unlimited says whether the client's refresh token families have no
@@ -140,6 +141,7 @@ type client struct {
 	secretHash   []byte
 	methods      map[string]bool // token endpoint auth methods, but none
 	keys         *clientKeys     // of a private_key_jwt client
+	dpopJKT      string          // for one token request: the key its tokens are bound to (see tokenDPoP)
 }
 
 // New checks cfg and returns a provider keeping its state in store.
@@ -266,6 +268,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	}
 	p.setFakeKey(cfg.CookieKeys[0][0])
 	p.totpSet = totpCodecs(cfg.CookieKeys)
+	if p.dpop, err = p.newDPoPState(cfg); err != nil {
+		return nil, err
+	}
 	us, err := p.newUserSet(cfg.Users, nil)
 	if err != nil {
 		return nil, err
@@ -345,11 +350,12 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		return nil, errors.New("a public client must use PKCE with S256")
 	case c.Public && c.AllowClientCredentials:
 		return nil, errors.New("a public client cannot use client_credentials")
-	case c.Public && c.RefreshTokenUsage == RefreshReuse:
+	case c.Public && c.RefreshTokenUsage == RefreshReuse && !c.RequireDPoP:
 		// RFC 9700 §4.14.2: a public client's refresh tokens must be
-		// rotated or sender-constrained, and ours are not
-		// sender-constrained. IdentityServer accepts ReUse here.
-		return nil, errors.New(`refresh token usage "reuse" is refused for a public client: RFC 9700 §4.14.2 requires its refresh tokens to be rotated or sender-constrained; use "one_time" (the default)`)
+		// rotated or sender-constrained; they are sender-constrained
+		// (bound to its DPoP key) only when it must use DPoP.
+		// IdentityServer accepts ReUse here.
+		return nil, errors.New(`refresh token usage "reuse" is refused for a public client unless it requires DPoP: RFC 9700 §4.14.2 requires its refresh tokens to be rotated or sender-constrained; use "one_time" (the default) or require DPoP`)
 	case !c.Public && c.Secret == "" && c.SecretHash == "" && len(c.JWKS) == 0 && c.JWKSURI == "":
 		return nil, errors.New("a secret, secret hash, jwks or jwks_uri is required")
 	case c.Secret != "" && c.SecretHash != "":

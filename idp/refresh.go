@@ -28,6 +28,8 @@ type refreshGrant struct {
 	// (unix seconds): it is updated when this is LastUsedGranularity old.
 	Used    int64 `json:"used,omitempty"`
 	Expires int64 `json:"exp"` // end of this token: End, or sooner when sliding
+	// JKT is the DPoP key a public client's tokens are bound to.
+	JKT string `json:"jkt,omitempty"`
 }
 
 // graceRecord lets the token just rotated out be presented again within
@@ -57,7 +59,7 @@ func (p *Provider) familyGrant(c *client, family, subject string, scopes []strin
 	now := p.now()
 	return refreshGrant{
 		ClientID: c.ID, Subject: subject, Scopes: scopes, AuthTime: in.Time, SID: in.SID, AMR: in.AMR, ACR: in.ACR,
-		Family: family, End: now.Add(c.familyLifetime()).Unix(), Used: now.Unix(),
+		Family: family, End: now.Add(c.familyLifetime()).Unix(), Used: now.Unix(), JKT: c.refreshJKT(),
 	}
 }
 
@@ -132,6 +134,9 @@ func (p *Provider) refresh(r *http.Request, c *client, t *tokenRequest) (*tokenR
 		}
 		refused(g, OutcomeWrongClient)
 		return nil, &Error{Code: ErrInvalidGrant, Description: "the refresh token was issued to another client", Cause: fmt.Errorf("client %q presented a refresh token of client %q", c.ID, g.ClientID)}
+	}
+	if oe := refreshBinding(g, c); oe != nil {
+		return nil, oe // only its key's holder may use it; it stays good for them
 	}
 	switch revoked, err := p.familyRevoked(ctx, g.Family); {
 	case err != nil:
@@ -387,6 +392,9 @@ func (p *Provider) refreshGrace(r *http.Request, c *client, t *tokenRequest, tok
 	var g refreshGrant
 	if json.Unmarshal(data, &g) != nil || g.ClientID != c.ID {
 		return nil, nil, false
+	}
+	if oe := refreshBinding(g, c); oe != nil {
+		return nil, oe, true
 	}
 	switch revoked, err := p.familyRevoked(ctx, g.Family); {
 	case err != nil:

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/authgate/authgate/idp/dpop"
 )
 
 // tokenResponse is the successful token response of RFC 6749 §5.1 and
@@ -132,6 +134,13 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		p.tokenError(w, r, oe)
 		return
 	}
+	bound, oe := p.tokenDPoP(w, r, c)
+	if oe != nil {
+		p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: c.ID, GrantType: knownGrant(gt)})
+		p.tokenError(w, r, oe)
+		return
+	}
+	c = bound
 	var resp *tokenResponse
 	switch gt {
 	case "authorization_code":
@@ -157,6 +166,9 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		p.tokenError(w, r, oe)
 		return
+	}
+	if c.dpopJKT != "" {
+		resp.TokenType = dpop.Scheme // RFC 9449 §5
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -460,6 +472,9 @@ func (p *Provider) issueTokens(c *client, u *User, scopes []string, nonce string
 		AuthTime: in.Time,
 		SID:      in.SID,
 		GrantID:  family,
+	}
+	if c.dpopJKT != "" {
+		at.Confirmation = &confirmation{JKT: c.dpopJKT}
 	}
 	access, err := signAccess(keys.atSigner, at, p.resourceClaims(u, at.Audience))
 	if err != nil {

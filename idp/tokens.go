@@ -150,6 +150,8 @@ type accessClaims struct {
 	SID      string   `json:"sid,omitempty"`
 	GrantID  string   `json:"grant_id,omitempty"` // refresh token family
 
+	Confirmation *confirmation `json:"cnf,omitempty"` // the DPoP key it is bound to (RFC 9449 §6.1)
+
 	// Extra are the token's other claims: the user claims of its API
 	// resources, a client_credentials token's client claims.
 	Extra map[string]any `json:"-"`

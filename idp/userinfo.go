@@ -5,6 +5,8 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+
+	"github.com/authgate/authgate/idp/dpop"
 )
 
 // serveUserinfo answers with the claims of the access token's user, as its
@@ -15,21 +17,50 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, oauthErr(ErrInvalidRequest, "use GET or POST"))
 		return
 	}
-	raw, e := bearerToken(w, r)
-	if e != nil {
-		p.bearerError(w, r, http.StatusBadRequest, e)
-		return
+	fail := p.bearerError
+	raw, isDPoP := userinfoDPoPToken(r)
+	if isDPoP {
+		// RFC 9449 §7.1: the DPoP scheme, whose errors are DPoP
+		// challenges.
+		fail = p.dpopError
+		if raw == "" {
+			fail(w, r, http.StatusBadRequest, oauthErr(ErrInvalidRequest, "the DPoP credentials are empty"))
+			return
+		}
+	} else {
+		var e *Error
+		if raw, e = bearerToken(w, r); e != nil {
+			p.bearerError(w, r, http.StatusBadRequest, e)
+			return
+		}
 	}
 	if raw == "" || raw == notBearer {
-		// RFC 6750 §3.1: no error code when the request carried no token.
+		// RFC 6750 §3.1, RFC 9449 §7.1: no error code when the request
+		// carried no token; both schemes are offered.
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+p.issuer+`"`)
+		w.Header().Add("WWW-Authenticate", dpop.Challenge(p.issuer, "", ""))
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
 	claims, err := p.verifyAccessToken(raw)
 	if err != nil {
-		p.bearerError(w, r, http.StatusUnauthorized, &Error{Code: ErrInvalidToken, Description: "the access token is invalid or expired", Cause: err})
+		fail(w, r, http.StatusUnauthorized, &Error{Code: ErrInvalidToken, Description: "the access token is invalid or expired", Cause: err})
+		return
+	}
+	if oe := p.checkResourceDPoP(r, isDPoP, raw, claims); oe != nil {
+		if oe.Code == ErrTemporarilyUnavailable {
+			p.log.ErrorContext(r.Context(), "checking a DPoP proof", "error", oe.Cause)
+			writeError(w, http.StatusServiceUnavailable, oe)
+			return
+		}
+		if !isDPoP {
+			// A bound token sent as Bearer: the DPoP challenge says how
+			// to present it (RFC 9449 §7.2).
+			p.dpopError(w, r, http.StatusUnauthorized, oe)
+			return
+		}
+		fail(w, r, http.StatusUnauthorized, oe)
 		return
 	}
 	if revoked, err := p.isRevoked(r, claims); err != nil {
@@ -37,17 +68,17 @@ func (p *Provider) serveUserinfo(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, oauthErr(ErrServerError, "revocation could not be checked"))
 		return
 	} else if revoked {
-		p.bearerError(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the access token was revoked"))
+		fail(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the access token was revoked"))
 		return
 	}
 	scopes := splitScope(claims.Scope)
 	if !p.hasScope(claims.Scope, "openid") {
-		p.bearerError(w, r, http.StatusForbidden, oauthErr(ErrInsufficientScope, "the access token lacks the openid scope"))
+		fail(w, r, http.StatusForbidden, oauthErr(ErrInsufficientScope, "the access token lacks the openid scope"))
 		return
 	}
 	u := p.activeUser(claims.Subject)
 	if u == nil {
-		p.bearerError(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the user no longer exists or is disabled"))
+		fail(w, r, http.StatusUnauthorized, oauthErr(ErrInvalidToken, "the user no longer exists or is disabled"))
 		return
 	}
 	writeJSON(w, http.StatusOK, p.userClaims(u, scopes))

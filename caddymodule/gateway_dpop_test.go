@@ -1,0 +1,210 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/authgate/authgate/idp/dpop"
+)
+
+// testDPoPKey makes proofs as a client would.
+type testDPoPKey struct{ priv *ecdsa.PrivateKey }
+
+func newTestDPoPKey(t testing.TB) *testDPoPKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testDPoPKey{k}
+}
+
+func (k *testDPoPKey) jkt(t testing.TB) string {
+	tp, err := (&jose.JSONWebKey{Key: &k.priv.PublicKey}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(tp)
+}
+
+func (k *testDPoPKey) proof(t testing.TB, method, htu, token string) string {
+	t.Helper()
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k.priv},
+		(&jose.SignerOptions{}).WithType(dpop.JWTType).WithHeader("jwk", jose.JSONWebKey{Key: &k.priv.PublicKey}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jti := make([]byte, 12)
+	rand.Read(jti)
+	c := map[string]any{"jti": base64.RawURLEncoding.EncodeToString(jti), "htm": method, "htu": htu, "iat": time.Now().Unix()}
+	if token != "" {
+		c["ath"] = dpop.AccessTokenHash(token)
+	}
+	b, _ := json.Marshal(c)
+	jws, err := s.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := jws.CompactSerialize()
+	return out
+}
+
+func dpopRequest(t *testing.T, url, scheme, token, proof string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", scheme+" "+token)
+	}
+	if proof != "" {
+		req.Header.Set("DPoP", proof)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+func TestGatewayDPoP(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
+	key, thief := newTestDPoPKey(t), newTestDPoPKey(t)
+	now := time.Now()
+	claims := func(cnf bool) map[string]any {
+		c := map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "jti": "t1"}
+		if cnf {
+			c["cnf"] = map[string]any{"jkt": key.jkt(t)}
+		}
+		return c
+	}
+	bound, unbound := forge(t, claims(true)), forge(t, claims(false))
+	api := gw.URL + "/api"
+	htu := "http://gw.test/api" // the request as the gateway sees it: the test server sets Host gw.test
+
+	good := key.proof(t, "GET", htu, bound)
+	if resp := dpopRequest(t, api, "DPoP", bound, good); resp.StatusCode != 200 {
+		t.Fatalf("bound token with its proof: %d %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+	}
+	// Cached now: each request still needs a proof of its own.
+	if resp := dpopRequest(t, api, "DPoP", bound, key.proof(t, "GET", htu, bound)); resp.StatusCode != 200 {
+		t.Fatalf("cached bound token with a new proof: %d", resp.StatusCode)
+	}
+	tests := []struct {
+		name, scheme, token, proof, want string
+	}{
+		{"replayed proof", "DPoP", bound, good, `error="invalid_dpop_proof"`},
+		{"bound token as Bearer", "Bearer", bound, "", `error="invalid_token"`},
+		{"bound token as Bearer with a proof", "Bearer", bound, key.proof(t, "GET", htu, bound), `error="invalid_token"`},
+		{"no proof", "DPoP", bound, "", `error="invalid_dpop_proof"`},
+		{"the thief's key", "DPoP", bound, thief.proof(t, "GET", htu, bound), `error="invalid_dpop_proof"`},
+		{"wrong htm", "DPoP", bound, key.proof(t, "POST", htu, bound), `error="invalid_dpop_proof"`},
+		{"wrong htu", "DPoP", bound, key.proof(t, "GET", "http://gw.test/other", bound), `error="invalid_dpop_proof"`},
+		{"no ath", "DPoP", bound, key.proof(t, "GET", htu, ""), `error="invalid_dpop_proof"`},
+		{"ath of another token", "DPoP", bound, key.proof(t, "GET", htu, unbound), `error="invalid_dpop_proof"`},
+		{"unbound token as DPoP", "DPoP", unbound, key.proof(t, "GET", htu, unbound), `error="invalid_token"`},
+		{"forged token as DPoP", "DPoP", bound[:len(bound)-4] + "AAAA", key.proof(t, "GET", htu, bound[:len(bound)-4]+"AAAA"), `error="invalid_token"`},
+		{"two proofs", "DPoP", bound, key.proof(t, "GET", htu, bound) + "," + key.proof(t, "GET", htu, bound), `error="invalid_dpop_proof"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := dpopRequest(t, api, tt.scheme, tt.token, tt.proof)
+			wa := resp.Header.Get("WWW-Authenticate")
+			if resp.StatusCode != 401 || !strings.HasPrefix(wa, "DPoP ") || !strings.Contains(wa, tt.want) || !strings.Contains(wa, `algs="ES256`) {
+				t.Fatalf("%d %s", resp.StatusCode, wa)
+			}
+		})
+	}
+	// An unbound token stays a bearer token.
+	if resp := dpopRequest(t, api, "Bearer", unbound, ""); resp.StatusCode != 200 {
+		t.Fatalf("unbound bearer token: %d", resp.StatusCode)
+	}
+	// No token: both schemes are offered (RFC 9449 §7.1).
+	resp := dpopRequest(t, api, "", "", "")
+	if vals := resp.Header.Values("WWW-Authenticate"); resp.StatusCode != 401 || len(vals) != 2 || !strings.HasPrefix(vals[1], `DPoP realm=`) {
+		t.Fatalf("no token: %d %q", resp.StatusCode, vals)
+	}
+}
+
+func TestReplaySet(t *testing.T) {
+	s := newReplaySet(time.Minute)
+	t0 := time.Unix(1_800_000_000, 0)
+	if !s.add("a", t0) || s.add("a", t0.Add(time.Second)) {
+		t.Fatal("a proof is new once")
+	}
+	// Remembered for at least a period after it was added, across a swap.
+	if s.add("a", t0.Add(time.Minute+30*time.Second)) {
+		t.Fatal("forgotten after one swap")
+	}
+	if !s.add("b", t0.Add(time.Minute+30*time.Second)) {
+		t.Fatal("b is new")
+	}
+	// Two periods on, both generations are gone.
+	if !s.add("a", t0.Add(4*time.Minute)) {
+		t.Fatal("a kept for ever")
+	}
+}
+
+// BenchmarkGatewayDPoP is BenchmarkGatewayBearer with a DPoP-bound token
+// and a proof per request: the token's checks come from the cache, the
+// proof's (an ES256 verification, the replay memory) are the added cost.
+// Proofs are made outside the timer, as the client makes them.
+func BenchmarkGatewayDPoP(b *testing.B) {
+	g, token := bearerGateway(b)
+	key := newTestDPoPKey(b)
+	id := g.bearerCache.get(token, time.Now())
+	id.jkt = key.jkt(b)
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+	g.logger = zap.NewNop()
+	req := httptest.NewRequest(http.MethodGet, "/api", nil)
+	w := httptest.NewRecorder()
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		proof := key.proof(b, http.MethodGet, "http://example.com/api", token)
+		b.StartTimer()
+		r := req.Clone(context.WithValue(req.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		r.Header.Set("Authorization", "DPoP "+token)
+		r.Header.Set("DPoP", proof)
+		if err := g.ServeHTTP(w, r, next); err != nil {
+			b.Fatal(err)
+		}
+		if w.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", w.Code, w.Header().Get("WWW-Authenticate"))
+		}
+	}
+}
+
+// TestReplaySetSurvivesReload: the gateways of a new config share the
+// proofs the old ones saw, so a reload does not reopen the replay window.
+func TestReplaySetSurvivesReload(t *testing.T) {
+	old, _ := bearerGateway(t)
+	if !old.dpopSeen.add("k", time.Now()) {
+		t.Fatal("a new key was refused")
+	}
+	next, _ := bearerGateway(t) // provisioned before the old one is cleaned up, as in a reload
+	if err := old.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if next.dpopSeen.add("k", time.Now()) {
+		t.Fatal("the new config's gateway forgot a proof the old one saw")
+	}
+	if err := next.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+}
