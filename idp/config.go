@@ -143,6 +143,17 @@ type Config struct {
 	// Backchannel tunes the delivery of back-channel logout tokens, which
 	// [Provider.Start] starts.
 	Backchannel BackchannelConfig
+
+	// PasskeyRPID is the WebAuthn relying party ID of passkeys (passkey.go):
+	// the issuer's host name, or a parent domain of it so that one passkey
+	// serves several providers of that domain. Default: the issuer's host
+	// name. An issuer on an IP address has no RP ID (WebAuthn §5.1.4):
+	// there, passkeys are off.
+	PasskeyRPID string
+
+	// PasskeyRPName is the name authenticators show beside a passkey.
+	// Default: the RP ID.
+	PasskeyRPName string
 }
 
 // NoAbsoluteLimit is the [Client.AbsoluteRefreshTokenLifetime] of a
@@ -269,6 +280,12 @@ type Client struct {
 	// tokens (the only refresh tokens issued), which §2.7 says normally
 	// should not be revoked: hence a choice of the client's.
 	LogoutRevokesRefreshTokens bool
+
+	// Require is how the user must have signed in for this client:
+	// [RequirePasskey], [RequirePasskeyOrOTP], or "" (default: any way).
+	// A single sign-on session that falls short asks for a new sign-in,
+	// and the password grant is refused.
+	Require string
 }
 
 // User is an account that can log in.
@@ -292,6 +309,11 @@ type User struct {
 	// tokens stop working, and [Provider.Start] ends the user's sessions
 	// as [Provider.EndUserSessions] does, back-channel logout included.
 	Disabled bool `json:"disabled,omitempty"`
+
+	// Require is how the user must sign in, for every client:
+	// [RequirePasskey], [RequirePasskeyOrOTP], or "" (default: any way,
+	// a password included). The password grant is refused to such a user.
+	Require string `json:"require,omitempty"`
 }
 
 // APIResource is an API that accepts access tokens: its Name is their

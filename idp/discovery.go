@@ -17,7 +17,7 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		scopes = append(scopes, s)
 	}
 	sort.Strings(scopes[n:])
-	claims := []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"}
+	claims := []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "acr", "amr"}
 	for _, s := range []string{"profile", "email", "address", "phone", "groups"} {
 		claims = append(claims, identityScopes[s]...)
 	}
@@ -77,6 +77,7 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"authorization_response_iss_parameter_supported": true,
 		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
 		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
+		"acr_values_supported":                           acrValuesSupported, // acr.go
 	}
 	if device {
 		doc["device_authorization_endpoint"] = p.url(PathDeviceAuthorization) // RFC 8628 §4

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"fmt"
+	"html/template"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +18,10 @@ type loginPage struct {
 	Error     string
 	ClientID  string
 	LogoutURL string
+	// Passkey sign-in (passkey.go); empty when passkeys are off.
+	PasskeyAction  string
+	PasskeyOptions string
+	PasskeyScript  template.JS
 }
 
 func (p *Provider) redirectToLogin(w http.ResponseWriter, r *http.Request, req *authRequest) {
@@ -108,7 +113,12 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.succeeded(r.Context(), attempt)
-	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix(), AMR: []string{AMRPassword}}
+	if msg := p.policyRefusal(user, req, []string{AMRPassword}); msg != "" {
+		page.Error = msg // a passkey is required (acr.go)
+		p.renderLogin(w, r, http.StatusForbidden, page)
+		return
+	}
+	sess := p.newSession(user.Subject, []string{AMRPassword})
 	if err := p.writeSession(w, sess); err != nil {
 		p.log.ErrorContext(r.Context(), "writing session cookie", "error", err)
 		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})
@@ -124,9 +134,8 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
 		return
 	}
-	if req.Device {
-		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, p.deviceReturn(req), http.StatusSeeOther)
+	if req.Device || req.Account {
+		p.finishLogin(w, r, req, sess, user)
 		return
 	}
 	p.afterLogin(w, r, req, p.clients[req.ClientID], sess)

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/gorilla/securecookie"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -111,6 +112,7 @@ type Provider struct {
 	now            func() time.Time
 	random         io.Reader
 	mux            *http.ServeMux
+	webauthn       *webauthn.WebAuthn // nil: passkeys are off
 }
 
 // unlimited says whether the client's refresh token families have no
@@ -259,6 +261,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.templates, err = parseTemplates(cfg.Templates); err != nil {
 		return nil, err
 	}
+	if err := p.setPasskeys(cfg, iss.Hostname()); err != nil {
+		return nil, err
+	}
 
 	p.mux = http.NewServeMux()
 	p.mux.HandleFunc(p.base+PathDiscovery, p.cors(p.serveDiscovery))
@@ -274,6 +279,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 	p.mux.HandleFunc(p.base+PathLogout, p.serveLogout)
 	p.mux.HandleFunc(p.base+PathDeviceAuthorization, p.serveDeviceAuthorization)
 	p.mux.HandleFunc(p.base+PathDevice, p.serveDevice)
+	p.routePasskeys()
 	return p, nil
 }
 
@@ -335,6 +341,9 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		return nil, errors.New("secret and secret hash are exclusive")
 	case len(c.RedirectURIs) == 0 && !c.AllowClientCredentials && !c.AllowPasswordGrant && !c.AllowDeviceFlow:
 		return nil, errors.New("at least one redirect URI is required")
+	}
+	if !checkRequire(c.Require) {
+		return nil, fmt.Errorf("require %q is not %q or %q", c.Require, RequirePasskey, RequirePasskeyOrOTP)
 	}
 	cl := &client{Client: c, redirects: make(map[string]bool), loopback: make(map[string]bool), postLogout: make(map[string]bool), scopes: make(map[string]bool)}
 	for _, u := range c.RedirectURIs {
