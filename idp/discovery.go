@@ -75,8 +75,8 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"request_parameter_supported":                    false,
 		"request_uri_parameter_supported":                false,
 		"authorization_response_iss_parameter_supported": true,
-		"backchannel_logout_supported":                   true, // Back-Channel Logout 1.0 §2.1
-		"backchannel_logout_session_supported":           true, // our logout tokens carry sid
+		"backchannel_logout_supported":                   true,               // Back-Channel Logout 1.0 §2.1
+		"backchannel_logout_session_supported":           true,               // our logout tokens carry sid
 		"acr_values_supported":                           acrValuesSupported, // acr.go
 	}
 	if device {

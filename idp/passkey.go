@@ -42,8 +42,8 @@ const (
 	// passkeyRecordTTL is the store lifetime of a user's passkeys,
 	// renewed by every change and sign-in: a store entry always has one.
 	passkeyRecordTTL = 10 * 365 * 24 * time.Hour
-	maxPasskeys      = 20  // per user
-	maxPasskeyName   = 64  // characters of a passkey's name
+	maxPasskeys      = 20 // per user
+	maxPasskeyName   = 64 // characters of a passkey's name
 	maxCredentialLen = 16 << 10
 )
 
