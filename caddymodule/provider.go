@@ -117,9 +117,18 @@ type Provider struct {
 	// Default: 10h.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
 
+	// PasskeyRPID is the WebAuthn relying party ID of passkeys: the
+	// issuer's host name or a parent domain of it. Default: the issuer's
+	// host name; an issuer on an IP address has no passkeys.
+	PasskeyRPID string `json:"passkey_rp_id,omitempty"`
+
+	// PasskeyRPName is the name authenticators show beside a passkey.
+	// Default: the RP ID.
+	PasskeyRPName string `json:"passkey_rp_name,omitempty"`
+
 	// Templates is a directory of page templates (login.html,
-	// consent.html, error.html, message.html, logout.html) that replace the
-	// built-in ones of the same name.
+	// consent.html, error.html, message.html, logout.html, device.html,
+	// account.html) that replace the built-in ones of the same name.
 	// Default: the built-in pages.
 	Templates string `json:"templates,omitempty"`
 
@@ -282,6 +291,12 @@ type ProviderClient struct {
 	// tokens, which outlive sign-out unless the client asks. Default:
 	// false.
 	LogoutRevokesRefreshTokens bool `json:"logout_revokes_refresh_tokens,omitempty"`
+
+	// Require is how users must have signed in to get a code for this
+	// client: "passkey" or "passkey_or_otp". A single sign-on session that
+	// falls short asks the user to sign in again; the password grant is
+	// refused. Default: any way.
+	Require string `json:"require,omitempty"`
 }
 
 // ProviderUser is an account of a [Provider].
@@ -309,6 +324,11 @@ type ProviderUser struct {
 	// user is ended, and the clients with a back-channel logout URI are
 	// told. Default: false.
 	Disabled bool `json:"disabled,omitempty"`
+
+	// Require is how the user must sign in, for every client: "passkey",
+	// or "passkey_or_otp" (a passkey, or a password and a one-time code).
+	// Default: any way, a password included.
+	Require string `json:"require,omitempty"`
 }
 
 // ProviderAPIResource is an API that accepts a [Provider]'s access tokens.
@@ -560,6 +580,8 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		DevicePollInterval: time.Duration(p.DevicePollInterval),
 		Throttle:           throttle,
 		Backchannel:        backchannel,
+		PasskeyRPID:        p.PasskeyRPID,
+		PasskeyRPName:      p.PasskeyRPName,
 	}
 	repl := caddy.NewReplacer()
 	for _, r := range p.APIResources {
@@ -647,6 +669,7 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		BackchannelLogoutURI:             c.BackchannelLogoutURI,
 		BackchannelLogoutSessionRequired: c.BackchannelLogoutSessionRequired,
 		LogoutRevokesRefreshTokens:       c.LogoutRevokesRefreshTokens,
+		Require:                          c.Require,
 
 		AbsoluteRefreshTokenLifetime: time.Duration(c.AbsoluteRefreshTokenLifetime),
 		SlidingRefreshTokenLifetime:  time.Duration(c.SlidingRefreshTokenLifetime),

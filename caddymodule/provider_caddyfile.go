@@ -65,12 +65,14 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			logout_revokes_refresh_tokens
 //			claim <name> <value>
 //			client_claims_prefix <prefix>
+//			require_passkey [or_otp]
 //		}
 //		user <username> {
 //			password_hash <hash>
 //			subject <id>
 //			claim <name> <value>
 //			disabled
+//			require_passkey [or_otp]
 //		}
 //		users_file <path> {
 //			poll <interval>|off
@@ -87,6 +89,8 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		device_code_lifetime <duration>
 //		device_poll_interval <duration>
 //		session_lifetime <duration>
+//		passkey_rp_id <domain>
+//		passkey_rp_name <name>
 //		templates <dir>
 //		signing_key <pem file>
 //		key_rotation [off] {
@@ -278,6 +282,16 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 
+		case "passkey_rp_id":
+			if err := parseOnce(d, &p.PasskeyRPID); err != nil {
+				return err
+			}
+
+		case "passkey_rp_name":
+			if err := parseOnce(d, &p.PasskeyRPName); err != nil {
+				return err
+			}
+
 		case "session_lifetime":
 			if err := parseDuration(d, &p.SessionLifetime); err != nil {
 				return err
@@ -450,6 +464,11 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 				return c, publicReuseErr(d, c.ID)
 			}
 
+		case "require_passkey":
+			if err := parseRequire(d, &c.Require); err != nil {
+				return c, err
+			}
+
 		case "backchannel_logout_uri":
 			if err := parseOnce(d, &c.BackchannelLogoutURI); err != nil {
 				return c, err
@@ -617,6 +636,11 @@ func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
 			}
 			u.Claims[name] = value
 
+		case "require_passkey":
+			if err := parseRequire(d, &u.Require); err != nil {
+				return u, err
+			}
+
 		case "disabled":
 			if d.NextArg() {
 				return u, d.ArgErr()
@@ -634,6 +658,25 @@ func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
 		return u, d.Errf("user %q: password_hash is required", u.Username)
 	}
 	return u, nil
+}
+
+// parseRequire parses `require_passkey [or_otp]` of a user or client:
+// a passkey, or with or_otp a passkey or a password and a one-time code.
+func parseRequire(d *caddyfile.Dispenser, dst *string) error {
+	if *dst != "" {
+		return d.Err("require_passkey is declared twice")
+	}
+	*dst = idp.RequirePasskey
+	if d.NextArg() {
+		if d.Val() != "or_otp" {
+			return d.Errf("require_passkey %q: want nothing or or_otp", d.Val())
+		}
+		*dst = idp.RequirePasskeyOrOTP
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
 }
 
 // parseThrottle parses

@@ -212,7 +212,7 @@ func (p *Provider) users(data []byte) ([]idp.User, error) {
 			return fmt.Errorf("user %q: the sub claim comes from the subject, not from claims", u.Username)
 		}
 		byName[u.Username], bySubject[sub] = where, where
-		list = append(list, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled})
+		list = append(list, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled, Require: u.Require})
 		return nil
 	}
 	for _, u := range p.Users {
