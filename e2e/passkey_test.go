@@ -13,6 +13,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -134,18 +136,37 @@ func (c *chrome) removeAuthenticator(id webauthn.AuthenticatorID) {
 	}))
 }
 
-func (c *chrome) addCredential(id webauthn.AuthenticatorID, cred *webauthn.Credential) {
-	c.t.Helper()
-	c.do("adding a credential to the authenticator", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
-		_, err := chromedp.Call(ctx, webauthn.AddCredential, webauthn.AddCredentialParams{AuthenticatorID: id, Credential: cred})
-		return err
-	}))
+// addCredentialCommand is WebAuthn.addCredential with only the fields a
+// copied passkey needs: cdproto's Credential always sends
+// generateCmtgKeyOnNextOperation, which an authenticator without that
+// extension refuses.
+var addCredentialCommand = cdp.Command[addCredentialParams, cdp.Empty]{Method: webauthn.CommandAddCredential}
+
+type addCredentialParams struct {
+	AuthenticatorID webauthn.AuthenticatorID `json:"authenticatorId"`
+	Credential      copiedCredential         `json:"credential"`
 }
 
-// click clicks the element with id and waits for the document it leads to.
-func (c *chrome) clickAndWait(id, wantID string) {
+type copiedCredential struct {
+	CredentialID         []byte  `json:"credentialId"`
+	IsResidentCredential bool    `json:"isResidentCredential"`
+	RpID                 string  `json:"rpId"`
+	PrivateKey           []byte  `json:"privateKey"`
+	UserHandle           []byte  `json:"userHandle,omitempty"`
+	SignCount            float64 `json:"signCount"`
+}
+
+// addCredential puts a copy of cred, with signCount, into the
+// authenticator id.
+func (c *chrome) addCredential(id webauthn.AuthenticatorID, cred *webauthn.Credential, signCount float64) {
 	c.t.Helper()
-	c.do("clicking #"+id, chromedp.Click(chromedp.ID(id)), chromedp.WaitVisible(chromedp.ID(wantID)))
+	c.do("adding a credential to the authenticator", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, addCredentialCommand, addCredentialParams{AuthenticatorID: id, Credential: copiedCredential{
+			CredentialID: cred.CredentialID, IsResidentCredential: cred.IsResidentCredential, RpID: cred.RpID,
+			PrivateKey: cred.PrivateKey, UserHandle: cred.UserHandle, SignCount: signCount,
+		}})
+		return err
+	}))
 }
 
 // passkeyFlow is a code flow of pk-app with PKCE.
@@ -200,25 +221,58 @@ func (f *passkeyFlow) claims(t testing.TB, code, verifier string) (amr []string,
 func (c *chrome) signOut(issuer string) {
 	c.t.Helper()
 	c.navigate(issuer + "/account/logout")
-	c.clickAndWait("logout", "message")
-	if got := c.text(); !strings.Contains(got, "signed out") {
-		c.t.Fatalf("after signing out: %q", got)
-	}
+	c.do("clicking sign out", chromedp.Click(chromedp.ID("logout")))
+	c.waitText("You are signed out.")
 }
 
-// passkeySignIn opens an authorization request, signs in with the
-// authenticator's passkey, and returns where the browser ended.
-func (c *chrome) passkeySignIn(authURL, rpURL string) string {
+// waitText waits until the tab's page shows text.
+func (c *chrome) waitText(text string) {
+	c.t.Helper()
+	deadline := time.Now().Add(browserStepTimeout)
+	var got string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
+		// Between documents an evaluation may fail: try again.
+		got, _ = chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+		cancel()
+		if strings.Contains(got, text) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("the page does not show %q: %q", text, got)
+}
+
+// noConditionalUI makes the tab's pages see no conditional mediation, so
+// that a passkey signs in only when the button is clicked: Chromium's
+// virtual authenticator answers a conditional request at once, which
+// would race the click.
+func (c *chrome) noConditionalUI() {
+	c.t.Helper()
+	c.do("turning conditional mediation off", chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+			Source: `if (window.PublicKeyCredential) PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);`,
+		})
+		return err
+	}))
+}
+
+// passkeySignIn opens an authorization request and signs in with the
+// authenticator's passkey: by the login page's button if click, else by
+// the page's conditional request alone. It returns where the browser
+// ended: at rpURL, or on the login page with an error.
+func (c *chrome) passkeySignIn(authURL, rpURL string, click bool) string {
 	c.t.Helper()
 	c.navigate(authURL)
-	c.do("clicking the passkey button", chromedp.WaitVisible(chromedp.ID("passkey-login")), chromedp.Click(chromedp.ID("passkey-login")))
+	if click {
+		c.do("clicking the passkey button", chromedp.WaitVisible(chromedp.ID("passkey-login")), chromedp.Click(chromedp.ID("passkey-login")))
+	}
 	deadline := time.Now().Add(browserStepTimeout)
 	var loc string
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
 		// Between documents an evaluation may fail: try again.
 		loc, _ = chromedp.Run(ctx, chromedp.Location())
-		// A refused passkey: the login page again, with its error.
 		refused, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.getElementById("error")`))
 		cancel()
 		if strings.HasPrefix(loc, rpURL) || refused {
@@ -226,22 +280,24 @@ func (c *chrome) passkeySignIn(authURL, rpURL string) string {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	c.t.Fatalf("after the passkey button the tab is at %s", loc)
+	c.t.Fatalf("after the passkey sign-in the tab is at %s", loc)
 	return ""
 }
 
 // TestPasskey: in Chromium with a virtual authenticator, alice adds a
-// passkey on her account page, signs out, and signs in with it alone: the
-// ID token says hwk and mfa (a device-bound key, user verified) and acr
-// phrh. A copy of the passkey whose sign counter is behind (a cloned
-// authenticator) is refused and logged; once she removes the passkey it
-// signs nobody in.
+// passkey on her account page, signs out, and signs in with it alone, by
+// the login page's button: the ID token says hwk and mfa (a device-bound
+// key, user verified) and acr phrh. In another tab the login page's
+// conditional request signs her in without a click. A copy of the passkey
+// whose sign counter is behind (a cloned authenticator) is refused and
+// logged at warn; once she removes the passkey it signs nobody in.
 func TestPasskey(t *testing.T) {
 	rp := newPasskeyRP(t)
 	s := passkeySite(t, rp, "", "")
 	s.Start(t)
 	flow := newPasskeyFlow(t, s, rp)
 	c := newChrome(t)
+	c.noConditionalUI()
 	auth := c.addAuthenticator(false)
 
 	// The account page asks her to sign in first, then shows her methods.
@@ -255,8 +311,9 @@ func TestPasskey(t *testing.T) {
 
 	// She adds a passkey named "laptop".
 	c.do("naming the passkey", chromedp.SendKeys(chromedp.ID("passkey-name"), "laptop"))
-	c.clickAndWait("passkey-register", "notice")
-	if got := c.text(); !strings.Contains(got, "Your passkey was added") || !strings.Contains(got, "laptop") || !strings.Contains(got, "never") {
+	c.do("adding the passkey", chromedp.Click(chromedp.ID("passkey-register")))
+	c.waitText("Your passkey was added.")
+	if got := c.text(); !strings.Contains(got, "laptop") || !strings.Contains(got, "never") {
 		t.Fatalf("passkeys page after adding one: %q", got)
 	}
 	if n := len(c.credentials(auth)); n != 1 {
@@ -266,7 +323,7 @@ func TestPasskey(t *testing.T) {
 	// Signed out, she signs in to pk-app with the passkey, no password.
 	c.signOut(s.issuer)
 	authURL, verifier := flow.start()
-	if loc := c.passkeySignIn(authURL, rp.url); !strings.HasPrefix(loc, rp.url+"/cb?code=") {
+	if loc := c.passkeySignIn(authURL, rp.url, true); !strings.HasPrefix(loc, rp.url+"/cb?code=") {
 		t.Fatalf("passkey sign-in ended at %s: %q", loc, c.text())
 	}
 	amr, acr := flow.claims(t, rp.lastCode(), verifier)
@@ -285,47 +342,54 @@ func TestPasskey(t *testing.T) {
 	if len(creds) != 1 {
 		t.Fatalf("the authenticator holds %d credentials, want 1", len(creds))
 	}
-	clone := *creds[0]
-	// Only the key, its user and its counter: the authenticator's own
-	// extensions' state does not move to another.
-	clone.CmtgKeys, clone.ActiveCmtgKeyIndex, clone.GenerateCmtgKeyOnNextOperation, clone.LargeBlob = nil, nil, false, nil
-	// The original signs in once more, and its counter moves past the
-	// clone's.
+	clone := creds[0]
 	c.signOut(s.issuer)
-	authURL, _ = flow.start()
-	if loc := c.passkeySignIn(authURL, rp.url); !strings.HasPrefix(loc, rp.url+"/cb?code=") {
-		t.Fatalf("second passkey sign-in ended at %s: %q", loc, c.text())
+
+	// Conditional UI, in a tab that has it: the passkey (a copy ahead of
+	// the stored counter, as the original's next use would be) signs in
+	// as soon as the login page asks, without a click.
+	tab := c.newTab(t)
+	ahead := tab.addAuthenticator(false)
+	tab.addCredential(ahead, clone, clone.SignCount+5)
+	authURL, verifier = flow.start()
+	if loc := tab.passkeySignIn(authURL, rp.url, false); !strings.HasPrefix(loc, rp.url+"/cb?code=") {
+		t.Fatalf("conditional passkey sign-in ended at %s: %q", loc, tab.text())
 	}
-	c.signOut(s.issuer)
-	// The clone, in another authenticator, is refused.
+	if amr, _ := flow.claims(t, rp.lastCode(), verifier); strings.Join(amr, " ") != "hwk mfa" {
+		t.Fatalf("after a conditional passkey sign-in amr = %v", amr)
+	}
+	tab.removeAuthenticator(ahead)
+	tab.signOut(s.issuer)
+
+	// The clone, its counter now behind, is refused.
 	c.removeAuthenticator(auth)
 	cloned := c.addAuthenticator(false)
-	c.addCredential(cloned, &clone)
+	c.addCredential(cloned, clone, clone.SignCount)
 	authURL, _ = flow.start()
-	loc := c.passkeySignIn(authURL, rp.url)
+	loc := c.passkeySignIn(authURL, rp.url, true)
 	if strings.HasPrefix(loc, rp.url) || !strings.Contains(c.text(), "That passkey could not sign you in") {
 		t.Fatalf("a cloned passkey with a counter behind: at %s: %q", loc, c.text())
 	}
-	if log, _ := os.ReadFile(s.LogPath); !strings.Contains(string(log), "passkey sign counter went back") || !strings.Contains(string(log), `"level":"warn"`) {
+	if log, _ := os.ReadFile(s.LogPath); !strings.Contains(string(log), `"level":"warn","ts":`) ||
+		!strings.Contains(string(log), "passkey sign counter went back") {
 		t.Errorf("the refused clone is not in Caddy's log at warn")
 	}
+	c.removeAuthenticator(cloned)
 
 	// She removes the passkey (signed in with her password).
 	c.navigate(s.issuer + "/account/passkeys")
 	c.logIn("alice", password)
 	c.waitVisible("passkeys")
-	c.clickAndWait("remove-0", "notice")
-	if got := c.text(); !strings.Contains(got, "The passkey was removed") || !strings.Contains(got, "no passkeys") {
+	c.do("removing the passkey", chromedp.Click(chromedp.ID("remove-0")))
+	c.waitText("The passkey was removed.")
+	if got := c.text(); !strings.Contains(got, "no passkeys") {
 		t.Fatalf("passkeys page after removing: %q", got)
 	}
 	c.signOut(s.issuer)
 	// Even a copy with a counter far ahead signs nobody in now.
-	c.removeAuthenticator(cloned)
-	ahead := c.addAuthenticator(false)
-	clone.SignCount = 1000
-	c.addCredential(ahead, &clone)
+	c.addCredential(c.addAuthenticator(false), clone, clone.SignCount+1000)
 	authURL, _ = flow.start()
-	loc = c.passkeySignIn(authURL, rp.url)
+	loc = c.passkeySignIn(authURL, rp.url, true)
 	if strings.HasPrefix(loc, rp.url) || !strings.Contains(c.text(), "That passkey could not sign you in") {
 		t.Fatalf("a removed passkey: at %s: %q", loc, c.text())
 	}

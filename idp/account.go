@@ -13,7 +13,7 @@ import (
 	"github.com/go-webauthn/webauthn/protocol"
 )
 
-// AccountLink is an entry of the account page: a page where signed-in
+// accountLink is an entry of the account page: a page where signed-in
 // users manage how they sign in.
 type accountLink struct {
 	URL   string
@@ -59,7 +59,9 @@ func (p *Provider) accountSession(w http.ResponseWriter, r *http.Request) (*sess
 			return s, u
 		}
 	}
-	p.redirectToLogin(w, r, &authRequest{Account: true, MaxAge: -1})
+	// Back to this page after the login; a form posted without a session
+	// comes back to the page, not to its action.
+	p.redirectToLogin(w, r, &authRequest{Account: strings.TrimPrefix(r.URL.Path, p.base), MaxAge: -1})
 	return nil, nil
 }
 

@@ -34,8 +34,9 @@ type authRequest struct {
 	// the user goes back there, with UserCode as typed.
 	Device   bool   `json:"dv,omitempty"`
 	UserCode string `json:"uc,omitempty"`
-	// Account marks a login for the account pages (account.go).
-	Account bool `json:"ac,omitempty"`
+	// Account marks a login for an account page (account.go): the path
+	// of the page to return to, which the provider sealed itself.
+	Account string `json:"ac,omitempty"`
 	// ACRValues are the request's acr_values (acr.go).
 	ACRValues []string `json:"acr,omitempty"`
 }

@@ -134,7 +134,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
 		return
 	}
-	if req.Device || req.Account {
+	if req.Device || req.Account != "" {
 		p.finishLogin(w, r, req, sess, user)
 		return
 	}

@@ -492,7 +492,7 @@ func (p *Provider) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	p.indexSession(ctx, sess)
 	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "method", "passkey", "passkey", name,
-		"amr", strings.Join(amr, " "), "client_ip", p.clientIP(r), "client_id", page.ClientID)
+		"amr", strings.Join(amr, " "), "sign_count", cred.Authenticator.SignCount, "client_ip", p.clientIP(r), "client_id", page.ClientID)
 	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: page.ClientID, SID: sess.SID, Reason: "passkey"})
 	p.finishLogin(w, r, req, sess, user)
 }
@@ -526,9 +526,9 @@ func (p *Provider) finishLogin(w http.ResponseWriter, r *http.Request, req *auth
 	case req.Device:
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, p.deviceReturn(req), http.StatusSeeOther)
-	case req.Account:
+	case req.Account != "":
 		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, p.base+PathAccount, http.StatusSeeOther)
+		http.Redirect(w, r, p.base+req.Account, http.StatusSeeOther)
 	default:
 		p.afterLogin(w, r, req, p.clients[req.ClientID], sess)
 	}

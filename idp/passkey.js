@@ -78,8 +78,9 @@
       });
     });
     // Conditional UI: the browser offers passkeys in the username field's
-    // autofill (autocomplete="username webauthn").
-    if (PublicKeyCredential.isConditionalMediationAvailable) {
+    // autofill (autocomplete="username webauthn"); not again on a page
+    // that tells why the last sign-in failed.
+    if (PublicKeyCredential.isConditionalMediationAvailable && !document.getElementById("error")) {
       PublicKeyCredential.isConditionalMediationAvailable().then(function (ok) {
         if (ok) get("conditional").catch(function () {});
       });
