@@ -174,25 +174,26 @@ func (p *Provider) postPasskeys(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// passkeyName checks the name a user gave a passkey.
-func passkeyName(s string) (string, error) {
+// passkeyName checks the name a user gave a passkey: the name, or what
+// the page tells the user about it.
+func passkeyName(s string) (name, problem string) {
 	s = strings.TrimSpace(s)
 	switch {
 	case s == "":
-		return "", errors.New("Give the passkey a name, so that you know it again.")
+		return "", "Give the passkey a name, so that you know it again."
 	case !utf8.ValidString(s) || utf8.RuneCountInString(s) > maxPasskeyName:
-		return "", errors.New("The name is too long: 64 characters at most.")
+		return "", "The name is too long: 64 characters at most."
 	case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return "", errors.New("The name has a control character.")
+		return "", "The name has a control character."
 	}
-	return s, nil
+	return s, ""
 }
 
 func (p *Provider) registerPasskey(w http.ResponseWriter, r *http.Request, s *session, u *User) {
 	ctx := r.Context()
-	name, err := passkeyName(r.PostForm.Get("name"))
-	if err != nil {
-		p.renderPasskeys(w, r, http.StatusBadRequest, u, "", err.Error())
+	name, problem := passkeyName(r.PostForm.Get("name"))
+	if problem != "" {
+		p.renderPasskeys(w, r, http.StatusBadRequest, u, "", problem)
 		return
 	}
 	fail := func(reason error) {

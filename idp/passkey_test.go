@@ -1,0 +1,141 @@
+package idp_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/authgate/authgate/idp"
+)
+
+// TestPasskeyPolicy: what a password sign-in gets where a passkey is
+// required by the user, the client or acr_values (step-up), and the ACR
+// values discovery lists.
+func TestPasskeyPolicy(t *testing.T) {
+	passwordLogin := func(t *testing.T, ts *testServer, c *http.Client, q url.Values) (*http.Response, string) {
+		t.Helper()
+		resp := authorize(t, ts, c, q)
+		loc := resp.Header.Get("Location")
+		if !strings.Contains(loc, "/account/login") {
+			t.Fatalf("authorize went to %q, want the login page", loc)
+		}
+		form := loginForm(t, c, ts.URL, loc)
+		form.Set("username", "alice")
+		form.Set("password", testPassword)
+		return postLogin(t, ts, c, form)
+	}
+	_, challenge := pkce("v")
+
+	t.Run("user requires a passkey", func(t *testing.T) {
+		ts := newServer(t, func(cfg *idp.Config) { cfg.Users[0].Require = idp.RequirePasskey })
+		c := browser(t)
+		resp, body := passwordLogin(t, ts, c, authorizeParams(challenge))
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "needs a passkey") {
+			t.Fatalf("password login of a passkey user: %d %s", resp.StatusCode, body)
+		}
+		u, _ := url.Parse(ts.URL)
+		for _, ck := range c.Jar.Cookies(u) {
+			if ck.Name == idp.SessionCookie {
+				t.Fatal("a session was written")
+			}
+		}
+		// Nor does the password grant let her in.
+		ts2 := newServer(t, func(cfg *idp.Config) {
+			cfg.Users[0].Require = idp.RequirePasskey
+			cfg.Clients[0].AllowPasswordGrant = true
+		})
+		form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {testPassword}, "scope": {"openid"}}
+		resp, body = postToken(t, ts2, "demo-app", testSecret, form)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "invalid_grant") {
+			t.Fatalf("password grant of a passkey user: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("client requires a passkey or a code", func(t *testing.T) {
+		ts := newServer(t, func(cfg *idp.Config) { cfg.Clients[0].Require = idp.RequirePasskeyOrOTP })
+		c := browser(t)
+		resp, body := passwordLogin(t, ts, c, authorizeParams(challenge))
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "needs a passkey or a one-time code") {
+			t.Fatalf("password login for a passkey client: %d %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("acr_values steps up a password session", func(t *testing.T) {
+		ts := newServer(t, nil)
+		c := browser(t)
+		u := login(t, ts, c, authorizeParams(challenge), "alice", testPassword)
+		if u.Query().Get("code") == "" {
+			t.Fatalf("no code after a password login: %s", u)
+		}
+		// Unknown values ask for nothing: single sign-on.
+		q := authorizeParams(challenge)
+		q.Set("acr_values", "urn:example:gold")
+		if loc := authorize(t, ts, c, q).Header.Get("Location"); !strings.HasPrefix(loc, testRedirect) {
+			t.Fatalf("acr_values of unknown values: went to %s, want single sign-on", loc)
+		}
+		// phr asks for a passkey: the login page again.
+		q.Set("acr_values", "phr")
+		if loc := authorize(t, ts, c, q).Header.Get("Location"); !strings.Contains(loc, "/account/login") {
+			t.Fatalf("acr_values=phr with a password session: went to %s, want the login page", loc)
+		}
+		// and without a page to show, login_required.
+		q.Set("prompt", "none")
+		loc := authorize(t, ts, c, q).Header.Get("Location")
+		if r, _ := url.Parse(loc); r == nil || r.Query().Get("error") != "login_required" {
+			t.Fatalf("acr_values=phr, prompt=none: %s", loc)
+		}
+	})
+
+	t.Run("discovery", func(t *testing.T) {
+		ts := newServer(t, nil)
+		resp, err := http.Get(ts.URL + "/.well-known/openid-configuration")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			ACR    []string `json:"acr_values_supported"`
+			Claims []string `json:"claims_supported"`
+		}
+		if err := json.Unmarshal([]byte(readBody(t, resp)), &doc); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{idp.ACRMFA, "phr", "phrh"}; !slices.Equal(doc.ACR, want) {
+			t.Errorf("acr_values_supported = %v, want %v", doc.ACR, want)
+		}
+		if !slices.Contains(doc.Claims, "acr") || !slices.Contains(doc.Claims, "amr") {
+			t.Errorf("claims_supported %v lacks acr or amr", doc.Claims)
+		}
+	})
+}
+
+// TestPasskeysConfig: an issuer on an IP address has no passkeys (no RP
+// ID can name it); one on a host name has them, with the RP ID its own or
+// a parent domain's, never another's.
+func TestPasskeysConfig(t *testing.T) {
+	ts := newServer(t, nil) // http://127.0.0.1:port
+	c := browser(t)
+	resp := authorize(t, ts, c, authorizeParams("x"+strings.Repeat("a", 42)))
+	resp, err := c.Get(resolve(ts.URL, resp.Header.Get("Location")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); strings.Contains(body, "passkey-login") || strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src") {
+		t.Errorf("login page of an IP issuer offers passkeys: %s", body)
+	}
+
+	cfg := testConfig(t)
+	cfg.Issuer = "https://login.example.com"
+	for _, tc := range []struct {
+		rpID string
+		ok   bool
+	}{{"", true}, {"example.com", true}, {"login.example.com", true}, {"other.com", false}, {"ample.com", false}} {
+		cfg.PasskeyRPID = tc.rpID
+		_, err := idp.New(cfg, idp.NewMemoryStore(nil))
+		if (err == nil) != tc.ok {
+			t.Errorf("RP ID %q: err = %v, want ok %t", tc.rpID, err, tc.ok)
+		}
+	}
+}
