@@ -102,7 +102,7 @@ type Config struct {
 
 	// Templates, if set, overrides the embedded page templates that it
 	// holds by name (login.html, consent.html, error.html, message.html,
-	// logout.html, device.html); the others stay. A form must keep its csrf_token and
+	// logout.html, device.html, account.html); the others stay. A form must keep its csrf_token and
 	// request fields.
 	Templates fs.FS
 
