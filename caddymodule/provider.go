@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -568,6 +569,15 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		return idp.Config{}, err
 	}
 
+	if id := p.PasskeyRPID; id != "" {
+		// WebAuthn §5.1.4: the RP ID is the origin's host or a parent
+		// domain of it. idp.New checks it too; here the error names the
+		// option.
+		iss, err := url.Parse(p.Issuer)
+		if err != nil || iss.Hostname() != id && !strings.HasSuffix(iss.Hostname(), "."+id) {
+			return idp.Config{}, fmt.Errorf("passkey_rp_id %q is neither the issuer's host nor a parent domain of it", id)
+		}
+	}
 	cfg := idp.Config{
 		Issuer:             p.Issuer,
 		APIScopes:          p.APIScopes,
