@@ -1,12 +1,14 @@
 package idp_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authgate/authgate/idp"
 )
@@ -137,5 +139,27 @@ func TestPasskeysConfig(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("RP ID %q: err = %v, want ok %t", tc.rpID, err, tc.ok)
 		}
+	}
+}
+
+// TestPasskeyDevicePolicy: a device flow client that requires a passkey
+// is not approved from a password session.
+func TestPasskeyDevicePolicy(t *testing.T) {
+	ts := newServer(t, withDevice(func(c *idp.Config) {
+		c.Now = time.Now
+		c.Clients[len(c.Clients)-1].Require = idp.RequirePasskey
+	}))
+	da, err := deviceConfig(ts, "openid").DeviceAuth(context.Background())
+	if err != nil {
+		t.Fatalf("DeviceAuth: %v", err)
+	}
+	c := browser(t)
+	page := deviceSignIn(t, ts, c, da.VerificationURIComplete)
+	status, body := postDevice(t, ts, c, page, da.UserCode, "allow")
+	if status != http.StatusForbidden || !strings.Contains(body, "with a passkey") {
+		t.Fatalf("approval from a password session: %d %s", status, body)
+	}
+	if e, _ := pollDevice(t, ts, da.DeviceCode); e != "authorization_pending" {
+		t.Fatalf("device poll after the refusal: %q, want authorization_pending", e)
 	}
 }
