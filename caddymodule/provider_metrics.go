@@ -58,6 +58,11 @@ var providerEndpoints = map[string]string{
 
 	idp.PathDeviceAuthorization: "device_authorization",
 	idp.PathDevice:              "device",
+
+	idp.PathAccount:        "account",
+	idp.PathPasskeys:       "passkeys",
+	idp.PathPasskeyOptions: "passkey_options",
+	idp.PathPasskeyLogin:   "passkey_login",
 }
 
 // providerMetrics are one provider's observers, resolved to their labels
