@@ -126,6 +126,18 @@ func (p *Provider) policyRefusal(user *User, req *authRequest, amr []string) str
 	return "This sign-in needs a passkey. Use \u201cSign in with a passkey\u201d."
 }
 
+// policyNotice is what the login page says before a sign-in for req
+// that needs more than a password, or "".
+func (p *Provider) policyNotice(req *authRequest) string {
+	switch need := p.neededLevel(nil, req); {
+	case need > acrLevel(ACRMFA):
+		return "This application asks you to sign in with a passkey."
+	case need > 0:
+		return "This application asks you to sign in with a passkey or a one-time code."
+	}
+	return ""
+}
+
 // newSession starts a login session of subject, signed in by amr, with
 // the acr that amr earns: every sign-in method writes its session with it.
 func (p *Provider) newSession(subject string, amr []string) *session {

@@ -18,6 +18,7 @@ type loginPage struct {
 	Error     string
 	ClientID  string
 	LogoutURL string
+	Notice    string // what the sign-in needs, if more than a password (acr.go)
 	// Passkey sign-in (passkey.go); empty when passkeys are off.
 	PasskeyAction  string
 	PasskeyOptions string
@@ -57,6 +58,7 @@ func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		page.Username = req.LoginHint
 		page.ClientID = req.ClientID
+		page.Notice = p.policyNotice(req)
 	} else if s := p.readSession(r); s != nil {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.username(s.Subject)), true)
 		return

@@ -78,14 +78,22 @@ func TestPasskeyPolicy(t *testing.T) {
 		if loc := authorize(t, ts, c, q).Header.Get("Location"); !strings.HasPrefix(loc, testRedirect) {
 			t.Fatalf("acr_values of unknown values: went to %s, want single sign-on", loc)
 		}
-		// phr asks for a passkey: the login page again.
+		// phr asks for a passkey: the login page again, which says so.
 		q.Set("acr_values", "phr")
-		if loc := authorize(t, ts, c, q).Header.Get("Location"); !strings.Contains(loc, "/account/login") {
+		loc := authorize(t, ts, c, q).Header.Get("Location")
+		if !strings.Contains(loc, "/account/login") {
 			t.Fatalf("acr_values=phr with a password session: went to %s, want the login page", loc)
+		}
+		resp, err := c.Get(resolve(ts.URL, loc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readBody(t, resp); !strings.Contains(body, "asks you to sign in with a passkey.") {
+			t.Errorf("the step-up login page does not say a passkey is needed: %s", body)
 		}
 		// and without a page to show, login_required.
 		q.Set("prompt", "none")
-		loc := authorize(t, ts, c, q).Header.Get("Location")
+		loc = authorize(t, ts, c, q).Header.Get("Location")
 		if r, _ := url.Parse(loc); r == nil || r.Query().Get("error") != "login_required" {
 			t.Fatalf("acr_values=phr, prompt=none: %s", loc)
 		}
