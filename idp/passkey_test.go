@@ -2,9 +2,13 @@ package idp_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"html"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -170,4 +174,58 @@ func TestPasskeyDevicePolicy(t *testing.T) {
 	if e, _ := pollDevice(t, ts, da.DeviceCode); e != "authorization_pending" {
 		t.Fatalf("device poll after the refusal: %q, want authorization_pending", e)
 	}
+}
+
+// FuzzPasskeyLogin posts arbitrary passkey answers to the passkey login,
+// with a genuine CSRF token, browser cookie and pending challenge: the
+// answer is never a 5xx, and never signs anyone in.
+func FuzzPasskeyLogin(f *testing.F) {
+	ts := newServer(f, func(cfg *idp.Config) { cfg.Issuer = "http://login.test" })
+	send := func(method, path, body string, cookies []*http.Cookie) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(method, "http://login.test"+path, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Sec-Fetch-Site", "same-origin")
+		for _, ck := range cookies {
+			r.AddCookie(ck)
+		}
+		w := httptest.NewRecorder()
+		ts.Provider.ServeHTTP(w, r)
+		return w
+	}
+	page := send(http.MethodGet, idp.PathLogin, "", nil)
+	cookies := page.Result().Cookies()
+	m := regexp.MustCompile(`name="csrf_token" value="([^"]*)"`).FindStringSubmatch(page.Body.String())
+	if m == nil || !strings.Contains(page.Body.String(), `id="passkey-login"`) {
+		f.Fatalf("login page of a host name issuer without its passkey form: %s", page.Body)
+	}
+	csrf := html.UnescapeString(m[1])
+	opts := send(http.MethodPost, idp.PathPasskeyOptions, url.Values{"purpose": {"login"}, "csrf_token": {csrf}}.Encode(), cookies)
+	if opts.Code != http.StatusOK {
+		f.Fatalf("passkey options: %d %s", opts.Code, opts.Body)
+	}
+	cookies = append(cookies, opts.Result().Cookies()...)
+	var o struct {
+		PublicKey struct {
+			Challenge string `json:"challenge"`
+		} `json:"publicKey"`
+	}
+	if err := json.Unmarshal(opts.Body.Bytes(), &o); err != nil || o.PublicKey.Challenge == "" {
+		f.Fatalf("passkey options %s: %v", opts.Body, err)
+	}
+	cd := base64.RawURLEncoding.EncodeToString([]byte(`{"type":"webauthn.get","challenge":"` + o.PublicKey.Challenge + `","origin":"http://login.test"}`))
+	f.Add(`{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{"clientDataJSON":"` + cd + `","authenticatorData":"AAAA","signature":"AAAA","userHandle":"AAAA"}}`)
+	f.Add(`{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{}}`)
+	f.Add(`{}`)
+	f.Add(`not json`)
+	f.Fuzz(func(t *testing.T, credential string) {
+		w := send(http.MethodPost, idp.PathPasskeyLogin, url.Values{"csrf_token": {csrf}, "credential": {credential}}.Encode(), cookies)
+		if w.Code >= 500 {
+			t.Fatalf("%q: status %d", credential, w.Code)
+		}
+		for _, ck := range w.Result().Cookies() {
+			if ck.Name == idp.SessionCookie && ck.Value != "" {
+				t.Fatalf("%q signed someone in", credential)
+			}
+		}
+	})
 }
