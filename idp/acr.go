@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"context"
 	"slices"
 	"strings"
 )
@@ -115,10 +116,21 @@ func (p *Provider) satisfies(s *session, req *authRequest) bool {
 
 // policyRefusal returns what the login page tells a user who signed in
 // with amr where more is needed, or "" when the sign-in will do.
-func (p *Provider) policyRefusal(user *User, req *authRequest, amr []string) string {
+//
+// One exception: a user who must use a passkey and has none yet may sign
+// in with a password on the account pages, to add one; such a session
+// still gets no code for any client (satisfies) and approves no device.
+// Whoever knows the password first can do that: set require_passkey once
+// the user has a passkey, or give them a first sign-in soon.
+func (p *Provider) policyRefusal(ctx context.Context, user *User, req *authRequest, amr []string) string {
 	need := p.neededLevel(user, req)
 	if acrLevel(acrFor(amr)) >= need {
 		return ""
+	}
+	if req != nil && req.Account != "" && p.webauthn != nil {
+		if l, _, err := p.loadPasskeys(ctx, passkeyHandle(user.Subject)); err == nil && len(l.Passkeys) == 0 {
+			return ""
+		}
 	}
 	if need <= acrLevel(ACRMFA) {
 		return "This sign-in needs a passkey or a one-time code. Use \u201cSign in with a passkey\u201d."

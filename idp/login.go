@@ -115,7 +115,7 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.succeeded(r.Context(), attempt)
-	if msg := p.policyRefusal(user, req, []string{AMRPassword}); msg != "" {
+	if msg := p.policyRefusal(r.Context(), user, req, []string{AMRPassword}); msg != "" {
 		page.Error = msg // a passkey is required (acr.go)
 		p.renderLogin(w, r, http.StatusForbidden, page)
 		return

@@ -479,7 +479,7 @@ func (p *Provider) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	amr := passkeyAMR(parsed.Response.AuthenticatorData.Flags)
-	if msg := p.policyRefusal(user, req, amr); msg != "" {
+	if msg := p.policyRefusal(ctx, user, req, amr); msg != "" {
 		page.Error = msg
 		p.renderLogin(w, r, http.StatusForbidden, page)
 		return

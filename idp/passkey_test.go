@@ -229,3 +229,41 @@ func FuzzPasskeyLogin(f *testing.F) {
 		}
 	})
 }
+
+// TestPasskeyEnrolment: a user who must use a passkey and has none yet
+// signs in with her password on the account page, to add one; that
+// session gets no code for a client.
+func TestPasskeyEnrolment(t *testing.T) {
+	ts := newServer(t, func(cfg *idp.Config) {
+		cfg.Issuer = "http://login.test" // a host name: passkeys on
+		cfg.Users[0].Require = idp.RequirePasskey
+	})
+	c := browser(t)
+	resp, err := c.Get(ts.URL + idp.PathPasskeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	loc := resp.Header.Get("Location")
+	if !strings.Contains(loc, idp.PathLogin) {
+		t.Fatalf("passkeys page without a session: %d %q, want the login page", resp.StatusCode, loc)
+	}
+	form := loginForm(t, c, ts.URL, loc)
+	form.Set("username", "alice")
+	form.Set("password", testPassword)
+	resp, body := postLogin(t, ts, c, form)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != idp.PathPasskeys {
+		t.Fatalf("password login to add a first passkey: %d %q %s", resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	resp, err = c.Get(ts.URL + idp.PathPasskeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(body, `id="passkey-register"`) {
+		t.Fatalf("passkeys page: %d %s", resp.StatusCode, body)
+	}
+	_, challenge := pkce("v")
+	if loc := authorize(t, ts, c, authorizeParams(challenge)).Header.Get("Location"); !strings.Contains(loc, idp.PathLogin) {
+		t.Fatalf("authorize with the enrolment session went to %s, want the login page", loc)
+	}
+}
