@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -124,10 +125,18 @@ type Provider struct {
 	// that a client on the same site as the provider notices a sign-out
 	// made elsewhere. Default: off.
 	SessionManagement bool `json:"session_management,omitempty"`
+	// PasskeyRPID is the WebAuthn relying party ID of passkeys: the
+	// issuer's host name or a parent domain of it. Default: the issuer's
+	// host name; an issuer on an IP address has no passkeys.
+	PasskeyRPID string `json:"passkey_rp_id,omitempty"`
+
+	// PasskeyRPName is the name authenticators show beside a passkey.
+	// Default: the RP ID.
+	PasskeyRPName string `json:"passkey_rp_name,omitempty"`
 
 	// Templates is a directory of page templates (login.html,
-	// consent.html, error.html, message.html, logout.html) that replace the
-	// built-in ones of the same name.
+	// consent.html, error.html, message.html, logout.html, device.html,
+	// account.html) that replace the built-in ones of the same name.
 	// Default: the built-in pages.
 	Templates string `json:"templates,omitempty"`
 
@@ -356,6 +365,11 @@ type ProviderClient struct {
 	// client's ID tokens) to FrontchannelLogoutURI's query. Requires
 	// FrontchannelLogoutURI. Default: false.
 	FrontchannelLogoutSessionRequired bool `json:"frontchannel_logout_session_required,omitempty"`
+	// Require is how users must have signed in to get a code for this
+	// client: "passkey" or "passkey_or_otp". A single sign-on session that
+	// falls short asks the user to sign in again; the password grant is
+	// refused. Default: any way.
+	Require string `json:"require,omitempty"`
 }
 
 // ProviderUser is an account of a [Provider].
@@ -391,6 +405,10 @@ type ProviderUser struct {
 	// `{file.*}` placeholders are replaced. Default: none (the user may
 	// enrol their own at /account/totp).
 	TOTPSecret string `json:"totp_secret,omitempty"`
+	// Require is how the user must sign in, for every client: "passkey",
+	// or "passkey_or_otp" (a passkey, or a password and a one-time code).
+	// Default: any way, a password included.
+	Require string `json:"require,omitempty"`
 }
 
 // ProviderAPIResource is an API that accepts a [Provider]'s access tokens.
@@ -631,6 +649,15 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		return idp.Config{}, err
 	}
 
+	if id := p.PasskeyRPID; id != "" {
+		// WebAuthn §5.1.4: the RP ID is the origin's host or a parent
+		// domain of it. idp.New checks it too; here the error names the
+		// option.
+		iss, err := url.Parse(p.Issuer)
+		if err != nil || iss.Hostname() != id && !strings.HasSuffix(iss.Hostname(), "."+id) {
+			return idp.Config{}, fmt.Errorf("passkey_rp_id %q is neither the issuer's host nor a parent domain of it", id)
+		}
+	}
 	cfg := idp.Config{
 		Issuer:             p.Issuer,
 		APIScopes:          p.APIScopes,
@@ -646,6 +673,8 @@ func (p *Provider) idpConfig() (idp.Config, error) {
 		Backchannel:        backchannel,
 		DPoPNonce:          p.DPoPNonce,
 		DPoPNonceLifetime:  time.Duration(p.DPoPNonceLifetime),
+		PasskeyRPID:        p.PasskeyRPID,
+		PasskeyRPName:      p.PasskeyRPName,
 	}
 	cfg.RequirePushedAuthorizationRequests = p.RequirePushedAuthorizationRequests
 	repl := caddy.NewReplacer()
@@ -735,6 +764,7 @@ func (c ProviderClient) idpClient(repl *caddy.Replacer) (idp.Client, error) {
 		BackchannelLogoutURI:             c.BackchannelLogoutURI,
 		BackchannelLogoutSessionRequired: c.BackchannelLogoutSessionRequired,
 		LogoutRevokesRefreshTokens:       c.LogoutRevokesRefreshTokens,
+		Require:                          c.Require,
 
 		RequirePushedAuthorizationRequests: c.RequirePushedAuthorizationRequests,
 		FrontchannelLogoutURI:              c.FrontchannelLogoutURI,

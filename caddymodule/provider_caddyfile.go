@@ -73,6 +73,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			frontchannel_logout_session_required
 //			claim <name> <value>
 //			client_claims_prefix <prefix>
+//			require_passkey [or_otp]
 //		}
 //		user <username> {
 //			password_hash <hash>
@@ -80,6 +81,7 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //			claim <name> <value>
 //			disabled
 //			totp_secret <base32 or {env.X}>
+//			require_passkey [or_otp]
 //		}
 //		users_file <path> {
 //			poll <interval>|off
@@ -97,6 +99,8 @@ func parseProviderCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //		device_poll_interval <duration>
 //		session_lifetime <duration>
 //		session_management
+//		passkey_rp_id <domain>
+//		passkey_rp_name <name>
 //		templates <dir>
 //		signing_key <pem file>
 //		key_rotation [off] {
@@ -287,6 +291,16 @@ func (p *Provider) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 		case "device_poll_interval":
 			if err := parseDuration(d, &p.DevicePollInterval); err != nil {
+				return err
+			}
+
+		case "passkey_rp_id":
+			if err := parseOnce(d, &p.PasskeyRPID); err != nil {
+				return err
+			}
+
+		case "passkey_rp_name":
+			if err := parseOnce(d, &p.PasskeyRPName); err != nil {
 				return err
 			}
 
@@ -542,6 +556,11 @@ func parseClient(d *caddyfile.Dispenser) (ProviderClient, error) {
 			}
 			*flag = true
 
+		case "require_passkey":
+			if err := parseRequire(d, &c.Require); err != nil {
+				return c, err
+			}
+
 		case "backchannel_logout_uri":
 			if err := parseOnce(d, &c.BackchannelLogoutURI); err != nil {
 				return c, err
@@ -719,6 +738,11 @@ func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
 			}
 			u.Claims[name] = value
 
+		case "require_passkey":
+			if err := parseRequire(d, &u.Require); err != nil {
+				return u, err
+			}
+
 		case "disabled":
 			if d.NextArg() {
 				return u, d.ArgErr()
@@ -741,6 +765,25 @@ func parseUser(d *caddyfile.Dispenser) (ProviderUser, error) {
 		return u, d.Errf("user %q: password_hash is required", u.Username)
 	}
 	return u, nil
+}
+
+// parseRequire parses `require_passkey [or_otp]` of a user or client:
+// a passkey, or with or_otp a passkey or a password and a one-time code.
+func parseRequire(d *caddyfile.Dispenser, dst *string) error {
+	if *dst != "" {
+		return d.Err("require_passkey is declared twice")
+	}
+	*dst = idp.RequirePasskey
+	if d.NextArg() {
+		if d.Val() != "or_otp" {
+			return d.Errf("require_passkey %q: want nothing or or_otp", d.Val())
+		}
+		*dst = idp.RequirePasskeyOrOTP
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	return nil
 }
 
 // parseThrottle parses

@@ -61,6 +61,12 @@ var providerEndpoints = map[string]string{
 
 	idp.PathPushedAuthorization: "pushed_authorization",
 	idp.PathCheckSession:        "check_session",
+	idp.PathAccount:             "account",
+	idp.PathPasskeys:            "passkeys",
+	idp.PathPasskeyOptions:      "passkey_options",
+	idp.PathPasskeyLogin:        "passkey_login",
+	idp.PathTOTP:                "totp",
+	idp.PathLoginTOTP:           "login_totp",
 }
 
 // providerMetrics are one provider's observers, resolved to their labels

@@ -220,7 +220,7 @@ func (p *Provider) users(data []byte) ([]idp.User, error) {
 			}
 		}
 		byName[u.Username], bySubject[sub] = where, where
-		list = append(list, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled, TOTPSecret: secret})
+		list = append(list, idp.User{Username: u.Username, Subject: u.Subject, PasswordHash: hash, Claims: u.Claims, Disabled: u.Disabled, TOTPSecret: secret, Require: u.Require})
 		return nil
 	}
 	for _, u := range p.Users {

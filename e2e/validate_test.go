@@ -44,6 +44,15 @@ func TestValidate(t *testing.T) {
 			want:    []string{"oidc_provider", "frobnicate"},
 		},
 		{
+			// A passkey's RP ID must be the issuer's host or a parent
+			// domain (WebAuthn §5.1.4).
+			name: "passkey_rp_id of another domain",
+			provider: `
+		passkey_rp_id example.com`,
+			wantErr: true,
+			want:    []string{"oidc_provider", "passkey_rp_id", "example.com"},
+		},
+		{
 			name: "unknown client option",
 			provider: `
 		client demo-app {

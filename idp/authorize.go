@@ -34,6 +34,11 @@ type authRequest struct {
 	// the user goes back there, with UserCode as typed.
 	Device   bool   `json:"dv,omitempty"`
 	UserCode string `json:"uc,omitempty"`
+	// Account marks a login for an account page (account.go): the path
+	// of the page to return to, which the provider sealed itself.
+	Account string `json:"ac,omitempty"`
+	// ACRValues are the request's acr_values (acr.go).
+	ACRValues []string `json:"acr,omitempty"`
 }
 
 // codeGrant is what an authorization code stands for, kept in the Store
@@ -104,7 +109,7 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 		req.Mode = m[0]
 	}
 	if name := repeated(q, "state", "response_type", "response_mode", "scope", "nonce", "code_challenge",
-		"code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "request", "request_uri"); name != "" {
+		"code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "request", "request_uri", "acr_values"); name != "" {
 		return req, c, oauthErr(ErrInvalidRequest, "parameter "+name+" is given more than once")
 	}
 	if q.Has("request") {
@@ -136,6 +141,7 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 	req.Scopes = scopes
 	req.Nonce = q.Get("nonce")
 	req.LoginHint = q.Get("login_hint")
+	req.ACRValues = splitACRValues(q.Get("acr_values"))
 
 	req.Challenge = q.Get("code_challenge")
 	req.Method = q.Get("code_challenge_method")
@@ -284,6 +290,9 @@ func (p *Provider) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	if sess != nil && req.MaxAge >= 0 && p.now().Sub(time.Unix(sess.AuthTime, 0)) > time.Duration(req.MaxAge)*time.Second {
 		needLogin = true
+	}
+	if sess != nil && !p.satisfies(sess, req) {
+		needLogin = true // step-up: the user, the client or acr_values ask for more (acr.go)
 	}
 	if needLogin {
 		if slices.Contains(req.Prompt, "none") {

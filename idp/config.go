@@ -117,7 +117,7 @@ type Config struct {
 
 	// Templates, if set, overrides the embedded page templates that it
 	// holds by name (login.html, consent.html, error.html, message.html,
-	// logout.html, device.html); the others stay. A form must keep its csrf_token and
+	// logout.html, device.html, account.html); the others stay. A form must keep its csrf_token and
 	// request fields.
 	Templates fs.FS
 
@@ -176,6 +176,17 @@ type Config struct {
 	// JWKSClient fetches the [Client.JWKSURI] of private_key_jwt clients.
 	// Default: an http.Client with a 5 s timeout.
 	JWKSClient *http.Client
+
+	// PasskeyRPID is the WebAuthn relying party ID of passkeys (passkey.go):
+	// the issuer's host name, or a parent domain of it so that one passkey
+	// serves several providers of that domain. Default: the issuer's host
+	// name. An issuer on an IP address has no RP ID (WebAuthn §5.1.4):
+	// there, passkeys are off.
+	PasskeyRPID string
+
+	// PasskeyRPName is the name authenticators show beside a passkey.
+	// Default: the RP ID.
+	PasskeyRPName string
 }
 
 // NoAbsoluteLimit is the [Client.AbsoluteRefreshTokenLifetime] of a
@@ -346,6 +357,12 @@ type Client struct {
 	// tokens (the only refresh tokens issued), which §2.7 says normally
 	// should not be revoked: hence a choice of the client's.
 	LogoutRevokesRefreshTokens bool
+
+	// Require is how the user must have signed in for this client:
+	// [RequirePasskey], [RequirePasskeyOrOTP], or "" (default: any way).
+	// A single sign-on session that falls short asks for a new sign-in,
+	// and the password grant is refused.
+	Require string
 }
 
 // User is an account that can log in.
@@ -375,6 +392,11 @@ type User struct {
 	// password. The user cannot remove an operator's secret; without
 	// one, a user may enrol their own at [PathTOTP].
 	TOTPSecret string `json:"totp_secret,omitempty"`
+
+	// Require is how the user must sign in, for every client:
+	// [RequirePasskey], [RequirePasskeyOrOTP], or "" (default: any way,
+	// a password included). The password grant is refused to such a user.
+	Require string `json:"require,omitempty"`
 }
 
 // APIResource is an API that accepts access tokens: its Name is their

@@ -114,6 +114,13 @@ func (p *Provider) serveDevice(w http.ResponseWriter, r *http.Request) {
 		p.renderDevice(w, r, http.StatusOK, page)
 		return
 	}
+	if decision == "allow" && !p.satisfies(sess, &authRequest{ClientID: dr.ClientID}) {
+		// The user or the client requires a passkey (acr.go), which this
+		// session's sign-in was not: the code stays for a better one.
+		page.Error = "This needs a sign-in with a passkey. Sign out, sign in with a passkey, and enter the code again."
+		p.renderDevice(w, r, http.StatusForbidden, page)
+		return
+	}
 	// The user_code binds once: whoever takes it decides.
 	if _, err := p.store.Take(ctx, userCodeKey(code)); err != nil {
 		if !errors.Is(err, ErrNotFound) {

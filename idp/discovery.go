@@ -19,7 +19,7 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		scopes = append(scopes, s)
 	}
 	sort.Strings(scopes[n:])
-	claims := []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid"}
+	claims := []string{"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid", "acr", "amr"}
 	for _, s := range []string{"profile", "email", "address", "phone", "groups"} {
 		claims = append(claims, identityScopes[s]...)
 	}
@@ -88,6 +88,7 @@ func (p *Provider) discoveryDocument(algs []string) ([]byte, error) {
 		"frontchannel_logout_supported":                  true,                  // Front-Channel Logout 1.0 §3
 		"frontchannel_logout_session_supported":          true,                  // iss and sid, as in ID tokens
 		"dpop_signing_alg_values_supported":              dpop.AlgorithmNames(), // RFC 9449 §5.1
+		"acr_values_supported":                           acrValuesSupported,    // acr.go
 	}
 	// RFC 9126 §5: the PAR endpoint, and whether every client must use it.
 	doc["pushed_authorization_request_endpoint"] = p.url(PathPushedAuthorization)

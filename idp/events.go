@@ -8,7 +8,7 @@ import (
 // Event types: what an [Event] reports. Each names its outcomes.
 const (
 	// EventLogin is a password check at the login page or in the password
-	// grant. Outcome: [OutcomeSuccess], [OutcomeInvalid] (a wrong
+	// grant, or a passkey sign-in (Reason "passkey"). Outcome: [OutcomeSuccess], [OutcomeInvalid] (a wrong
 	// password, or a username nobody has), [OutcomeDisabled] (the right
 	// password of a disabled user) or [OutcomeThrottled] (not checked:
 	// too many failures).

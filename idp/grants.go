@@ -112,9 +112,15 @@ func (p *Provider) passwordGrant(r *http.Request, c *client, t *tokenRequest) (*
 		p.log.InfoContext(ctx, "password grant refused: the user has a second factor", "username", user.Username, "client_id", c.ID)
 		return nil, oauthErr(ErrInvalidGrant, "the user signs in with a second factor, which the password grant cannot carry; use the authorization code flow")
 	}
+	if p.neededLevel(user, &authRequest{ClientID: c.ID}) > acrLevel(acrFor([]string{AMRPassword})) {
+		// The user or the client requires a passkey (acr.go), which a
+		// password grant cannot show.
+		p.log.InfoContext(ctx, "password grant refused: a passkey is required", "username", user.Username, "sub", user.Subject, "client_id", c.ID)
+		return nil, oauthErr(ErrInvalidGrant, "this sign-in requires a passkey; the password grant cannot be used")
+	}
 	p.log.InfoContext(ctx, "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", c.ID, "grant_type", "password")
 	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: c.ID, GrantType: "password"})
-	in := signIn{Time: p.now().Unix(), AMR: []string{AMRPassword}}
+	in := signIn{Time: p.now().Unix(), AMR: []string{AMRPassword}, ACR: acrFor([]string{AMRPassword})}
 	var family string
 	if slices.Contains(scopes, scopeOfflineAccess) {
 		family = p.randomString(16)

@@ -2,6 +2,7 @@ package idp
 
 import (
 	"fmt"
+	"html/template"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +18,11 @@ type loginPage struct {
 	Error     string
 	ClientID  string
 	LogoutURL string
+	Notice    string // what the sign-in needs, if more than a password (acr.go)
+	// Passkey sign-in (passkey.go); empty when passkeys are off.
+	PasskeyAction  string
+	PasskeyOptions string
+	PasskeyScript  template.JS
 }
 
 func (p *Provider) redirectToLogin(w http.ResponseWriter, r *http.Request, req *authRequest) {
@@ -52,6 +58,7 @@ func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		page.Username = req.LoginHint
 		page.ClientID = req.ClientID
+		page.Notice = p.policyNotice(req)
 	} else if s := p.readSession(r); s != nil {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.username(s.Subject)), true)
 		return
@@ -111,14 +118,22 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	if p.askSecondFactor(w, r, user, page) {
 		return
 	}
-	p.finishLogin(w, r, user, req, page.ClientID, []string{AMRPassword})
+	p.completeLogin(w, r, user, req, page.ClientID, []string{AMRPassword}, func(msg string) {
+		page.Error = msg // a passkey is required (acr.go)
+		p.renderLogin(w, r, http.StatusForbidden, page)
+	})
 }
 
-// finishLogin signs user in with the methods amr: the session cookie, then
-// back to the request req (nil for a direct visit of the login page).
-func (p *Provider) finishLogin(w http.ResponseWriter, r *http.Request, user *User, req *authRequest, clientID string, amr []string) {
-	ip := p.clientIP(r)
-	sess := &session{SID: p.randomString(16), Subject: user.Subject, AuthTime: p.now().Unix(), AMR: amr}
+// completeLogin signs user in with the methods amr, if they are enough for
+// req (acr.go): the session cookie, then on to where the login was for
+// (req nil: a direct visit of the login page). If they are not, refused
+// answers with the reason.
+func (p *Provider) completeLogin(w http.ResponseWriter, r *http.Request, user *User, req *authRequest, clientID string, amr []string, refused func(msg string)) {
+	if msg := p.policyRefusal(r.Context(), user, req, amr); msg != "" {
+		refused(msg)
+		return
+	}
+	sess := p.newSession(user.Subject, amr)
 	if err := p.writeSession(w, sess); err != nil {
 		p.log.ErrorContext(r.Context(), "writing session cookie", "error", err)
 		p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The login could not be completed."})
@@ -128,18 +143,9 @@ func (p *Provider) finishLogin(w http.ResponseWriter, r *http.Request, user *Use
 	if err := p.writeDevice(w, user.Username); err != nil {
 		p.log.ErrorContext(r.Context(), "writing device cookie", "error", err)
 	}
-	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "client_ip", ip, "client_id", clientID)
+	p.log.InfoContext(r.Context(), "login succeeded", "username", user.Username, "sub", user.Subject, "amr", strings.Join(amr, " "), "client_ip", p.clientIP(r), "client_id", clientID)
 	p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeSuccess, Username: user.Username, Subject: user.Subject, ClientID: clientID, SID: sess.SID})
-	if req == nil {
-		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", user.Username), true)
-		return
-	}
-	if req.Device {
-		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, p.deviceReturn(req), http.StatusSeeOther)
-		return
-	}
-	p.afterLogin(w, r, req, p.clients[req.ClientID], sess)
+	p.continueAfterLogin(w, r, req, sess, user)
 }
 
 // checkPassword returns the user whose password this is, or nil. An unknown

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/gorilla/securecookie"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -116,6 +117,7 @@ type Provider struct {
 	jwksClient     *http.Client // fetches clients' jwks_uri
 	mux            *http.ServeMux
 	dpop           *dpopState
+	webauthn       *webauthn.WebAuthn // nil: passkeys are off
 }
 
 // unlimited says whether the client's refresh token families have no
@@ -279,6 +281,9 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.templates, err = parseTemplates(cfg.Templates); err != nil {
 		return nil, err
 	}
+	if err := p.setPasskeys(cfg, iss.Hostname()); err != nil {
+		return nil, err
+	}
 
 	p.mux = http.NewServeMux()
 	p.mux.HandleFunc(p.base+PathDiscovery, p.cors(p.serveDiscovery))
@@ -300,6 +305,7 @@ func New(cfg Config, store Store) (*Provider, error) {
 	if p.checkSession != nil {
 		p.mux.HandleFunc(p.base+PathCheckSession, p.serveCheckSession)
 	}
+	p.routePasskeys()
 	return p, nil
 }
 
@@ -362,6 +368,9 @@ func (p *Provider) newClient(c Client) (*client, error) {
 		return nil, errors.New("secret and secret hash are exclusive")
 	case len(c.RedirectURIs) == 0 && !c.AllowClientCredentials && !c.AllowPasswordGrant && !c.AllowDeviceFlow:
 		return nil, errors.New("at least one redirect URI is required")
+	}
+	if !checkRequire(c.Require) {
+		return nil, fmt.Errorf("require %q is not %q or %q", c.Require, RequirePasskey, RequirePasskeyOrOTP)
 	}
 	cl := &client{Client: c, redirects: make(map[string]bool), loopback: make(map[string]bool), postLogout: make(map[string]bool), scopes: make(map[string]bool)}
 	if err := p.setAuthMethods(cl); err != nil {

@@ -97,8 +97,8 @@ func (p *Provider) encodeAuthRequest(req *authRequest) (string, error) {
 
 func (p *Provider) decodeAuthRequest(s string) (*authRequest, error) {
 	req, err := p.decodeLoginRequest(s)
-	if err == nil && req.Device {
-		return nil, errors.New("idp: a device page login is no authorization request")
+	if err == nil && (req.Device || req.Account != "") {
+		return nil, errors.New("idp: a device or account page login is no authorization request")
 	}
 	return req, err
 }
@@ -113,7 +113,7 @@ func (p *Provider) decodeLoginRequest(s string) (*authRequest, error) {
 	if !p.fresh(req.Issued, authRequestTTL) {
 		return nil, errors.New("idp: login request expired")
 	}
-	if _, ok := p.clients[req.ClientID]; !ok && !(req.Device && req.ClientID == "") {
+	if _, ok := p.clients[req.ClientID]; !ok && !((req.Device || req.Account != "") && req.ClientID == "") {
 		return nil, errors.New("idp: login request for an unknown client")
 	}
 	return &req, nil

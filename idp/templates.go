@@ -15,12 +15,12 @@ import (
 var embeddedTemplates embed.FS
 
 // Template names an operator can override.
-var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html", "device.html", "login_totp.html", "totp.html"}
+var templateNames = []string{"login.html", "consent.html", "error.html", "message.html", "logout.html", "device.html", "login_totp.html", "totp.html", "account.html"}
 
 // fixedTemplates are embedded templates an operator cannot override: the
-// form_post page's CSP allows exactly its one script, by hash, and so
-// does the front-channel logout page's.
-var fixedTemplates = []string{"form_post.html", frontchannelTemplate}
+// form_post, front-channel logout and passkeys pages' CSP allows exactly
+// their one script, by hash.
+var fixedTemplates = []string{"form_post.html", frontchannelTemplate, "passkeys.html"}
 
 // parseTemplates parses the embedded templates, each of templateNames
 // replaced by the file of the same name in override when it has one.
@@ -116,6 +116,11 @@ func (p *Provider) renderLogout(w http.ResponseWriter, r *http.Request, status i
 func (p *Provider) renderLogin(w http.ResponseWriter, r *http.Request, status int, page loginPage) {
 	page.Action = p.base + PathLogin
 	page.CSRF = p.csrfToken(w, r)
+	if p.webauthn != nil {
+		page.PasskeyAction, page.PasskeyOptions, page.PasskeyScript = p.base+PathPasskeyLogin, p.base+PathPasskeyOptions, template.JS(passkeyScript)
+		p.renderCSP(w, r, status, "login.html", page, passkeyCSP)
+		return
+	}
 	p.render(w, r, status, "login.html", page)
 }
 

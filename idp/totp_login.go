@@ -202,7 +202,9 @@ func (p *Provider) serveLoginTOTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p.finishLogin(w, r, u, req, pl.ClientID, []string{AMRPassword, AMROTP, AMRMFA})
+	p.completeLogin(w, r, u, req, pl.ClientID, []string{AMRPassword, AMROTP, AMRMFA}, func(msg string) {
+		p.renderError(w, r, &pageError{status: http.StatusForbidden, msg: msg})
+	})
 }
 
 func (p *Provider) renderLoginTOTP(w http.ResponseWriter, r *http.Request, status int, page loginTOTPPage) {

@@ -40,6 +40,9 @@ func (p *Provider) newUserSet(list []User, prev *userSet) (*userSet, error) {
 		if _, dup := us.bySubject[u.Subject]; dup {
 			return nil, fmt.Errorf("idp: user %q: subject %q is used by another user", u.Username, u.Subject)
 		}
+		if !checkRequire(u.Require) {
+			return nil, fmt.Errorf("idp: user %q: require %q is not %q or %q", u.Username, u.Require, RequirePasskey, RequirePasskeyOrOTP)
+		}
 		if _, ok := u.Claims["sub"]; ok {
 			return nil, fmt.Errorf("idp: user %q: the sub claim comes from the subject, not from claims", u.Username)
 		}

@@ -1,0 +1,95 @@
+package idp
+
+import (
+	"testing"
+
+	"github.com/go-webauthn/webauthn/protocol"
+)
+
+func TestACRFor(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		amr  []string
+		want string
+	}{
+		{"password", []string{AMRPassword}, ""},
+		{"password and code", []string{AMRPassword, AMROTP}, ACRMFA},
+		{"device-bound passkey", []string{AMRHardware, AMRMFA}, ACRPhishingResistantHardware},
+		{"device-bound passkey without user verification", []string{AMRHardware}, ACRPhishingResistantHardware},
+		{"synced passkey", []string{AMRSoftware, AMRMFA}, ACRPhishingResistant},
+		{"none", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := acrFor(tc.amr); got != tc.want {
+				t.Errorf("acrFor(%v) = %q, want %q", tc.amr, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPasskeyAMR(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags protocol.AuthenticatorFlags
+		want  string
+	}{
+		{"device-bound, verified", protocol.FlagUserPresent | protocol.FlagUserVerified, "[hwk mfa]"},
+		{"device-bound, presence only", protocol.FlagUserPresent, "[hwk]"},
+		{"synced, verified", protocol.FlagUserPresent | protocol.FlagUserVerified | protocol.FlagBackupEligible | protocol.FlagBackupState, "[swk mfa]"},
+		{"backup eligible, not yet backed up", protocol.FlagUserPresent | protocol.FlagBackupEligible, "[swk]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := fmtList(passkeyAMR(tc.flags)); got != tc.want {
+				t.Errorf("passkeyAMR = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func fmtList(l []string) string {
+	s := "["
+	for i, v := range l {
+		if i > 0 {
+			s += " "
+		}
+		s += v
+	}
+	return s + "]"
+}
+
+func TestRequestLevel(t *testing.T) {
+	for _, tc := range []struct {
+		values []string
+		want   int
+	}{
+		{nil, 0},
+		{[]string{"urn:example:unknown"}, 0},
+		{[]string{"phrh"}, 3},
+		{[]string{"phrh", "phr"}, 2}, // either will do: the lower
+		{[]string{"urn:example:unknown", ACRMFA}, 1},
+	} {
+		if got := requestLevel(tc.values); got != tc.want {
+			t.Errorf("requestLevel(%v) = %d, want %d", tc.values, got, tc.want)
+		}
+	}
+}
+
+func FuzzPasskeyName(f *testing.F) {
+	for _, s := range []string{"laptop", "", " \t", "a\x00b", "ключ", string(make([]byte, 300))} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		name, problem := passkeyName(s)
+		if problem != "" {
+			return
+		}
+		if name == "" || len([]rune(name)) > maxPasskeyName {
+			t.Fatalf("passkeyName(%q) = %q accepted", s, name)
+		}
+		for _, r := range name {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("passkeyName(%q) = %q has a control character", s, name)
+			}
+		}
+	})
+}
