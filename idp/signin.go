@@ -20,10 +20,6 @@ type signIn struct {
 	ACR  string
 }
 
-func (s *session) signIn() signIn {
-	return signIn{Time: s.AuthTime, SID: s.SID, AMR: s.AMR, ACR: s.ACR}
-}
-
 func (g *codeGrant) signIn() signIn {
 	return signIn{Time: g.AuthTime, SID: g.SID, AMR: g.AMR, ACR: g.ACR}
 }
