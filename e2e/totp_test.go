@@ -230,9 +230,7 @@ var totpClusterTemplate = template.Must(template.New("Caddyfile").Parse(`{
 
 http://127.0.0.1:{{.Port}} {
 	oidc_provider {{.Issuer}} {
-		store redis {
-			address {{.Redis}}
-		}
+		{{.Store}}
 		client demo-app {
 			secret {env.{{.SecretEnv}}}
 			redirect_uri {{.RedirectURI}}
@@ -245,12 +243,28 @@ http://127.0.0.1:{{.Port}} {
 }
 `))
 
-// TestTOTPCluster: two nodes on one redis-server accept a code once
-// between them: bob signs in at node A with a code, and the same code at
-// node B is refused.
+// TestTOTPCluster: two nodes sharing a store accept a code once between
+// them: bob signs in at node A with a code, and the same code at node B
+// is refused. The store is a redis-server, or Caddy's storage in a folder
+// both nodes use (`store storage`), where each node's login throttle is
+// its own memory: the record of the used code is in the store.
 func TestTOTPCluster(t *testing.T) {
 	t.Parallel()
-	redis := redistest.Start(t)
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		redis := redistest.Start(t)
+		totpCluster(t, "store redis {\n\t\t\taddress "+redis.Addr+"\n\t\t}", "")
+	})
+	t.Run("storage", func(t *testing.T) {
+		t.Parallel()
+		totpCluster(t, "store storage", t.TempDir())
+	})
+}
+
+// totpCluster runs TestTOTPCluster on two nodes whose provider has the
+// store directive store; a shared folder, if not "", is the Caddy
+// storage of both.
+func totpCluster(t *testing.T, store, shared string) {
 	var ports [2]int
 	var sites [2]string
 	for i := range ports {
@@ -259,9 +273,13 @@ func TestTOTPCluster(t *testing.T) {
 	}
 	for i := range ports {
 		node := caddytest.New(t, secretEnv+"="+clientSecret)
+		storage := node.Storage
+		if shared != "" {
+			storage = shared
+		}
 		node.WriteConfig(t, totpClusterTemplate, map[string]any{
-			"Admin": node.AdminAddr, "Storage": node.Storage, "Port": ports[i], "Issuer": sites[0],
-			"Redis": redis.Addr, "SecretEnv": secretEnv, "RedirectURI": redirectURI, "Hash": passwordHash, "TOTP": bobTOTP,
+			"Admin": node.AdminAddr, "Storage": storage, "Port": ports[i], "Issuer": sites[0],
+			"Store": store, "SecretEnv": secretEnv, "RedirectURI": redirectURI, "Hash": passwordHash, "TOTP": bobTOTP,
 		})
 		node.Ready = []string{sites[i] + "/.well-known/openid-configuration"}
 		node.Start(t)

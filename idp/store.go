@@ -73,7 +73,9 @@ type Swapper interface {
 // otherwise changes nothing and reports false. Of several Adds of one key,
 // at most one succeeds, across every process that shares the store. It
 // keeps the jti of a client assertion one-time (RFC 7523 §3 item 7); a
-// provider with a private_key_jwt client needs a store that has it.
+// provider with a private_key_jwt client needs a store that has it. It
+// also records accepted TOTP codes (totp.go), which without it only the
+// login throttle's store records.
 type Adder interface {
 	Add(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error)
 }

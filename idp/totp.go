@@ -30,7 +30,10 @@ import (
 // the otpauth URI: HMAC-SHA1, 6 digits, a 30-second step. A code is
 // accepted one step early or late (§5.2 recommends at most one step of
 // network delay), and each (user, step) only once: §5.2 forbids accepting
-// an OTP a second time once it was accepted.
+// an OTP a second time once it was accepted. The claim of a step is an
+// entry in the store (totpused/<digest of sub and step>), added only if
+// absent ([Adder]), so every node sharing the store refuses a code that
+// another accepted.
 
 // PathTOTP is the page where a signed-in user enrols TOTP or removes it,
 // and PathLoginTOTP the second step of the login page, asking for the
@@ -175,15 +178,31 @@ func (p *Provider) matchTOTP(secret, code string) int64 {
 	return found
 }
 
+// totpUsedTTL is how long the record of a used code is kept: the code of
+// step s is accepted until step s+totpSkew ends, at most
+// (2*totpSkew+1) periods after it was first accepted, and one period more
+// covers nodes whose clocks differ.
+const totpUsedTTL = time.Duration(2*totpSkew+2) * totpPeriod * time.Second
+
+// totpUsedKey is the store key recording that sub's code of step was
+// accepted: a digest, so that the store holds neither subject nor step.
+func totpUsedKey(sub string, step int64) string {
+	return "totpused/" + hashKey("authgate totp step\x00"+sub+"\x00"+strconv.FormatInt(step, 10))
+}
+
 // claimStep marks the code of sub's time step as used, and reports
-// false if it already was (RFC 6238 §5.2). It is the throttle store's
-// atomic check-and-count: a key with no free attempt, whose first count
-// makes every later one wait until the code has left the accepted
-// window. Across nodes it is as atomic as the login throttle: in Redis,
-// every node sees the claim.
+// false if it already was (RFC 6238 §5.2). With an [Adder] store, the
+// claim is an entry added to the store: of the nodes that share it, one
+// alone accepts the code. A store without Adder leaves it to the login
+// throttle's atomic check-and-count (a key with no free attempt, whose
+// first count makes every later one wait until the code has left the
+// accepted window), which is one-time only as far as the throttle store
+// is shared.
 func (p *Provider) claimStep(ctx context.Context, sub string, step int64) (bool, error) {
-	window := time.Duration(2*totpSkew+2) * totpPeriod * time.Second
-	key := ThrottleKey{Key: "totp-step:" + hashKey(sub) + ":" + strconv.FormatInt(step, 10), Limit: ThrottleLimit{Free: 0, Base: window, Max: window}}
+	if a, ok := p.store.(Adder); ok {
+		return a.Add(ctx, totpUsedKey(sub, step), []byte{1}, totpUsedTTL)
+	}
+	key := ThrottleKey{Key: "totp-step:" + hashKey(sub) + ":" + strconv.FormatInt(step, 10), Limit: ThrottleLimit{Free: 0, Base: totpUsedTTL, Max: totpUsedTTL}}
 	wait, err := p.throttle.Reserve(ctx, p.now(), []ThrottleKey{key})
 	if err != nil {
 		return false, err

@@ -285,6 +285,13 @@ func TestTOTPConcurrentCodeOnce(t *testing.T) {
 	ts := newServer(t, nil)
 	secret, _ := enrol(t, ts)
 	ts.clock.Advance(30 * time.Second)
+	concurrentCodeOnce(t, ts, secret)
+}
+
+// concurrentCodeOnce sends the current code of secret from 4 browsers at
+// once, each at its own code step: exactly one signs in.
+func concurrentCodeOnce(t *testing.T, ts *testServer, secret string) {
+	t.Helper()
 	code := codeAt(t, secret, ts.clock.Now())
 	var browsers []*http.Client
 	var csrf []string
@@ -314,6 +321,75 @@ func TestTOTPConcurrentCodeOnce(t *testing.T) {
 	if n != 1 {
 		t.Fatalf("one code signed in %d times (%v)", n, statuses)
 	}
+}
+
+// TestTOTPCodeOnceAcrossNodes: two providers sharing a store, each with
+// its own (memory) login throttle, as two nodes on `store storage`: a
+// code accepted at one is refused at the other, and sent from browsers at
+// both at once it signs in once.
+func TestTOTPCodeOnceAcrossNodes(t *testing.T) {
+	operator := func(c *idp.Config) { c.Users[0].TOTPSecret = operatorSecret }
+	a := newServer(t, operator)
+	b := newServerWithStore(t, operator, func(idp.Store) idp.Store { return a.Store })
+	code := codeAt(t, operatorSecret, a.clock.Now())
+	resp, body := codeStep(t, a, passwordStep(t, a), code)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("node A: %d %s", resp.StatusCode, body)
+	}
+	resp, body = codeStep(t, b, passwordStep(t, b), code)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "already used") {
+		t.Fatalf("node B, the same code: %d %s", resp.StatusCode, body)
+	}
+
+	a.clock.Advance(30 * time.Second)
+	b.clock.Advance(30 * time.Second)
+	code = codeAt(t, operatorSecret, a.clock.Now())
+	var wg sync.WaitGroup
+	var statuses [4]int
+	for i := range statuses {
+		ts := []*testServer{a, b}[i%2]
+		c := passwordStep(t, ts)
+		_, body := page(t, c, ts, idp.PathLoginTOTP)
+		tok := csrfOf(t, body)
+		wg.Go(func() {
+			resp, err := c.PostForm(ts.URL+idp.PathLoginTOTP, url.Values{"csrf_token": {tok}, "code": {code}})
+			if err == nil {
+				resp.Body.Close()
+				statuses[i] = resp.StatusCode
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, st := range statuses {
+		if st == http.StatusSeeOther {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("one code sent to both nodes signed in %d times (%v)", n, statuses)
+	}
+}
+
+// noAdder hides the store's Add: a store that cannot add atomically.
+type noAdder struct{ idp.Store }
+
+// TestTOTPCodeOnceWithoutAdder: on a store without idp.Adder the login
+// throttle records used codes, so one node still accepts a code once.
+func TestTOTPCodeOnceWithoutAdder(t *testing.T) {
+	ts := newServerWithStore(t, func(c *idp.Config) { c.Users[0].TOTPSecret = operatorSecret },
+		func(s idp.Store) idp.Store { return noAdder{s} })
+	code := codeAt(t, operatorSecret, ts.clock.Now())
+	resp, body := codeStep(t, ts, passwordStep(t, ts), code)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("first use: %d %s", resp.StatusCode, body)
+	}
+	resp, body = codeStep(t, ts, passwordStep(t, ts), code)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "already used") {
+		t.Fatalf("replayed code: %d %s", resp.StatusCode, body)
+	}
+	ts.clock.Advance(30 * time.Second)
+	concurrentCodeOnce(t, ts, operatorSecret)
 }
 
 func TestTOTPRemove(t *testing.T) {

@@ -27,9 +27,10 @@ func Run(t *testing.T, newStore func(t *testing.T) idp.ThrottleStore) {
 }
 
 // Claim reserves, from 50 goroutines at once spread over stores, a key
-// with no free attempt, as the provider claims a TOTP code's time step
-// (RFC 6238 §5.2: a code is accepted once): exactly one gets through, and
-// the next only once the key's wait is over.
+// with no free attempt, as a provider whose store has no [idp.Adder]
+// claims a TOTP code's time step (RFC 6238 §5.2: a code is accepted
+// once): exactly one gets through, and the next only once the key's wait
+// is over.
 func Claim(t *testing.T, stores ...idp.ThrottleStore) {
 	window := 2 * time.Minute
 	keys := []idp.ThrottleKey{{Key: "totp-step:claim-test:56666666", Limit: idp.ThrottleLimit{Free: 0, Base: window, Max: window}}}
