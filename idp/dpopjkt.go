@@ -3,6 +3,7 @@ package idp
 import (
 	"crypto/hmac"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/url"
 
@@ -89,9 +90,11 @@ func codeBinding(g codeGrant, c *client) *Error {
 	case g.DPoPJKT == "":
 		return nil
 	case c.dpopJKT == "":
-		return oauthErr(ErrInvalidGrant, "the code is bound to a DPoP key (dpop_jkt): send a DPoP proof of that key")
+		return &Error{Code: ErrInvalidGrant, Description: "the code is bound to a DPoP key (dpop_jkt): send a DPoP proof of that key",
+			Cause: fmt.Errorf("client %q presented a code bound to a DPoP key without a proof", c.ID)}
 	case !hmac.Equal([]byte(g.DPoPJKT), []byte(c.dpopJKT)):
-		return oauthErr(ErrInvalidGrant, "the code is bound to another DPoP key than the proof's")
+		return &Error{Code: ErrInvalidGrant, Description: "the code is bound to another DPoP key than the proof's",
+			Cause: fmt.Errorf("client %q presented a code bound to a DPoP key with a proof of another key", c.ID)}
 	}
 	return nil
 }
