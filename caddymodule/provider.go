@@ -179,7 +179,7 @@ type Provider struct {
 	// name).
 	RequirePushedAuthorizationRequests bool `json:"require_pushed_authorization_requests,omitempty"`
 
-	// DPoPNonce makes the token endpoint require a nonce of its own in
+	// DPoPNonce makes the token and PAR endpoints require a nonce of its own in
 	// DPoP proofs (RFC 9449 §8): stateless, shared by every node with
 	// the same cookie keys, and new every DPoPNonceLifetime. Default:
 	// off.

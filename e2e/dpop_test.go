@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -177,6 +178,68 @@ func resource(t testing.TB, target, scheme, token, proof string) (*http.Response
 	return resp, caddytest.ReadBody(t, resp)
 }
 
+// push posts form to the pushed authorization request endpoint as the
+// public client spa, with a proof; a use_dpop_nonce answer is retried
+// once with the nonce it hands out (RFC 9449 §8).
+func (c *dpopClient) push(t testing.TB, issuer string, form url.Values) (int, map[string]any) {
+	t.Helper()
+	target := issuer + idp.PathPushedAuthorization
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(testContext(t), http.MethodPost, target, strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("DPoP", c.proof(t, http.MethodPost, target, ""))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		json.Unmarshal([]byte(caddytest.ReadBody(t, resp)), &body)
+		if n := resp.Header.Get("DPoP-Nonce"); n != "" {
+			c.nonce = n
+		}
+		if resp.StatusCode == http.StatusBadRequest && body["error"] == "use_dpop_nonce" && attempt == 0 {
+			c.challenges++
+			continue
+		}
+		return resp.StatusCode, body
+	}
+}
+
+// jkt is the RFC 7638 SHA-256 thumbprint of c's key, base64url.
+func (c *dpopClient) jkt(t testing.TB) string {
+	t.Helper()
+	sum, err := (&jose.JSONWebKey{Key: &c.key.PublicKey}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(sum)
+}
+
+// spaCode sends a fresh browser to the authorization endpoint with q,
+// logs alice in, and returns the code the provider sends back.
+func spaCode(t testing.TB, issuer string, q url.Values) string {
+	t.Helper()
+	browser := caddytest.NewBrowser(t)
+	resp, err := browser.Get(issuer + idp.PathAuthorize + "?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caddytest.ReadBody(t, resp)
+	loginURL, err := resp.Location()
+	if err != nil {
+		t.Fatalf("authorize: status %d, no redirect", resp.StatusCode)
+	}
+	back := caddytest.Login(t, browser, loginURL, "alice", password)
+	code := back.Query().Get("code")
+	if code == "" {
+		t.Fatalf("no code in %s", back)
+	}
+	return code
+}
+
 // wantRefused checks a 401 with a DPoP challenge carrying errCode and the
 // algorithms (RFC 9449 §7.1).
 func wantRefused(t testing.TB, what string, resp *http.Response, errCode string) {
@@ -193,7 +256,8 @@ func wantRefused(t testing.TB, what string, resp *http.Response, errCode string)
 // challenge), work with their key at userinfo and at the gateway, and are
 // refused there when stolen (presented as Bearer, or with another key),
 // and so is a replayed proof; the public client's refresh token works only
-// with its key, and is reused.
+// with its key, and is reused; a code bound to the public client's key,
+// by dpop_jkt or by a proof on a pushed request, is refused with another.
 func TestDPoP(t *testing.T) {
 	t.Parallel()
 	s := newEmptySite(t)
@@ -308,6 +372,63 @@ func TestDPoP(t *testing.T) {
 			if res.status != 200 || res.str("token_type") != "DPoP" || res.str("refresh_token") != rt {
 				t.Fatalf("refresh %d with the key: %d %v; want the same refresh token back (reuse)", i, res.status, res.body)
 			}
+		}
+	})
+
+	t.Run("code bound to a key", func(t *testing.T) {
+		// RFC 9449 §10: dpop_jkt at the authorization endpoint binds the
+		// code; §10.1: so does a proof on a pushed request.
+		spa := newDPoPClient(t)
+		verifier := strings.Repeat("b", 50)
+		sum := sha256.Sum256([]byte(verifier))
+		q := url.Values{
+			"client_id": {"spa"}, "redirect_uri": {"http://spa.test/callback"}, "response_type": {"code"},
+			"scope": {"openid api"}, "state": {"st"},
+			"code_challenge": {base64.RawURLEncoding.EncodeToString(sum[:])}, "code_challenge_method": {"S256"},
+		}
+		exchange := func(code string) url.Values {
+			return url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {"http://spa.test/callback"},
+				"code_verifier": {verifier}, "client_id": {"spa"}}
+		}
+
+		front := url.Values{"dpop_jkt": {spa.jkt(t)}}
+		for k, v := range q {
+			front[k] = v
+		}
+		res := thief.token(t, s.issuer, "spa", "", exchange(spaCode(t, s.issuer, front)), true)
+		if res.status != 400 || res.str("error") != "invalid_grant" {
+			t.Fatalf("code bound by dpop_jkt, the thief's key: %d %q; want 400 invalid_grant", res.status, res.str("error"))
+		}
+
+		status, body := spa.push(t, s.issuer, q)
+		requestURI, _ := body["request_uri"].(string)
+		if status != http.StatusCreated || requestURI == "" || spa.challenges != 1 {
+			t.Fatalf("push with a proof: %d %v after %d nonce challenges; want 201 after 1", status, body, spa.challenges)
+		}
+		code := spaCode(t, s.issuer, url.Values{"client_id": {"spa"}, "request_uri": {requestURI}})
+		if res := thief.token(t, s.issuer, "spa", "", exchange(code), true); res.status != 400 || res.str("error") != "invalid_grant" {
+			t.Fatalf("code bound by the push's proof, the thief's key: %d %q; want 400 invalid_grant", res.status, res.str("error"))
+		}
+		status, body = spa.push(t, s.issuer, q)
+		requestURI, _ = body["request_uri"].(string)
+		if status != http.StatusCreated {
+			t.Fatalf("second push: %d %v", status, body)
+		}
+		code = spaCode(t, s.issuer, url.Values{"client_id": {"spa"}, "request_uri": {requestURI}})
+		res = spa.token(t, s.issuer, "spa", "", exchange(code), true)
+		if res.status != 200 || res.str("token_type") != "DPoP" {
+			t.Fatalf("code bound by the push's proof, its key: %d %v", res.status, res.body)
+		}
+		parts := strings.Split(res.str("access_token"), ".")
+		payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		var claims struct {
+			Cnf struct {
+				JKT string `json:"jkt"`
+			} `json:"cnf"`
+		}
+		json.Unmarshal(payload, &claims)
+		if claims.Cnf.JKT != spa.jkt(t) {
+			t.Errorf("cnf.jkt %q, want the key's thumbprint %q", claims.Cnf.JKT, spa.jkt(t))
 		}
 	})
 }

@@ -39,6 +39,8 @@ type authRequest struct {
 	Account string `json:"ac,omitempty"`
 	// ACRValues are the request's acr_values (acr.go).
 	ACRValues []string `json:"acr,omitempty"`
+	// DPoPJKT is the dpop_jkt the code is bound to (RFC 9449 §10).
+	DPoPJKT string `json:"jkt,omitempty"`
 }
 
 // codeGrant is what an authorization code stands for, kept in the Store
@@ -56,6 +58,7 @@ type codeGrant struct {
 	AMR         []string `json:"amr,omitempty"`
 	ACR         string   `json:"acr,omitempty"`
 	Expires     int64    `json:"exp"`
+	DPoPJKT     string   `json:"dpop_jkt,omitempty"` // RFC 9449 §10
 }
 
 // parseAuthorizeRequest reads and checks the parameters of an authorization
@@ -109,7 +112,7 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 		req.Mode = m[0]
 	}
 	if name := repeated(q, "state", "response_type", "response_mode", "scope", "nonce", "code_challenge",
-		"code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "request", "request_uri", "acr_values"); name != "" {
+		"code_challenge_method", "prompt", "max_age", "login_hint", "id_token_hint", "request", "request_uri", "acr_values", paramDPoPJKT); name != "" {
 		return req, c, oauthErr(ErrInvalidRequest, "parameter "+name+" is given more than once")
 	}
 	if q.Has("request") {
@@ -168,6 +171,13 @@ func (p *Provider) parseAuthorizeRequest(q url.Values) (*authRequest, *client, e
 		if !validVerifier(req.Challenge) {
 			return req, c, oauthErr(ErrInvalidRequest, "code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]")
 		}
+	}
+
+	if jkt := q.Get(paramDPoPJKT); jkt != "" {
+		if !validJKT(jkt) {
+			return req, c, oauthErr(ErrInvalidRequest, "dpop_jkt must be a JWK SHA-256 thumbprint: 43 characters of base64url")
+		}
+		req.DPoPJKT = jkt
 	}
 
 	if pr := q.Get("prompt"); pr != "" {
@@ -344,6 +354,7 @@ func (p *Provider) finishAuthorize(w http.ResponseWriter, r *http.Request, req *
 		AMR:         sess.AMR,
 		ACR:         sess.ACR,
 		Expires:     p.now().Add(p.codeTTL).Unix(),
+		DPoPJKT:     req.DPoPJKT,
 	}
 	data, _ := json.Marshal(grant)
 	if err := p.store.Put(r.Context(), codeKey(code), data, p.codeTTL); err != nil {

@@ -155,7 +155,7 @@ type Config struct {
 	// crypto/rand.Reader.
 	Rand io.Reader
 
-	// DPoPNonce makes the token endpoint require a nonce of its own in
+	// DPoPNonce makes the token and PAR endpoints require a nonce of its own in
 	// DPoP proofs (RFC 9449 §8): a proof without a current one gets
 	// use_dpop_nonce and the nonce in the DPoP-Nonce header. Nonces are
 	// stateless (a MAC of a time slot under a key derived from

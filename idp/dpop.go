@@ -63,6 +63,7 @@ type confirmation struct {
 type dpopState struct {
 	tokenURL    *url.URL
 	userinfoURL *url.URL
+	parURL      *url.URL
 	nonceKey    []byte        // HMAC key of nonces; nil: nonces are not required
 	nonceSlot   time.Duration // a nonce is good for this long, and at most twice as long
 }
@@ -74,6 +75,9 @@ func (p *Provider) newDPoPState(cfg Config) (*dpopState, error) {
 		return nil, err
 	}
 	if d.userinfoURL, err = url.Parse(p.url(PathUserinfo)); err != nil {
+		return nil, err
+	}
+	if d.parURL, err = url.Parse(p.url(PathPushedAuthorization)); err != nil {
 		return nil, err
 	}
 	if cfg.DPoPNonceLifetime < 0 {
@@ -122,26 +126,14 @@ func (d *dpopState) nonceCheck(now time.Time) func(string) bool {
 // client that requires DPoP must send one. With nonces on, every answer
 // to a request with a proof carries the current nonce (§8, §8.2).
 func (p *Provider) tokenDPoP(w http.ResponseWriter, r *http.Request, c *client) (*client, *Error) {
-	raw, err := dpop.FromHeader(r.Header)
-	if err != nil {
-		return nil, &Error{Code: ErrInvalidDPoPProof, Description: "the DPoP header is invalid", Cause: err}
-	}
-	if raw == "" {
-		if c.RequireDPoP {
-			return nil, oauthErr(ErrInvalidDPoPProof, "this client must send a DPoP proof")
-		}
+	proof, oe := p.checkProof(w, r, p.dpop.tokenURL)
+	switch {
+	case oe != nil:
+		return nil, oe
+	case proof == nil && c.RequireDPoP:
+		return nil, oauthErr(ErrInvalidDPoPProof, "this client must send a DPoP proof")
+	case proof == nil:
 		return c, nil
-	}
-	now := p.now()
-	if p.dpop.nonceKey != nil {
-		w.Header().Set(dpop.NonceHeader, p.dpop.nonce(now))
-	}
-	proof, err := dpop.Verify(raw, dpop.Check{Method: r.Method, URL: p.dpop.tokenURL, Now: now, Nonce: p.dpop.nonceCheck(now)})
-	if oe := dpopErr(err); oe != nil {
-		return nil, oe
-	}
-	if oe := p.dpopOnce(r.Context(), proof); oe != nil {
-		return nil, oe
 	}
 	bound := *c
 	bound.dpopJKT = proof.JKT

@@ -116,6 +116,10 @@ func (p *Provider) servePushedAuthorization(w http.ResponseWriter, r *http.Reque
 			return
 		}
 	}
+	if oe := p.pushedDPoP(w, r, form); oe != nil {
+		p.tokenError(w, r, oe)
+		return
+	}
 	requestURI := requestURIPrefix + p.randomString(32)
 	data, _ := json.Marshal(pushedRequest{ClientID: c.ID, Params: form, Expires: p.now().Add(PushedRequestLifetime).Unix()})
 	if err := p.store.Put(r.Context(), pushedKey(c.ID, requestURI), data, PushedRequestLifetime); err != nil {

@@ -330,6 +330,9 @@ func (p *Provider) exchangeCode(r *http.Request, c *client, t *tokenRequest) (*t
 	if oe := checkPKCE(g.Challenge, g.Method, t); oe != nil {
 		return nil, oe
 	}
+	if oe := codeBinding(g, c); oe != nil {
+		return nil, oe
+	}
 	user := p.activeUser(g.Subject)
 	if user == nil {
 		return nil, oauthErr(ErrInvalidGrant, "the user no longer exists or is disabled")
