@@ -37,6 +37,11 @@ type authRequest struct {
 	// Account marks a login for an account page (account.go): the path
 	// of the page to return to, which the provider sealed itself.
 	Account string `json:"ac,omitempty"`
+	// ConsentSID is set only on a request sealed for the consent page:
+	// the session that passed every check of the request (login,
+	// max_age, prompt, id_token_hint, acr), which alone may consent to
+	// it. A request sealed for the login page cannot be taken there.
+	ConsentSID string `json:"cs,omitempty"`
 	// ACRValues are the request's acr_values (acr.go).
 	ACRValues []string `json:"acr,omitempty"`
 	// DPoPJKT is the dpop_jkt the code is bound to (RFC 9449 §10).

@@ -2,7 +2,9 @@ package idp
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -49,7 +51,9 @@ func (p *Provider) afterLogin(w http.ResponseWriter, r *http.Request, req *authR
 			p.redirectWithError(w, r, req, oauthErr(ErrConsentRequired, "the user has not consented"))
 			return
 		}
-		sealed, err := p.encodeAuthRequest(req)
+		forConsent := *req
+		forConsent.ConsentSID = sess.SID
+		sealed, err := p.encodeAuthRequest(&forConsent)
 		if err != nil {
 			p.log.ErrorContext(r.Context(), "sealing consent request", "error", err)
 			p.renderError(w, r, &pageError{status: http.StatusInternalServerError, msg: "The consent page could not be shown."})
@@ -94,13 +98,19 @@ func (p *Provider) serveConsent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, err := p.decodeAuthRequest(raw)
+	if err == nil && req.ConsentSID == "" {
+		err = errors.New("idp: not a consent request") // one sealed for the login page
+	}
 	if err != nil {
 		p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "This consent link is invalid or has expired. Go back to the application and sign in again."})
 		return
 	}
 	c := p.clients[req.ClientID]
 	sess := p.readSession(r)
-	if sess == nil {
+	if sess == nil || subtle.ConstantTimeCompare([]byte(sess.SID), []byte(req.ConsentSID)) != 1 {
+		// Signed out, or another sign-in since: the request goes through
+		// the login page's checks again.
+		req.ConsentSID = ""
 		p.redirectToLogin(w, r, req)
 		return
 	}

@@ -453,3 +453,78 @@ func TestFamilyRevocationReachesAccessTokens(t *testing.T) {
 		}
 	})
 }
+
+// TestConsentTakesOnlyConsentRequests: the login page's sealed request,
+// replayed at the consent page by a user who is signed in, gets no code
+// (it would skip prompt=login, max_age and the sign-in requirements that
+// sent the user to the login page), and a consent request is good only
+// for the session it was made for.
+func TestConsentTakesOnlyConsentRequests(t *testing.T) {
+	ts := newServer(t, func(c *idp.Config) { c.Clients[0].RequireConsent = true })
+	c := browser(t)
+	_, ch := pkce("v")
+	login(t, ts, c, promptLogin(ch), "alice", testPassword)
+
+	// prompt=login sends the signed-in user to the login page...
+	q := authorizeParams(ch)
+	q.Set("prompt", "login")
+	resp := authorize(t, ts, c, q)
+	loc := resp.Header.Get("Location")
+	if !strings.Contains(loc, "/account/login") {
+		t.Fatalf("prompt=login: redirected to %s, want the login page", loc)
+	}
+	sealed := mustParse(t, resolve(ts.URL, loc)).Query().Get("request")
+	// ...whose request, taken to the consent page, is refused.
+	for _, method := range []string{http.MethodGet, http.MethodPost} {
+		var resp *http.Response
+		var err error
+		if method == http.MethodGet {
+			resp, err = c.Get(ts.URL + "/account/consent?" + url.Values{"request": {sealed}}.Encode())
+		} else {
+			form := loginForm(t, c, ts.URL, loc)
+			form.Set("decision", "allow")
+			resp, err = c.PostForm(ts.URL+"/account/consent", form)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if resp.StatusCode != http.StatusBadRequest || strings.Contains(resp.Header.Get("Location"), "code=") {
+			t.Fatalf("%s consent with the login page's request: %d to %q; want 400 and no code: %s", method, resp.StatusCode, resp.Header.Get("Location"), body)
+		}
+	}
+
+	// A consent request made for one session sends another to the login page.
+	resp = authorize(t, ts, c, authorizeParams(ch))
+	consentLoc := resp.Header.Get("Location")
+	if !strings.Contains(consentLoc, "/account/consent") {
+		t.Fatalf("want the consent page, redirected to %s", consentLoc)
+	}
+	other := browser(t)
+	login(t, ts, other, promptLogin(ch), "alice", testPassword)
+	resp, err := other.Get(resolve(ts.URL, consentLoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if l := resp.Header.Get("Location"); !strings.Contains(l, "/account/login") {
+		t.Fatalf("another session's consent request: %d to %q; want the login page", resp.StatusCode, l)
+	}
+}
+
+// promptLogin is an authorization request that always lands on the login
+// page (prompt=login).
+func promptLogin(ch string) url.Values {
+	q := authorizeParams(ch)
+	q.Set("prompt", "login")
+	return q
+}
+
+func mustParse(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
