@@ -129,7 +129,9 @@ func newCheckSession(clients map[string]*client) *checkSession {
 		// Any page may frame it, so it sends no X-Frame-Options: listing
 		// the clients' origins here would tell anyone which apps sign in
 		// with this provider, and the page has nothing to click and
-		// answers only the origins registered for a client.
+		// answers only the origins registered for a client. Its hashes of
+		// (client_id, origin) pairs list nothing, but do confirm a guess
+		// of a pair: client ids and origins are not secrets.
 		csp: "default-src 'none'; script-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
 			"'; frame-ancestors *; base-uri 'none'; form-action 'none'",
 	}
