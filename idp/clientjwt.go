@@ -341,18 +341,45 @@ func (p *Provider) authenticateAssertion(t *tokenRequest) (*client, *Error) {
 	if err := p.checkAssertionClaims(claims, now); err != nil {
 		return nil, fail("client %q: %w", id, err)
 	}
-	// RFC 7523 §3 item 7: the jti is used once; it is remembered until the
-	// assertion would be refused as expired anyway. Add is one atomic
-	// write, so two nodes sharing the store cannot both accept it.
 	ttl := claims.Expiry.Time().Add(ClientAssertionLeeway).Sub(now)
-	added, err := p.store.(Adder).Add(t.ctx, assertionJTIKey(id, claims.ID), []byte{1}, max(ttl, time.Second))
-	if err != nil {
-		return nil, unavailable("the client assertion could not be checked", err)
+	t.assertionJTI = &pendingJTI{clientID: id, key: assertionJTIKey(id, claims.ID), ttl: max(ttl, time.Second)}
+	if t.deferJTI {
+		return c, nil
 	}
-	if !added {
-		return nil, fail("client %q: client assertion replayed (jti already used)", id)
+	if oe := p.spendAssertion(t); oe != nil {
+		return nil, oe
 	}
 	return c, nil
+}
+
+// pendingJTI is the jti of a client assertion that passed its checks and
+// is yet to be recorded as used.
+type pendingJTI struct {
+	clientID, key string
+	ttl           time.Duration
+}
+
+// spendAssertion records the jti of the request's client assertion, if it
+// has one not yet recorded. RFC 7523 §3 item 7: the jti is used once; it
+// is remembered until the assertion would be refused as expired anyway.
+// Add is one atomic write, so two nodes sharing the store cannot both
+// accept it. An endpoint that sets deferJTI calls it once the request's
+// DPoP proof passed (RFC 9449 §8: a client retries with the same body and
+// a proof with the nonce), before it acts on the request.
+func (p *Provider) spendAssertion(t *tokenRequest) *Error {
+	j := t.assertionJTI
+	if j == nil {
+		return nil
+	}
+	t.assertionJTI = nil
+	added, err := p.store.(Adder).Add(t.ctx, j.key, []byte{1}, j.ttl)
+	if err != nil {
+		return unavailable("the client assertion could not be checked", err)
+	}
+	if !added {
+		return &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("client %q: client assertion replayed (jti already used)", j.clientID)}
+	}
+	return nil
 }
 
 // assertionJTIKey is the store key of a used client assertion's jti, per
