@@ -390,7 +390,9 @@ func assertionJTIKey(clientID, jti string) string {
 
 // verifyAssertion checks the assertion's signature with the client's
 // keys: those whose kid is the header's (every key if the header has none)
-// and that fit its alg.
+// and that fit its alg; if no key has the header's kid, those with no kid
+// that fit its alg (a client may register a key without a kid and still
+// name one). Never a key the assertion's header carries.
 func (p *Provider) verifyAssertion(ctx context.Context, c *client, jws *jose.JSONWebSignature) error {
 	h := jws.Signatures[0].Header
 	keys := c.keys.static
@@ -401,15 +403,25 @@ func (p *Provider) verifyAssertion(ctx context.Context, c *client, jws *jose.JSO
 		}
 	}
 	tried := false
-	for i := range keys {
-		k := &keys[i]
-		if h.KeyID != "" && k.KeyID != h.KeyID || k.Algorithm != "" && k.Algorithm != h.Algorithm || !keyFitsAlg(k.Key, h.Algorithm) {
-			continue
+	verify := func(named func(*jose.JSONWebKey) bool) bool {
+		for i := range keys {
+			k := &keys[i]
+			if !named(k) || k.Algorithm != "" && k.Algorithm != h.Algorithm || !keyFitsAlg(k.Key, h.Algorithm) {
+				continue
+			}
+			tried = true
+			if _, err := jws.Verify(k.Key); err == nil {
+				return true
+			}
 		}
-		tried = true
-		if _, err := jws.Verify(k.Key); err == nil {
-			return nil
-		}
+		return false
+	}
+	if verify(func(k *jose.JSONWebKey) bool { return h.KeyID == "" || k.KeyID == h.KeyID }) {
+		return nil
+	}
+	if h.KeyID != "" && !slices.ContainsFunc(keys, func(k jose.JSONWebKey) bool { return k.KeyID == h.KeyID }) &&
+		verify(func(k *jose.JSONWebKey) bool { return k.KeyID == "" }) {
+		return nil
 	}
 	if !tried {
 		return fmt.Errorf("no key of the client's JWKS has kid %q and fits alg %s", truncate(h.KeyID, 100), h.Algorithm)

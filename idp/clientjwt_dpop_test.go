@@ -2,6 +2,7 @@ package idp_test
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -85,6 +86,38 @@ func TestPrivateKeyJWTDPoPNonceRetry(t *testing.T) {
 			resp, body = postAssertionDPoP(t, ts, tc.path, tc.form, a, key.proof(t, ts.clock.Now(), "POST", target, "", nonce))
 			if resp.StatusCode != 401 || body["error"] != "invalid_client" {
 				t.Fatalf("replayed assertion: %d %v", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// TestPrivateKeyJWTKidlessKey: an assertion whose header names a kid is
+// checked with the client's keys that have none when no key has that kid;
+// never with a key in the header.
+func TestPrivateKeyJWTKidlessKey(t *testing.T) {
+	clientSigners(t)
+	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{
+		{Key: clientRSA.Public(), KeyID: "rsa"},
+		{Key: clientEC.Public()},
+	}})
+	ts := newServer(t, keyClient(func(c *idp.Client) { c.JWKS = set }))
+	for _, tc := range []struct {
+		name   string
+		kid    string
+		header map[jose.HeaderKey]any
+		key    *ecdsa.PrivateKey
+		want   int
+	}{
+		{"kid not registered", "ec-2026", nil, clientEC, 200},
+		{"no kid", "", nil, clientEC, 200},
+		{"kid of another key", "rsa", nil, clientEC, 401},
+		{"other key", "ec-2026", nil, otherEC, 401},
+		{"embedded jwk", "ec-2026", map[jose.HeaderKey]any{"jwk": jose.JSONWebKey{Key: otherEC.Public()}}, otherEC, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := signAssertion(t, tc.key, jose.ES256, tc.kid, assertionClaims(ts, "svc"), tc.header)
+			if resp, body := postAssertion(t, ts, "/connect/token", ccForm(), a); resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, body)
 			}
 		})
 	}
