@@ -84,11 +84,19 @@ func requestURI(r *http.Request) *url.URL {
 	return u
 }
 
-// cnfJKT is the cnf.jkt of a token's claims, or "".
-func cnfJKT(claims map[string]any) string {
-	cnf, _ := claims["cnf"].(map[string]any)
-	jkt, _ := cnf["jkt"].(string)
-	return jkt
+// cnfJKT is the cnf.jkt of a token's claims, "" for a token with no cnf.
+// ok is false for a token bound to what the gateway cannot check: a cnf
+// (RFC 7800) that is not an object whose one member is a jkt string, such
+// as the x5t#S256 of an mTLS-bound token (RFC 8705 §3.1). Such a token
+// must not pass as a bearer token.
+func cnfJKT(claims map[string]any) (jkt string, ok bool) {
+	v, present := claims["cnf"]
+	if !present {
+		return "", true
+	}
+	cnf, _ := v.(map[string]any)
+	jkt, _ = cnf["jkt"].(string)
+	return jkt, jkt != "" && len(cnf) == 1
 }
 
 // dpopReplays holds the one replaySet of the process, shared by every

@@ -208,3 +208,40 @@ func TestReplaySetSurvivesReload(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestGatewayUnknownConfirmation: a token with a cnf the gateway cannot
+// check (an mTLS x5t#S256 of RFC 8705, a jkt that is not a string, ...) is
+// bound to something it cannot verify: refused as invalid_token with
+// either scheme, never let through as a plain bearer token.
+func TestGatewayUnknownConfirmation(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
+	key := newTestDPoPKey(t)
+	now := time.Now()
+	htu := "http://gw.test/api"
+	for name, cnf := range map[string]any{
+		"x5t#S256":         map[string]any{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"},
+		"jkt and x5t#S256": map[string]any{"jkt": key.jkt(t), "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"},
+		"jkt a number":     map[string]any{"jkt": 42},
+		"jkt empty":        map[string]any{"jkt": ""},
+		"empty object":     map[string]any{},
+		"string":           "bound",
+		"null":             nil,
+		"array":            []any{map[string]any{"jkt": key.jkt(t)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			token := forge(t, map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "jti": name, "cnf": cnf})
+			for _, scheme := range []string{"Bearer", "DPoP", "Bearer"} { // the second Bearer: after a first refusal, nothing cached
+				proof := ""
+				if scheme == "DPoP" {
+					proof = key.proof(t, "GET", htu, token)
+				}
+				resp := dpopRequest(t, gw.URL+"/api", scheme, token, proof)
+				wa := resp.Header.Get("WWW-Authenticate")
+				if resp.StatusCode != 401 || !strings.HasPrefix(wa, scheme+" ") || !strings.Contains(wa, `error="invalid_token"`) {
+					t.Fatalf("%s: %d %q", scheme, resp.StatusCode, wa)
+				}
+			}
+		})
+	}
+}
