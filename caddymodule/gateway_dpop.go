@@ -13,6 +13,7 @@ package caddymodule
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,11 +73,28 @@ func (g *Gateway) dpopRefused(w http.ResponseWriter, r *http.Request, code, desc
 
 // requestURI is the URI the client addressed, as this server sees it: its
 // scheme, Host, and the path before any rewrite of Caddy's (handle_path,
-// uri strip_prefix), which a proof's htu names.
+// uri strip_prefix), which a proof's htu names. The scheme is that of the
+// connection, or, when Caddy found the request came from one of its
+// trusted_proxies, the X-Forwarded-Proto the proxy set (a TLS-terminating
+// load balancer): its last value, as Caddy's reverse_proxy reads it.
 func requestURI(r *http.Request) *url.URL {
 	u := &url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath}
 	if r.TLS != nil {
 		u.Scheme = "https"
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if vals := r.Header.Values("X-Forwarded-Proto"); len(vals) > 0 {
+			last := vals[len(vals)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			switch last = strings.TrimSpace(last); {
+			case strings.EqualFold(last, "https"):
+				u.Scheme = "https"
+			case strings.EqualFold(last, "http"):
+				u.Scheme = "http"
+			}
+		}
 	}
 	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
 		u.Path, u.RawPath = orig.URL.Path, orig.URL.RawPath

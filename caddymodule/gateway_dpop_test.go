@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -241,6 +242,51 @@ func TestGatewayUnknownConfirmation(t *testing.T) {
 				if resp.StatusCode != 401 || !strings.HasPrefix(wa, scheme+" ") || !strings.Contains(wa, `error="invalid_token"`) {
 					t.Fatalf("%s: %d %q", scheme, resp.StatusCode, wa)
 				}
+			}
+		})
+	}
+}
+
+// TestRequestURIForwardedProto: behind a TLS-terminating proxy that
+// Caddy's trusted_proxies lists, the htu scheme is its X-Forwarded-Proto;
+// from anyone else the header is ignored. The host is the Host header.
+func TestRequestURIForwardedProto(t *testing.T) {
+	tests := []struct {
+		name    string
+		trusted any // the trusted_proxy var: nil for unset
+		tls     bool
+		proto   []string
+		want    string
+	}{
+		{"direct http", false, false, nil, "http://api.test/x"},
+		{"direct https", false, true, nil, "https://api.test/x"},
+		{"untrusted client claims https", false, false, []string{"https"}, "http://api.test/x"},
+		{"untrusted client claims http", false, true, []string{"http"}, "https://api.test/x"},
+		{"no trusted_proxy var", nil, false, []string{"https"}, "http://api.test/x"},
+		{"trusted proxy, https", true, false, []string{"https"}, "https://api.test/x"},
+		{"trusted proxy, HTTPS", true, false, []string{"HTTPS"}, "https://api.test/x"},
+		{"trusted proxy, http", true, true, []string{"http"}, "http://api.test/x"},
+		{"trusted proxy, list: the last", true, false, []string{"http, https"}, "https://api.test/x"},
+		{"trusted proxy, two lines: the last", true, false, []string{"http", "https"}, "https://api.test/x"},
+		{"trusted proxy, junk", true, false, []string{"gopher"}, "http://api.test/x"},
+		{"trusted proxy, no header", true, true, nil, "https://api.test/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "http://api.test/x", nil)
+			if !tt.tls {
+				r.TLS = nil
+			} else if r.TLS == nil {
+				r.TLS = &tls.ConnectionState{}
+			}
+			r.Header["X-Forwarded-Proto"] = tt.proto
+			vars := map[string]any{}
+			if tt.trusted != nil {
+				vars[caddyhttp.TrustedProxyVarKey] = tt.trusted
+			}
+			r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, vars))
+			if got := requestURI(r).String(); got != tt.want {
+				t.Fatalf("%s, want %s", got, tt.want)
 			}
 		})
 	}
