@@ -35,7 +35,7 @@ type GatewayCORS struct {
 	Methods []string `json:"methods,omitempty"`
 
 	// Headers for Access-Control-Allow-Headers. Default: Authorization,
-	// Content-Type, X-Requested-With.
+	// Content-Type, X-Requested-With, DPoP (RFC 9449 proofs).
 	Headers []string `json:"headers,omitempty"`
 
 	// MaxAge is how long a browser may reuse a preflight answer
@@ -60,7 +60,7 @@ type GatewayCORS struct {
 // Defaults of the cors options.
 var (
 	defaultCORSMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
-	defaultCORSHeaders = []string{"Authorization", "Content-Type", "X-Requested-With"}
+	defaultCORSHeaders = []string{"Authorization", "Content-Type", "X-Requested-With", "DPoP"}
 )
 
 const defaultCORSMaxAge = 10 * time.Minute

@@ -96,7 +96,7 @@ func TestGatewayPreflight(t *testing.T) {
 			header: map[string]string{
 				"Access-Control-Allow-Origin":      spa,
 				"Access-Control-Allow-Methods":     "GET, HEAD, POST, PUT, PATCH, DELETE",
-				"Access-Control-Allow-Headers":     "Authorization, Content-Type, X-Requested-With",
+				"Access-Control-Allow-Headers":     "Authorization, Content-Type, X-Requested-With, DPoP",
 				"Access-Control-Max-Age":           "600",
 				"Access-Control-Allow-Credentials": "",
 				"Vary":                             "Origin",

@@ -13,6 +13,7 @@ package caddymodule
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,11 +73,28 @@ func (g *Gateway) dpopRefused(w http.ResponseWriter, r *http.Request, code, desc
 
 // requestURI is the URI the client addressed, as this server sees it: its
 // scheme, Host, and the path before any rewrite of Caddy's (handle_path,
-// uri strip_prefix), which a proof's htu names.
+// uri strip_prefix), which a proof's htu names. The scheme is that of the
+// connection, or, when Caddy found the request came from one of its
+// trusted_proxies, the X-Forwarded-Proto the proxy set (a TLS-terminating
+// load balancer): its last value, as Caddy's reverse_proxy reads it.
 func requestURI(r *http.Request) *url.URL {
 	u := &url.URL{Scheme: "http", Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath}
 	if r.TLS != nil {
 		u.Scheme = "https"
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if vals := r.Header.Values("X-Forwarded-Proto"); len(vals) > 0 {
+			last := vals[len(vals)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			switch last = strings.TrimSpace(last); {
+			case strings.EqualFold(last, "https"):
+				u.Scheme = "https"
+			case strings.EqualFold(last, "http"):
+				u.Scheme = "http"
+			}
+		}
 	}
 	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
 		u.Path, u.RawPath = orig.URL.Path, orig.URL.RawPath
@@ -84,11 +102,19 @@ func requestURI(r *http.Request) *url.URL {
 	return u
 }
 
-// cnfJKT is the cnf.jkt of a token's claims, or "".
-func cnfJKT(claims map[string]any) string {
-	cnf, _ := claims["cnf"].(map[string]any)
-	jkt, _ := cnf["jkt"].(string)
-	return jkt
+// cnfJKT is the cnf.jkt of a token's claims, "" for a token with no cnf.
+// ok is false for a token bound to what the gateway cannot check: a cnf
+// (RFC 7800) that is not an object whose one member is a jkt string, such
+// as the x5t#S256 of an mTLS-bound token (RFC 8705 §3.1). Such a token
+// must not pass as a bearer token.
+func cnfJKT(claims map[string]any) (jkt string, ok bool) {
+	v, present := claims["cnf"]
+	if !present {
+		return "", true
+	}
+	cnf, _ := v.(map[string]any)
+	jkt, _ = cnf["jkt"].(string)
+	return jkt, jkt != "" && len(cnf) == 1
 }
 
 // dpopReplays holds the one replaySet of the process, shared by every

@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -206,5 +207,87 @@ func TestReplaySetSurvivesReload(t *testing.T) {
 	}
 	if err := next.Cleanup(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGatewayUnknownConfirmation: a token with a cnf the gateway cannot
+// check (an mTLS x5t#S256 of RFC 8705, a jkt that is not a string, ...) is
+// bound to something it cannot verify: refused as invalid_token with
+// either scheme, never let through as a plain bearer token.
+func TestGatewayUnknownConfirmation(t *testing.T) {
+	op := newOP(t, nil)
+	gw := newGateway(t, op, func(g *Gateway) { g.Mode = "bearer"; g.Audience = []string{"demo-api"} })
+	key := newTestDPoPKey(t)
+	now := time.Now()
+	htu := "http://gw.test/api"
+	for name, cnf := range map[string]any{
+		"x5t#S256":         map[string]any{"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"},
+		"jkt and x5t#S256": map[string]any{"jkt": key.jkt(t), "x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"},
+		"jkt a number":     map[string]any{"jkt": 42},
+		"jkt empty":        map[string]any{"jkt": ""},
+		"empty object":     map[string]any{},
+		"string":           "bound",
+		"null":             nil,
+		"array":            []any{map[string]any{"jkt": key.jkt(t)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			token := forge(t, map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "jti": name, "cnf": cnf})
+			for _, scheme := range []string{"Bearer", "DPoP", "Bearer"} { // the second Bearer: after a first refusal, nothing cached
+				proof := ""
+				if scheme == "DPoP" {
+					proof = key.proof(t, "GET", htu, token)
+				}
+				resp := dpopRequest(t, gw.URL+"/api", scheme, token, proof)
+				wa := resp.Header.Get("WWW-Authenticate")
+				if resp.StatusCode != 401 || !strings.HasPrefix(wa, scheme+" ") || !strings.Contains(wa, `error="invalid_token"`) {
+					t.Fatalf("%s: %d %q", scheme, resp.StatusCode, wa)
+				}
+			}
+		})
+	}
+}
+
+// TestRequestURIForwardedProto: behind a TLS-terminating proxy that
+// Caddy's trusted_proxies lists, the htu scheme is its X-Forwarded-Proto;
+// from anyone else the header is ignored. The host is the Host header.
+func TestRequestURIForwardedProto(t *testing.T) {
+	tests := []struct {
+		name    string
+		trusted any // the trusted_proxy var: nil for unset
+		tls     bool
+		proto   []string
+		want    string
+	}{
+		{"direct http", false, false, nil, "http://api.test/x"},
+		{"direct https", false, true, nil, "https://api.test/x"},
+		{"untrusted client claims https", false, false, []string{"https"}, "http://api.test/x"},
+		{"untrusted client claims http", false, true, []string{"http"}, "https://api.test/x"},
+		{"no trusted_proxy var", nil, false, []string{"https"}, "http://api.test/x"},
+		{"trusted proxy, https", true, false, []string{"https"}, "https://api.test/x"},
+		{"trusted proxy, HTTPS", true, false, []string{"HTTPS"}, "https://api.test/x"},
+		{"trusted proxy, http", true, true, []string{"http"}, "http://api.test/x"},
+		{"trusted proxy, list: the last", true, false, []string{"http, https"}, "https://api.test/x"},
+		{"trusted proxy, two lines: the last", true, false, []string{"http", "https"}, "https://api.test/x"},
+		{"trusted proxy, junk", true, false, []string{"gopher"}, "http://api.test/x"},
+		{"trusted proxy, no header", true, true, nil, "https://api.test/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "http://api.test/x", nil)
+			if !tt.tls {
+				r.TLS = nil
+			} else if r.TLS == nil {
+				r.TLS = &tls.ConnectionState{}
+			}
+			r.Header["X-Forwarded-Proto"] = tt.proto
+			vars := map[string]any{}
+			if tt.trusted != nil {
+				vars[caddyhttp.TrustedProxyVarKey] = tt.trusted
+			}
+			r = r.WithContext(context.WithValue(r.Context(), caddyhttp.VarsCtxKey, vars))
+			if got := requestURI(r).String(); got != tt.want {
+				t.Fatalf("%s, want %s", got, tt.want)
+			}
+		})
 	}
 }

@@ -276,8 +276,15 @@ func (g *Gateway) bearerIdentity(w http.ResponseWriter, r *http.Request) (*ident
 	if err := idt.Claims(&claims); err != nil {
 		return nil, g.badToken(w, r, isDPoP)
 	}
+	jkt, ok := cnfJKT(claims)
+	if !ok {
+		if ce := g.logger.Check(zap.InfoLevel, "bearer token refused"); ce != nil {
+			ce.Write(zap.String("reason", "bound by a cnf the gateway cannot check"), zap.String("sub", idt.Subject))
+		}
+		return nil, g.badToken(w, r, isDPoP)
+	}
 	id := g.bearerIdentityOf(token, idt.Subject, claims, idt.Expiry.Add(d.clockSkew))
-	id.jkt = cnfJKT(claims)
+	id.jkt = jkt
 	if g.Introspect {
 		active, err := g.introspect(d, token)
 		if err != nil {

@@ -33,6 +33,9 @@ var dpopTemplate = template.Must(template.New("Caddyfile").Parse(`{
 	storage file_system {{.Storage}}
 	persist_config off
 	grace_period 2s
+	servers {
+		trusted_proxies static 127.0.0.1/32
+	}
 }
 
 {{.Issuer}} {
@@ -307,6 +310,26 @@ func TestDPoP(t *testing.T) {
 		wantRefused(t, "stolen token with the thief's key", resp, "invalid_dpop_proof")
 		resp, _ = resource(t, api+"/things", "DPoP", at, svc.proof(t, http.MethodGet, api+"/elsewhere", at))
 		wantRefused(t, "proof for another URI", resp, "invalid_dpop_proof")
+
+		// Behind a TLS-terminating proxy (Caddy trusts 127.0.0.1): the
+		// client addressed https, which the proxy's X-Forwarded-Proto says.
+		behind := func(htu string) *http.Response {
+			req, _ := http.NewRequestWithContext(testContext(t), http.MethodGet, api+"/things", nil)
+			req.Header.Set("Authorization", "DPoP "+at)
+			req.Header.Set("DPoP", svc.proof(t, http.MethodGet, htu, at))
+			req.Header.Set("X-Forwarded-Proto", "https")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			caddytest.ReadBody(t, resp)
+			return resp
+		}
+		httpsURL := "https://" + strings.TrimPrefix(api, "http://") + "/things"
+		if resp := behind(httpsURL); resp.StatusCode != 200 {
+			t.Fatalf("behind a trusted TLS proxy: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		wantRefused(t, "http htu behind a trusted TLS proxy", behind(api+"/things"), "invalid_dpop_proof")
 	})
 
 	t.Run("public client code flow", func(t *testing.T) {

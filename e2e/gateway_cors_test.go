@@ -146,7 +146,7 @@ func TestGatewayCORS(t *testing.T) {
 			"Access-Control-Allow-Origin":      allowed,
 			"Access-Control-Allow-Credentials": "true",
 			"Access-Control-Allow-Methods":     "GET, HEAD, POST, PUT, PATCH, DELETE",
-			"Access-Control-Allow-Headers":     "Authorization, Content-Type, X-Requested-With",
+			"Access-Control-Allow-Headers":     "Authorization, Content-Type, X-Requested-With, DPoP",
 			"Access-Control-Max-Age":           "600",
 			"Vary":                             "Origin",
 		}

@@ -341,18 +341,45 @@ func (p *Provider) authenticateAssertion(t *tokenRequest) (*client, *Error) {
 	if err := p.checkAssertionClaims(claims, now); err != nil {
 		return nil, fail("client %q: %w", id, err)
 	}
-	// RFC 7523 §3 item 7: the jti is used once; it is remembered until the
-	// assertion would be refused as expired anyway. Add is one atomic
-	// write, so two nodes sharing the store cannot both accept it.
 	ttl := claims.Expiry.Time().Add(ClientAssertionLeeway).Sub(now)
-	added, err := p.store.(Adder).Add(t.ctx, assertionJTIKey(id, claims.ID), []byte{1}, max(ttl, time.Second))
-	if err != nil {
-		return nil, unavailable("the client assertion could not be checked", err)
+	t.assertionJTI = &pendingJTI{clientID: id, key: assertionJTIKey(id, claims.ID), ttl: max(ttl, time.Second)}
+	if t.deferJTI {
+		return c, nil
 	}
-	if !added {
-		return nil, fail("client %q: client assertion replayed (jti already used)", id)
+	if oe := p.spendAssertion(t); oe != nil {
+		return nil, oe
 	}
 	return c, nil
+}
+
+// pendingJTI is the jti of a client assertion that passed its checks and
+// is yet to be recorded as used.
+type pendingJTI struct {
+	clientID, key string
+	ttl           time.Duration
+}
+
+// spendAssertion records the jti of the request's client assertion, if it
+// has one not yet recorded. RFC 7523 §3 item 7: the jti is used once; it
+// is remembered until the assertion would be refused as expired anyway.
+// Add is one atomic write, so two nodes sharing the store cannot both
+// accept it. An endpoint that sets deferJTI calls it once the request's
+// DPoP proof passed (RFC 9449 §8: a client retries with the same body and
+// a proof with the nonce), before it acts on the request.
+func (p *Provider) spendAssertion(t *tokenRequest) *Error {
+	j := t.assertionJTI
+	if j == nil {
+		return nil
+	}
+	t.assertionJTI = nil
+	added, err := p.store.(Adder).Add(t.ctx, j.key, []byte{1}, j.ttl)
+	if err != nil {
+		return unavailable("the client assertion could not be checked", err)
+	}
+	if !added {
+		return &Error{Code: ErrInvalidClient, Description: "client authentication failed", Cause: fmt.Errorf("client %q: client assertion replayed (jti already used)", j.clientID)}
+	}
+	return nil
 }
 
 // assertionJTIKey is the store key of a used client assertion's jti, per
@@ -363,7 +390,9 @@ func assertionJTIKey(clientID, jti string) string {
 
 // verifyAssertion checks the assertion's signature with the client's
 // keys: those whose kid is the header's (every key if the header has none)
-// and that fit its alg.
+// and that fit its alg; if no key has the header's kid, those with no kid
+// that fit its alg (a client may register a key without a kid and still
+// name one). Never a key the assertion's header carries.
 func (p *Provider) verifyAssertion(ctx context.Context, c *client, jws *jose.JSONWebSignature) error {
 	h := jws.Signatures[0].Header
 	keys := c.keys.static
@@ -374,15 +403,25 @@ func (p *Provider) verifyAssertion(ctx context.Context, c *client, jws *jose.JSO
 		}
 	}
 	tried := false
-	for i := range keys {
-		k := &keys[i]
-		if h.KeyID != "" && k.KeyID != h.KeyID || k.Algorithm != "" && k.Algorithm != h.Algorithm || !keyFitsAlg(k.Key, h.Algorithm) {
-			continue
+	verify := func(named func(*jose.JSONWebKey) bool) bool {
+		for i := range keys {
+			k := &keys[i]
+			if !named(k) || k.Algorithm != "" && k.Algorithm != h.Algorithm || !keyFitsAlg(k.Key, h.Algorithm) {
+				continue
+			}
+			tried = true
+			if _, err := jws.Verify(k.Key); err == nil {
+				return true
+			}
 		}
-		tried = true
-		if _, err := jws.Verify(k.Key); err == nil {
-			return nil
-		}
+		return false
+	}
+	if verify(func(k *jose.JSONWebKey) bool { return h.KeyID == "" || k.KeyID == h.KeyID }) {
+		return nil
+	}
+	if h.KeyID != "" && !slices.ContainsFunc(keys, func(k jose.JSONWebKey) bool { return k.KeyID == h.KeyID }) &&
+		verify(func(k *jose.JSONWebKey) bool { return k.KeyID == "" }) {
+		return nil
 	}
 	if !tried {
 		return fmt.Errorf("no key of the client's JWKS has kid %q and fits alg %s", truncate(h.KeyID, 100), h.Algorithm)

@@ -73,6 +73,7 @@ func (p *Provider) servePushedAuthorization(w http.ResponseWriter, r *http.Reque
 	if oe != nil {
 		return
 	}
+	treq.deferJTI = true
 	c, oe := p.authenticateClient(treq)
 	if oe != nil {
 		p.tokenError(w, r, oe)
@@ -117,6 +118,10 @@ func (p *Provider) servePushedAuthorization(w http.ResponseWriter, r *http.Reque
 		}
 	}
 	if oe := p.pushedDPoP(w, r, form); oe != nil {
+		p.tokenError(w, r, oe)
+		return
+	}
+	if oe := p.spendAssertion(treq); oe != nil {
 		p.tokenError(w, r, oe)
 		return
 	}

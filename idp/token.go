@@ -46,6 +46,11 @@ type tokenRequest struct {
 	basicID     string
 	basicSecret string
 	hasBasic    bool
+
+	// deferJTI: authenticateClient leaves the client assertion's jti in
+	// assertionJTI for spendAssertion to record, rather than record it.
+	deferJTI     bool
+	assertionJTI *pendingJTI
 }
 
 func (t *tokenRequest) get(name string) string { return t.form.Get(name) }
@@ -127,6 +132,7 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	gt := treq.get("grant_type")
+	treq.deferJTI = true
 	c, oe := p.authenticateClient(treq)
 	if oe != nil {
 		id, _, _ := treq.credentials()
@@ -135,6 +141,9 @@ func (p *Provider) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bound, oe := p.tokenDPoP(w, r, c)
+	if oe == nil {
+		oe = p.spendAssertion(treq)
+	}
 	if oe != nil {
 		p.emitRequest(r, Event{Type: EventTokenError, Error: oe.Code, ClientID: c.ID, GrantType: knownGrant(gt)})
 		p.tokenError(w, r, oe)
