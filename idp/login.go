@@ -114,10 +114,14 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.renderLogin(w, r, http.StatusOK, page)
 		return
 	}
-	p.succeeded(r.Context(), attempt)
-	if p.askSecondFactor(w, r, user, page) {
+	// For a user with a second factor the right password only takes its
+	// own count back (askSecondFactor): it forgets no failure before it,
+	// else password, wrong codes, password... would guess codes
+	// unthrottled. The right code settles the sign-in (totp_login.go).
+	if p.askSecondFactor(w, r, user, page, attempt) {
 		return
 	}
+	p.succeeded(r.Context(), attempt)
 	p.completeLogin(w, r, user, req, page.ClientID, []string{AMRPassword}, func(msg string) {
 		page.Error = msg // a passkey is required (acr.go)
 		p.renderLogin(w, r, http.StatusForbidden, page)

@@ -43,10 +43,12 @@ type loginTOTPPage struct {
 	Error    string
 }
 
-// askSecondFactor is called with a user whose password was right: for a
-// user with TOTP it starts the code step and reports true, having
-// answered; for others it reports false and the login goes on.
-func (p *Provider) askSecondFactor(w http.ResponseWriter, r *http.Request, u *User, page loginPage) bool {
+// askSecondFactor is called with a user whose password was right, and
+// the throttle's count of that attempt: for a user with TOTP it takes
+// that count back (and nothing more: see postLogin), starts the code
+// step and reports true, having answered; for others it reports false,
+// the attempt untouched, and the login goes on.
+func (p *Provider) askSecondFactor(w http.ResponseWriter, r *http.Request, u *User, page loginPage, attempt *loginAttempt) bool {
 	st, err := p.totpFor(r.Context(), u)
 	if err != nil {
 		p.log.ErrorContext(r.Context(), "looking up the second factor", "sub", u.Subject, "error", err)
@@ -57,6 +59,7 @@ func (p *Provider) askSecondFactor(w http.ResponseWriter, r *http.Request, u *Us
 	if !st.enabled() {
 		return false
 	}
+	p.takeBack(r.Context(), attempt)
 	id := p.randomString(24)
 	data, _ := json.Marshal(pendingLogin{Subject: u.Subject, Username: u.Username, Request: page.Request, ClientID: page.ClientID})
 	if err := p.store.Put(r.Context(), pendingKey(id), data, mfaPendingTTL); err != nil {
