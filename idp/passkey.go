@@ -327,6 +327,9 @@ func (p *Provider) takePasskeyChallenge(ctx context.Context, r *http.Request, pu
 		return nil, errors.New("idp: passkey answer without its browser's cookie")
 	}
 	data, err := p.store.Take(ctx, passkeyChallengeKey(purpose, ck.Value, cd.Challenge))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: passkey challenge: %w", errStoreUnavailable, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("idp: passkey challenge: %w", err)
 	}
@@ -414,17 +417,25 @@ func (p *Provider) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sd, err := p.takePasskeyChallenge(ctx, r, passkeyPurposeLogin, parsed.Response.CollectedClientData)
+	if errors.Is(err, errStoreUnavailable) {
+		p.log.ErrorContext(ctx, "taking a passkey challenge", "error", err)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
+		return
+	}
 	if err != nil {
 		fail(http.StatusBadRequest, err, OutcomeInvalid)
 		return
 	}
 	var (
-		user *User
-		list *passkeyList
+		user     *User
+		list     *passkeyList
+		storeErr error // the store failed the lookup: 503, not a refusal
 	)
 	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
 		l, _, err := p.loadPasskeys(ctx, userHandle)
 		if err != nil {
+			storeErr = err
 			return nil, err
 		}
 		u := p.activeUser(l.Subject)
@@ -435,6 +446,12 @@ func (p *Provider) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 		return p.passkeyUserOf(u, l), nil
 	}
 	_, cred, err := p.webauthn.ValidatePasskeyLogin(handler, *sd, parsed)
+	if storeErr != nil {
+		p.log.ErrorContext(ctx, "loading passkeys", "error", storeErr)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
+		return
+	}
 	if err != nil {
 		fail(http.StatusUnauthorized, fmt.Errorf("idp: passkey assertion: %w", passkeyErr(err)), OutcomeInvalid)
 		return
