@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/authgate/authgate/idp"
 )
@@ -138,5 +139,32 @@ func TestPasskeyLoginStoreDown(t *testing.T) {
 		if w.Code != want || down && w.Header().Get("Retry-After") == "" {
 			t.Errorf("store down for %q: %d Retry-After %q, want %d", tc.prefix, w.Code, w.Header().Get("Retry-After"), want)
 		}
+	}
+}
+
+// TestPasskeyOptionsThrottled: each call of the passkey options stores a
+// challenge for minutes, so one client IP gets some tens at once, then
+// 429 with Retry-After, and more again as time passes.
+func TestPasskeyOptionsThrottled(t *testing.T) {
+	ts := newServer(t, func(c *idp.Config) { c.Issuer = "http://login.test" })
+	send, csrf, cookies, _ := passkeyLoginSetup(t, ts)
+	form := url.Values{"purpose": {"login"}, "csrf_token": {csrf}}.Encode()
+	ok := 1 // passkeyLoginSetup's
+	var w *httptest.ResponseRecorder
+	for range 200 {
+		if w = send(http.MethodPost, idp.PathPasskeyOptions, form, cookies); w.Code != http.StatusOK {
+			break
+		}
+		ok++
+	}
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" || !strings.Contains(w.Body.String(), `"error"`) {
+		t.Fatalf("after %d options: %d Retry-After %q %s", ok, w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	if ok < 20 || ok > 60 {
+		t.Errorf("%d options before the throttle, want some tens", ok)
+	}
+	ts.clock.Advance(time.Minute)
+	if w := send(http.MethodPost, idp.PathPasskeyOptions, form, cookies); w.Code != http.StatusOK {
+		t.Fatalf("a minute later: %d %s", w.Code, w.Body)
 	}
 }

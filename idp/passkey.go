@@ -47,6 +47,12 @@ const (
 	maxCredentialLen = 16 << 10
 )
 
+// passkeyOptionsLimit throttles the passkey options per client IP: 30 at
+// once, then one per 2 seconds (30 a minute), every call counted. Each
+// stores a challenge for passkeyChallengeTTL, so an address holds a few
+// hundred at most; a login page asks once per view.
+var passkeyOptionsLimit = ThrottleLimit{Free: 30, Base: 2 * time.Second, Max: 2 * time.Second}
+
 // Paths of the account pages and of the passkey ceremonies.
 const (
 	PathAccount         = "/account"
@@ -266,6 +272,22 @@ func (p *Provider) servePasskeyOptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	// Each call stores a challenge for passkeyChallengeTTL, the login's
+	// for anyone: counted per client IP, so that no one fills the store.
+	ip := throttleAddr(p.clientIP(r))
+	wait, terr := p.throttle.Reserve(ctx, p.now(), []ThrottleKey{{Key: "passkey-options:" + ip, Limit: passkeyOptionsLimit}})
+	if terr != nil {
+		p.log.ErrorContext(ctx, "passkey options throttle", "error", terr)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		writeError(w, http.StatusServiceUnavailable, &Error{Code: ErrTemporarilyUnavailable, Description: "try again shortly"})
+		return
+	}
+	if wait > 0 {
+		p.log.WarnContext(ctx, "passkey options throttled", "client_ip", ip)
+		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
+		writeError(w, http.StatusTooManyRequests, &Error{Code: ErrInvalidRequest, Description: "too many passkey requests; try again later"})
+		return
+	}
 	var (
 		options any
 		sd      *webauthn.SessionData
