@@ -59,6 +59,9 @@ func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
 		page.Username = req.LoginHint
 		page.ClientID = req.ClientID
 		page.Notice = p.policyNotice(req)
+		if req.Account == PathPasskeys && page.Notice == "" && p.readSession(r) != nil {
+			page.Notice = "To see or change your passkeys, confirm it is you: sign in again."
+		}
 	} else if s := p.readSession(r); s != nil {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.username(s.Subject)), true)
 		return

@@ -301,11 +301,16 @@ func (p *Provider) servePasskeyOptions(w http.ResponseWriter, r *http.Request) {
 		options = a
 	case passkeyPurposeNew:
 		s := p.readSession(r)
-		if s == nil {
-			writeError(w, http.StatusUnauthorized, &Error{Code: ErrLoginRequired, Description: "sign in first"})
+		var u *User
+		if s != nil {
+			u = p.activeUser(s.Subject)
+		}
+		if u == nil || !p.recentSignIn(s) {
+			// The page reloads, and sends the browser to sign in
+			// (again: passkeysSession).
+			writeError(w, http.StatusUnauthorized, &Error{Code: ErrLoginRequired, Description: "sign in again to add a passkey"})
 			return
 		}
-		u := p.activeUser(s.Subject)
 		l, _, lerr := p.loadPasskeys(ctx, passkeyHandle(u.Subject))
 		if lerr != nil {
 			p.log.ErrorContext(ctx, "loading passkeys", "error", lerr)
