@@ -65,6 +65,31 @@ func (p *Provider) accountSession(w http.ResponseWriter, r *http.Request) (*sess
 	return nil, nil
 }
 
+// passkeyReauthAge is how recent a sign-in must be to see and change
+// one's passkeys (PathPasskeys and the registration options): a session
+// cookie alone, stolen or left open in a browser, adds no passkey (which
+// would outlast the session and outrank a password and a code) and
+// removes none.
+const passkeyReauthAge = 5 * time.Minute
+
+// recentSignIn reports whether s signed in at most passkeyReauthAge ago.
+func (p *Provider) recentSignIn(s *session) bool {
+	return p.fresh(s.AuthTime, passkeyReauthAge)
+}
+
+// passkeysSession is accountSession for the passkeys page: a session
+// whose sign-in is older than passkeyReauthAge sends the browser to sign
+// in again too, then back to the page.
+func (p *Provider) passkeysSession(w http.ResponseWriter, r *http.Request) (*session, *User) {
+	s, u := p.accountSession(w, r)
+	if u == nil || p.recentSignIn(s) {
+		return s, u
+	}
+	p.log.InfoContext(r.Context(), "passkeys page: signing in again", "sub", u.Subject)
+	p.redirectToLogin(w, r, &authRequest{Account: PathPasskeys, MaxAge: -1})
+	return nil, nil
+}
+
 // serveAccount shows the signed-in user's account page: links to the
 // pages that manage how they sign in, and sign-out.
 func (p *Provider) serveAccount(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +124,7 @@ func (p *Provider) servePasskeys(w http.ResponseWriter, r *http.Request) {
 		p.renderError(w, r, &pageError{status: http.StatusMethodNotAllowed, msg: "Use GET or POST."})
 		return
 	}
-	_, u := p.accountSession(w, r)
+	_, u := p.passkeysSession(w, r)
 	if u == nil {
 		return
 	}
@@ -150,7 +175,7 @@ func (p *Provider) postPasskeys(w http.ResponseWriter, r *http.Request) {
 		p.renderError(w, r, &pageError{status: http.StatusBadRequest, msg: "The form could not be read."})
 		return
 	}
-	s, u := p.accountSession(w, r)
+	s, u := p.passkeysSession(w, r)
 	if u == nil {
 		return
 	}

@@ -33,11 +33,18 @@ var acrValuesSupported = []string{ACRMFA, ACRPhishingResistant, ACRPhishingResis
 // acrFor returns the acr of a sign-in whose methods are amr: every place
 // that writes a login session calls it (newSession), so each sign-in
 // method gets the acr its strongest method earns.
+//
+// A passkey earns phr or phrh only with user verification (amr mfa: the
+// authenticator checked a PIN or biometric). Without it, a bare touch,
+// it is one factor, something held: ranked above urn:authgate:acr:mfa,
+// it would meet a request for two factors with one, so it gets no acr,
+// as a password alone.
 func acrFor(amr []string) string {
+	verified := slices.Contains(amr, AMRMFA)
 	switch {
-	case slices.Contains(amr, AMRHardware):
+	case verified && slices.Contains(amr, AMRHardware):
 		return ACRPhishingResistantHardware
-	case slices.Contains(amr, AMRSoftware):
+	case verified && slices.Contains(amr, AMRSoftware):
 		return ACRPhishingResistant
 	case slices.Contains(amr, AMROTP):
 		return ACRMFA
@@ -131,6 +138,9 @@ func (p *Provider) policyRefusal(ctx context.Context, user *User, req *authReque
 		if l, _, err := p.loadPasskeys(ctx, passkeyHandle(user.Subject)); err == nil && len(l.Passkeys) == 0 {
 			return ""
 		}
+	}
+	if (slices.Contains(amr, AMRHardware) || slices.Contains(amr, AMRSoftware)) && !slices.Contains(amr, AMRMFA) {
+		return "This sign-in needs a passkey that checks your PIN, fingerprint or face; this one did not."
 	}
 	if need <= acrLevel(ACRMFA) {
 		return "This sign-in needs a passkey or a one-time code. Use \u201cSign in with a passkey\u201d."

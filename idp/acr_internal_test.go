@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -15,8 +16,11 @@ func TestACRFor(t *testing.T) {
 		{"password", []string{AMRPassword}, ""},
 		{"password and code", []string{AMRPassword, AMROTP}, ACRMFA},
 		{"device-bound passkey", []string{AMRHardware, AMRMFA}, ACRPhishingResistantHardware},
-		{"device-bound passkey without user verification", []string{AMRHardware}, ACRPhishingResistantHardware},
+		// Without user verification a passkey is one factor, something
+		// held: no acr above a password's, lest it pass for mfa.
+		{"device-bound passkey without user verification", []string{AMRHardware}, ""},
 		{"synced passkey", []string{AMRSoftware, AMRMFA}, ACRPhishingResistant},
+		{"synced passkey without user verification", []string{AMRSoftware}, ""},
 		{"none", nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,4 +96,20 @@ func FuzzPasskeyName(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPolicyRefusalUnverifiedPasskey: a passkey without user
+// verification meets no requirement of two factors, and the refusal
+// says why.
+func TestPolicyRefusalUnverifiedPasskey(t *testing.T) {
+	p := &Provider{}
+	u := &User{Subject: "s", Require: RequirePasskeyOrOTP}
+	for _, amr := range [][]string{{AMRHardware}, {AMRSoftware}} {
+		if msg := p.policyRefusal(t.Context(), u, nil, amr); msg == "" || !strings.Contains(msg, "PIN") {
+			t.Errorf("amr %v for a passkey_or_otp user: refusal %q", amr, msg)
+		}
+	}
+	if msg := p.policyRefusal(t.Context(), u, nil, []string{AMRHardware, AMRMFA}); msg != "" {
+		t.Errorf("a verified passkey refused: %q", msg)
+	}
 }

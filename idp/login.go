@@ -59,6 +59,9 @@ func (p *Provider) showLogin(w http.ResponseWriter, r *http.Request) {
 		page.Username = req.LoginHint
 		page.ClientID = req.ClientID
 		page.Notice = p.policyNotice(req)
+		if req.Account == PathPasskeys && page.Notice == "" && p.readSession(r) != nil {
+			page.Notice = "To see or change your passkeys, confirm it is you: sign in again."
+		}
 	} else if s := p.readSession(r); s != nil {
 		p.renderMessage(w, r, http.StatusOK, "Signed in", fmt.Sprintf("You are signed in as %s.", p.username(s.Subject)), true)
 		return
@@ -114,10 +117,14 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		p.renderLogin(w, r, http.StatusOK, page)
 		return
 	}
-	p.succeeded(r.Context(), attempt)
-	if p.askSecondFactor(w, r, user, page) {
+	// For a user with a second factor the right password only takes its
+	// own count back (askSecondFactor): it forgets no failure before it,
+	// else password, wrong codes, password... would guess codes
+	// unthrottled. The right code settles the sign-in (totp_login.go).
+	if p.askSecondFactor(w, r, user, page, attempt) {
 		return
 	}
+	p.succeeded(r.Context(), attempt)
 	p.completeLogin(w, r, user, req, page.ClientID, []string{AMRPassword}, func(msg string) {
 		page.Error = msg // a passkey is required (acr.go)
 		p.renderLogin(w, r, http.StatusForbidden, page)

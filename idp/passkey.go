@@ -47,6 +47,12 @@ const (
 	maxCredentialLen = 16 << 10
 )
 
+// passkeyOptionsLimit throttles the passkey options per client IP: 30 at
+// once, then one per 2 seconds (30 a minute), every call counted. Each
+// stores a challenge for passkeyChallengeTTL, so an address holds a few
+// hundred at most; a login page asks once per view.
+var passkeyOptionsLimit = ThrottleLimit{Free: 30, Base: 2 * time.Second, Max: 2 * time.Second}
+
 // Paths of the account pages and of the passkey ceremonies.
 const (
 	PathAccount         = "/account"
@@ -266,6 +272,22 @@ func (p *Provider) servePasskeyOptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	// Each call stores a challenge for passkeyChallengeTTL, the login's
+	// for anyone: counted per client IP, so that no one fills the store.
+	ip := throttleAddr(p.clientIP(r))
+	wait, terr := p.throttle.Reserve(ctx, p.now(), []ThrottleKey{{Key: "passkey-options:" + ip, Limit: passkeyOptionsLimit}})
+	if terr != nil {
+		p.log.ErrorContext(ctx, "passkey options throttle", "error", terr)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		writeError(w, http.StatusServiceUnavailable, &Error{Code: ErrTemporarilyUnavailable, Description: "try again shortly"})
+		return
+	}
+	if wait > 0 {
+		p.log.WarnContext(ctx, "passkey options throttled", "client_ip", ip)
+		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
+		writeError(w, http.StatusTooManyRequests, &Error{Code: ErrInvalidRequest, Description: "too many passkey requests; try again later"})
+		return
+	}
 	var (
 		options any
 		sd      *webauthn.SessionData
@@ -279,11 +301,16 @@ func (p *Provider) servePasskeyOptions(w http.ResponseWriter, r *http.Request) {
 		options = a
 	case passkeyPurposeNew:
 		s := p.readSession(r)
-		if s == nil {
-			writeError(w, http.StatusUnauthorized, &Error{Code: ErrLoginRequired, Description: "sign in first"})
+		var u *User
+		if s != nil {
+			u = p.activeUser(s.Subject)
+		}
+		if u == nil || !p.recentSignIn(s) {
+			// The page reloads, and sends the browser to sign in
+			// (again: passkeysSession).
+			writeError(w, http.StatusUnauthorized, &Error{Code: ErrLoginRequired, Description: "sign in again to add a passkey"})
 			return
 		}
-		u := p.activeUser(s.Subject)
 		l, _, lerr := p.loadPasskeys(ctx, passkeyHandle(u.Subject))
 		if lerr != nil {
 			p.log.ErrorContext(ctx, "loading passkeys", "error", lerr)
@@ -327,6 +354,9 @@ func (p *Provider) takePasskeyChallenge(ctx context.Context, r *http.Request, pu
 		return nil, errors.New("idp: passkey answer without its browser's cookie")
 	}
 	data, err := p.store.Take(ctx, passkeyChallengeKey(purpose, ck.Value, cd.Challenge))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: passkey challenge: %w", errStoreUnavailable, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("idp: passkey challenge: %w", err)
 	}
@@ -414,17 +444,25 @@ func (p *Provider) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sd, err := p.takePasskeyChallenge(ctx, r, passkeyPurposeLogin, parsed.Response.CollectedClientData)
+	if errors.Is(err, errStoreUnavailable) {
+		p.log.ErrorContext(ctx, "taking a passkey challenge", "error", err)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
+		return
+	}
 	if err != nil {
 		fail(http.StatusBadRequest, err, OutcomeInvalid)
 		return
 	}
 	var (
-		user *User
-		list *passkeyList
+		user     *User
+		list     *passkeyList
+		storeErr error // the store failed the lookup: 503, not a refusal
 	)
 	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
 		l, _, err := p.loadPasskeys(ctx, userHandle)
 		if err != nil {
+			storeErr = err
 			return nil, err
 		}
 		u := p.activeUser(l.Subject)
@@ -435,6 +473,12 @@ func (p *Provider) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 		return p.passkeyUserOf(u, l), nil
 	}
 	_, cred, err := p.webauthn.ValidatePasskeyLogin(handler, *sd, parsed)
+	if storeErr != nil {
+		p.log.ErrorContext(ctx, "loading passkeys", "error", storeErr)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
+		return
+	}
 	if err != nil {
 		fail(http.StatusUnauthorized, fmt.Errorf("idp: passkey assertion: %w", passkeyErr(err)), OutcomeInvalid)
 		return

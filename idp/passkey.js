@@ -20,6 +20,11 @@
     body.set("purpose", purpose);
     body.set("csrf_token", form.elements.csrf_token.value);
     return fetch(form.dataset.options, {method: "POST", body: body, credentials: "same-origin"}).then(function (r) {
+      if (r.status === 401 && purpose === "register") {
+        // The sign-in is too old to add a passkey: the page, reloaded,
+        // asks to sign in again.
+        location.reload();
+      }
       if (!r.ok) throw new Error("the server answered " + r.status);
       return r.json();
     });

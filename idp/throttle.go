@@ -216,6 +216,7 @@ type loginAttempt struct {
 	at      time.Time     // when the throttle counted it
 	forget  []string      // keys whose failures a success forgets
 	release []ThrottleKey // keys that a success takes its count back from
+	keys    []ThrottleKey // every key it was counted against
 }
 
 // reserveLogin counts an attempt to log in as username from the client IP
@@ -246,7 +247,7 @@ func (p *Provider) reserveLogin(ctx context.Context, username, ip, device string
 	if err != nil || wait > 0 {
 		return nil, wait, err
 	}
-	a := &loginAttempt{at: now, forget: []string{pair.Key}, release: []ThrottleKey{addr}}
+	a := &loginAttempt{at: now, forget: []string{pair.Key}, release: []ThrottleKey{addr}, keys: []ThrottleKey{pair, addr, third}}
 	if device != "" {
 		a.forget = append(a.forget, third.Key)
 	} else {
@@ -266,6 +267,15 @@ func (p *Provider) succeeded(ctx context.Context, a *loginAttempt) {
 		p.log.ErrorContext(ctx, "login throttle", "error", err)
 	}
 	if err := p.throttle.Release(ctx, a.at, a.release); err != nil {
+		p.log.ErrorContext(ctx, "login throttle", "error", err)
+	}
+}
+
+// takeBack takes back the count of an attempt that was right but is not
+// yet a sign-in (a password before its code): every key as if it had
+// not been made, their failures before it left standing.
+func (p *Provider) takeBack(ctx context.Context, a *loginAttempt) {
+	if err := p.throttle.Release(ctx, a.at, a.keys); err != nil {
 		p.log.ErrorContext(ctx, "login throttle", "error", err)
 	}
 }

@@ -34,6 +34,10 @@ type mfaTicket struct {
 
 func pendingKey(id string) string { return "mfa/" + id }
 
+// errStoreUnavailable marks an error of the store itself (not a key not
+// found): the answer is 503, to be retried, not a refusal.
+var errStoreUnavailable = errors.New("idp: the store is unavailable")
+
 // loginTOTPPage is what the login_totp template shows.
 type loginTOTPPage struct {
 	Action   string
@@ -43,10 +47,12 @@ type loginTOTPPage struct {
 	Error    string
 }
 
-// askSecondFactor is called with a user whose password was right: for a
-// user with TOTP it starts the code step and reports true, having
-// answered; for others it reports false and the login goes on.
-func (p *Provider) askSecondFactor(w http.ResponseWriter, r *http.Request, u *User, page loginPage) bool {
+// askSecondFactor is called with a user whose password was right, and
+// the throttle's count of that attempt: for a user with TOTP it takes
+// that count back (and nothing more: see postLogin), starts the code
+// step and reports true, having answered; for others it reports false,
+// the attempt untouched, and the login goes on.
+func (p *Provider) askSecondFactor(w http.ResponseWriter, r *http.Request, u *User, page loginPage, attempt *loginAttempt) bool {
 	st, err := p.totpFor(r.Context(), u)
 	if err != nil {
 		p.log.ErrorContext(r.Context(), "looking up the second factor", "sub", u.Subject, "error", err)
@@ -57,6 +63,7 @@ func (p *Provider) askSecondFactor(w http.ResponseWriter, r *http.Request, u *Us
 	if !st.enabled() {
 		return false
 	}
+	p.takeBack(r.Context(), attempt)
 	id := p.randomString(24)
 	data, _ := json.Marshal(pendingLogin{Subject: u.Subject, Username: u.Username, Request: page.Request, ClientID: page.ClientID})
 	if err := p.store.Put(r.Context(), pendingKey(id), data, mfaPendingTTL); err != nil {
@@ -79,7 +86,8 @@ func (p *Provider) askSecondFactor(w http.ResponseWriter, r *http.Request, u *Us
 }
 
 // pendingFor returns the id and the pending login of the browser's mfa
-// cookie, or an error when it has none, or it expired or was used.
+// cookie, or an error when it has none, or it expired or was used; an
+// error that is errStoreUnavailable when the store did not answer.
 func (p *Provider) pendingFor(r *http.Request) (string, *pendingLogin, error) {
 	ck, err := r.Cookie(mfaCookie)
 	if err != nil {
@@ -93,8 +101,11 @@ func (p *Provider) pendingFor(r *http.Request) (string, *pendingLogin, error) {
 		return "", nil, errors.New("idp: pending login expired")
 	}
 	data, err := p.store.Get(r.Context(), pendingKey(t.ID))
+	if errors.Is(err, ErrNotFound) {
+		return "", nil, errors.New("idp: pending login expired or used")
+	}
 	if err != nil {
-		return "", nil, err
+		return "", nil, fmt.Errorf("%w: %w", errStoreUnavailable, err)
 	}
 	var pl pendingLogin
 	if err := json.Unmarshal(data, &pl); err != nil {
@@ -112,6 +123,14 @@ func (p *Provider) serveLoginTOTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, pl, err := p.pendingFor(r)
+	if errors.Is(err, errStoreUnavailable) {
+		// The login may well still be pending: the cookie stays, for a
+		// retry.
+		p.log.ErrorContext(r.Context(), "reading the pending login", "error", err)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be continued. Try again shortly."})
+		return
+	}
 	var u *User
 	if err == nil {
 		if u = p.activeUser(pl.Subject); u == nil {

@@ -540,3 +540,63 @@ func FuzzNormalizeTOTPSecret(f *testing.F) {
 		}
 	})
 }
+
+// TestTOTPPasswordDoesNotResetCodeThrottle: the right password alone
+// does not settle the throttle: were it to, password, wrong codes,
+// password, wrong codes... would guess codes unthrottled.
+func TestTOTPPasswordDoesNotResetCodeThrottle(t *testing.T) {
+	ts := newServer(t, func(c *idp.Config) {
+		c.Throttle.UserIP = idp.ThrottleLimit{Free: 5, Base: time.Minute, Max: time.Hour}
+	})
+	secret, _ := enrol(t, ts)
+	ts.clock.Advance(30 * time.Second)
+	good := codeAt(t, secret, ts.clock.Now())
+	wrong := fmt.Sprintf("%06d", (atoi(good)+1)%1000000)
+	throttled := false
+	for round := 0; round < 4 && !throttled; round++ {
+		c := browser(t)
+		_, ch := pkce("v")
+		form := loginForm(t, c, ts.URL, authorize(t, ts, c, authorizeParams(ch)).Header.Get("Location"))
+		form.Set("username", "alice")
+		form.Set("password", testPassword)
+		resp, body := post(t, c, ts, "/account/login", form)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			throttled = true
+			break
+		}
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("round %d, password: %d %s", round, resp.StatusCode, body)
+		}
+		for range 2 {
+			resp, body := codeStep(t, ts, c, wrong)
+			if resp.StatusCode == http.StatusTooManyRequests {
+				throttled = true
+				break
+			}
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("round %d, wrong code: %d %s", round, resp.StatusCode, body)
+			}
+		}
+	}
+	if !throttled {
+		t.Fatal("4 rounds of the password and 2 wrong codes were never throttled")
+	}
+}
+
+// TestTOTPSignInsSettleThrottle: a whole sign-in with a code settles its
+// password step too: sign-ins one after the other from one address are
+// not counted as failures.
+func TestTOTPSignInsSettleThrottle(t *testing.T) {
+	ts := newServer(t, func(c *idp.Config) {
+		c.Throttle.IP = idp.ThrottleLimit{Free: 2, Base: time.Minute, Max: time.Hour}
+	})
+	secret, _ := enrol(t, ts)
+	for i := range 4 {
+		ts.clock.Advance(30 * time.Second) // a new code: each is good once
+		c := passwordStep(t, ts)
+		resp, body := codeStep(t, ts, c, codeAt(t, secret, ts.clock.Now()))
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("sign-in %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+}
