@@ -51,8 +51,13 @@ func (g *Gateway) checkDPoP(w http.ResponseWriter, r *http.Request, id *identity
 	if proof.JKT != id.jkt {
 		return nil, g.dpopRefused(w, r, dpop.ErrCodeInvalidProof, "the DPoP proof is not signed by the token's key", nil)
 	}
-	if !g.dpopSeen.add(proof.ReplayKey(), now) {
+	switch g.dpopSeen.add(id.jkt, proof.ReplayKey(), now) {
+	case proofReplayed:
 		return nil, g.dpopRefused(w, r, dpop.ErrCodeInvalidProof, "the DPoP proof was used before", nil)
+	case proofsKeyFull:
+		return nil, g.dpopRefused(w, r, dpop.ErrCodeInvalidProof, "too many DPoP proofs of this key: try again later", nil)
+	case proofsFull:
+		return nil, g.dpopRefused(w, r, dpop.ErrCodeInvalidProof, "too many DPoP proofs: try again later", nil)
 	}
 	return id, outcomeNone
 }
@@ -141,41 +146,71 @@ func (s *replaySet) Destruct() error { return nil }
 // refused rather than forgotten (fail closed).
 const maxSeenProofs = 1 << 20
 
+// maxProofsPerKey bounds what one key (a token's cnf.jkt) may add to a
+// generation of replaySet, so that the holder of one bound token and its
+// key, sending fresh proofs as fast as it can, is refused alone instead
+// of filling the set and locking every other DPoP client out. 4096 in a
+// generation (2 minutes) is over 30 requests a second for one key; only
+// maxSeenProofs/maxProofsPerKey keys at their cap fill the set.
+const maxProofsPerKey = 4096
+
 // replaySet remembers proofs for at least period: in two generations, the
 // current one and the one before, swapped when the current one is period
-// old.
+// old. perKey counts the proofs each key added to the current generation
+// (at most one entry per proof in cur, so bounded as cur is).
 type replaySet struct {
-	mu        sync.Mutex
-	period    time.Duration
-	started   time.Time
-	cur, prev map[string]struct{}
+	mu                sync.Mutex
+	period            time.Duration
+	maxAll, maxPerKey int // maxSeenProofs, maxProofsPerKey; smaller in tests
+	started           time.Time
+	cur, prev         map[string]struct{}
+	perKey            map[string]int
 }
 
 func newReplaySet(period time.Duration) *replaySet {
-	return &replaySet{period: period, cur: make(map[string]struct{}), prev: make(map[string]struct{})}
+	return &replaySet{period: period, maxAll: maxSeenProofs, maxPerKey: maxProofsPerKey,
+		cur: make(map[string]struct{}), prev: make(map[string]struct{}), perKey: make(map[string]int)}
 }
 
-// add records key and reports whether it was new.
-func (s *replaySet) add(key string, now time.Time) bool {
+// addResult is what replaySet.add made of a proof.
+type addResult int
+
+const (
+	proofNew      addResult = iota // recorded
+	proofReplayed                  // seen before
+	proofsKeyFull                  // its key added maxPerKey proofs to this generation
+	proofsFull                     // the generation holds maxAll proofs
+)
+
+// add records the proof key of the key jkt, unless it was seen before or
+// a bound is reached.
+func (s *replaySet) add(jkt, key string, now time.Time) addResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch age := now.Sub(s.started); {
 	case age >= 2*s.period:
 		s.prev, s.cur, s.started = make(map[string]struct{}), make(map[string]struct{}), now
+		s.perKey = make(map[string]int)
 	case age >= s.period:
 		s.prev, s.cur, s.started = s.cur, make(map[string]struct{}), now
+		s.perKey = make(map[string]int)
 	}
 	if _, ok := s.cur[key]; ok {
-		return false
+		return proofReplayed
 	}
 	if _, ok := s.prev[key]; ok {
-		return false
+		return proofReplayed
 	}
-	if len(s.cur) >= maxSeenProofs {
-		return false
+	n := s.perKey[jkt]
+	if n >= s.maxPerKey {
+		return proofsKeyFull
+	}
+	if len(s.cur) >= s.maxAll {
+		return proofsFull
 	}
 	s.cur[key] = struct{}{}
-	return true
+	s.perKey[jkt] = n + 1
+	return proofNew
 }
 
 // badToken answers a token that failed its checks with the challenge of

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -145,19 +146,95 @@ func TestGatewayDPoP(t *testing.T) {
 func TestReplaySet(t *testing.T) {
 	s := newReplaySet(time.Minute)
 	t0 := time.Unix(1_800_000_000, 0)
-	if !s.add("a", t0) || s.add("a", t0.Add(time.Second)) {
+	if s.add("k", "a", t0) != proofNew || s.add("k", "a", t0.Add(time.Second)) != proofReplayed {
 		t.Fatal("a proof is new once")
 	}
 	// Remembered for at least a period after it was added, across a swap.
-	if s.add("a", t0.Add(time.Minute+30*time.Second)) {
+	if s.add("k", "a", t0.Add(time.Minute+30*time.Second)) != proofReplayed {
 		t.Fatal("forgotten after one swap")
 	}
-	if !s.add("b", t0.Add(time.Minute+30*time.Second)) {
+	if s.add("k", "b", t0.Add(time.Minute+30*time.Second)) != proofNew {
 		t.Fatal("b is new")
 	}
 	// Two periods on, both generations are gone.
-	if !s.add("a", t0.Add(4*time.Minute)) {
+	if s.add("k", "a", t0.Add(4*time.Minute)) != proofNew {
 		t.Fatal("a kept for ever")
+	}
+}
+
+// TestReplaySetPerKeyCap: one key that added maxPerKey proofs to the
+// current generation is refused, while other keys still add theirs; the
+// cap ends with the generation; and the bound over all keys still holds.
+func TestReplaySetPerKeyCap(t *testing.T) {
+	s := newReplaySet(time.Minute)
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range maxProofsPerKey {
+		if got := s.add("greedy", fmt.Sprint("g", i), t0); got != proofNew {
+			t.Fatalf("proof %d of the greedy key: %d", i, got)
+		}
+	}
+	if got := s.add("greedy", "g-more", t0); got != proofsKeyFull {
+		t.Fatalf("past its cap, the greedy key's proof: %d", got)
+	}
+	if got := s.add("greedy", "g0", t0); got != proofReplayed {
+		t.Fatalf("a replay past the cap: %d", got)
+	}
+	if got := s.add("other", "o0", t0); got != proofNew {
+		t.Fatalf("another key while the greedy one is at its cap: %d", got)
+	}
+	// A new generation: the greedy key may add again, its old proofs still count as seen.
+	if got := s.add("greedy", "g-more", t0.Add(time.Minute)); got != proofNew {
+		t.Fatalf("the greedy key in the next generation: %d", got)
+	}
+	if got := s.add("greedy", "g1", t0.Add(time.Minute)); got != proofReplayed {
+		t.Fatalf("a proof of the previous generation: %d", got)
+	}
+
+	// The bound over all keys: many keys, each under its cap, fill the set.
+	s = newReplaySet(time.Minute)
+	s.maxAll, s.maxPerKey = 10, 4
+	for i := range 10 {
+		if got := s.add(fmt.Sprint("k", i/3), fmt.Sprint("p", i), t0); got != proofNew {
+			t.Fatalf("proof %d: %d", i, got)
+		}
+	}
+	if got := s.add("fresh", "p-fresh", t0); got != proofsFull {
+		t.Fatalf("a fresh key with the set full: %d", got)
+	}
+	if len(s.cur) != 10 || len(s.perKey) > len(s.cur) {
+		t.Fatalf("%d proofs, %d keys counted", len(s.cur), len(s.perKey))
+	}
+}
+
+// TestGatewayDPoPKeyCap: a key that sent maxProofsPerKey proofs in this
+// window gets 401 invalid_dpop_proof with the DPoP challenge; a client
+// with another key keeps passing.
+func TestGatewayDPoPKeyCap(t *testing.T) {
+	op := newOP(t, nil)
+	var g *Gateway
+	gw := newGateway(t, op, func(e *Gateway) { e.Mode = "bearer"; e.Audience = []string{"demo-api"}; g = e })
+	greedy, other := newTestDPoPKey(t), newTestDPoPKey(t)
+	now := time.Now()
+	token := func(k *testDPoPKey) string {
+		return forge(t, map[string]any{"iss": op.URL, "sub": "s1", "aud": "demo-api", "exp": now.Add(time.Hour).Unix(), "iat": now.Unix(), "cnf": map[string]any{"jkt": k.jkt(t)}})
+	}
+	greedyToken, otherToken := token(greedy), token(other)
+	api, htu := gw.URL+"/api", "http://gw.test/api"
+	if resp := dpopRequest(t, api, "DPoP", greedyToken, greedy.proof(t, "GET", htu, greedyToken)); resp.StatusCode != 200 {
+		t.Fatalf("greedy key's first proof: %d", resp.StatusCode)
+	}
+	// The rest of its cap, as if sent (ES256 proofs by the thousand are slow to make).
+	for i := 1; i < maxProofsPerKey; i++ {
+		g.dpopSeen.add(greedy.jkt(t), fmt.Sprint("filler-", i), time.Now())
+	}
+	resp := dpopRequest(t, api, "DPoP", greedyToken, greedy.proof(t, "GET", htu, greedyToken))
+	if wa := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || !strings.HasPrefix(wa, "DPoP ") || !strings.Contains(wa, `error="invalid_dpop_proof"`) {
+		t.Fatalf("greedy key past its cap: %d %s", resp.StatusCode, wa)
+	}
+	for range 3 {
+		if resp := dpopRequest(t, api, "DPoP", otherToken, other.proof(t, "GET", htu, otherToken)); resp.StatusCode != 200 {
+			t.Fatalf("another key: %d %s", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
 	}
 }
 
@@ -195,14 +272,14 @@ func BenchmarkGatewayDPoP(b *testing.B) {
 // proofs the old ones saw, so a reload does not reopen the replay window.
 func TestReplaySetSurvivesReload(t *testing.T) {
 	old, _ := bearerGateway(t)
-	if !old.dpopSeen.add("k", time.Now()) {
+	if old.dpopSeen.add("jkt", "k", time.Now()) != proofNew {
 		t.Fatal("a new key was refused")
 	}
 	next, _ := bearerGateway(t) // provisioned before the old one is cleaned up, as in a reload
 	if err := old.Cleanup(); err != nil {
 		t.Fatal(err)
 	}
-	if next.dpopSeen.add("k", time.Now()) {
+	if next.dpopSeen.add("jkt", "k", time.Now()) != proofReplayed {
 		t.Fatal("the new config's gateway forgot a proof the old one saw")
 	}
 	if err := next.Cleanup(); err != nil {
