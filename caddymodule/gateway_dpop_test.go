@@ -245,6 +245,17 @@ func TestGatewayDPoPKeyCap(t *testing.T) {
 func BenchmarkGatewayDPoP(b *testing.B) {
 	g, token := bearerGateway(b)
 	key := newTestDPoPKey(b)
+	// One key sends every proof of the run: lift its cap (the set is the
+	// process's, so put the cap back after).
+	g.dpopSeen.mu.Lock()
+	capped := g.dpopSeen.maxPerKey
+	g.dpopSeen.maxPerKey = maxSeenProofs
+	g.dpopSeen.mu.Unlock()
+	b.Cleanup(func() {
+		g.dpopSeen.mu.Lock()
+		g.dpopSeen.maxPerKey = capped
+		g.dpopSeen.mu.Unlock()
+	})
 	id := g.bearerCache.get(token, time.Now())
 	id.jkt = key.jkt(b)
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
