@@ -68,8 +68,10 @@ func TestBadInput(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, "")
 	s.Start(t)
-	ctx := testContext(t)
-	rp := newRP(t, ctx, s.issuer)
+	// The parallel subtests may wait long for their turn in a loaded
+	// run: the relying party's context lasts as long as the test, and
+	// each subtest's own minute starts when it runs.
+	rp := newRP(t, t.Context(), s.issuer)
 
 	tests := []struct {
 		name          string
@@ -87,6 +89,7 @@ func TestBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			ctx := testContext(t)
 			verifier := oauth2.GenerateVerifier()
 			code := rp.authorize(t, caddytest.NewBrowser(t), verifier, "nonce-"+tt.name)
 			conf := rp.conf
