@@ -94,19 +94,13 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ip := p.clientIP(r)
-	attempt, wait, err := p.reserveLogin(r.Context(), page.Username, ip, p.deviceFor(r, page.Username))
-	if err != nil {
-		p.log.ErrorContext(r.Context(), "login throttle", "error", err)
-		w.Header().Set("Retry-After", unavailableRetryAfter)
-		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
-		return
-	}
-	if wait > 0 {
+	attempt := p.reservePageLogin(w, r, page.Username, func(msg string) {
 		p.log.WarnContext(r.Context(), "login throttled", "username", loggedName(page.Username), "client_ip", ip, "client_id", page.ClientID)
 		p.emitRequest(r, Event{Type: EventLogin, Outcome: OutcomeThrottled, Username: loggedName(page.Username), ClientID: page.ClientID})
-		page.Error = "Too many failed attempts. Try again in " + waitText(retryAfter(wait)) + "."
-		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
+		page.Error = msg
 		p.renderLogin(w, r, http.StatusTooManyRequests, page)
+	})
+	if attempt == nil {
 		return
 	}
 	user, failure := p.verifyPassword(page.Username, f.Get("password"))
@@ -129,6 +123,27 @@ func (p *Provider) postLogin(w http.ResponseWriter, r *http.Request) {
 		page.Error = msg // a passkey is required (acr.go)
 		p.renderLogin(w, r, http.StatusForbidden, page)
 	})
+}
+
+// reservePageLogin is reserveLogin for a form a browser posted as
+// username. When the attempt may not be made it has answered, and returns
+// nil: 503 when the throttle cannot be asked; Retry-After and throttled,
+// with the page's message, when the user must wait.
+func (p *Provider) reservePageLogin(w http.ResponseWriter, r *http.Request, username string, throttled func(msg string)) *loginAttempt {
+	attempt, wait, err := p.reserveLogin(r.Context(), username, p.clientIP(r), p.deviceFor(r, username))
+	if err != nil {
+		p.log.ErrorContext(r.Context(), "login throttle", "error", err)
+		w.Header().Set("Retry-After", unavailableRetryAfter)
+		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
+		return nil
+	}
+	if wait > 0 {
+		secs := retryAfter(wait)
+		w.Header().Set("Retry-After", fmt.Sprint(secs))
+		throttled("Too many failed attempts. Try again in " + waitText(secs) + ".")
+		return nil
+	}
+	return attempt
 }
 
 // completeLogin signs user in with the methods amr, if they are enough for

@@ -161,19 +161,13 @@ func (p *Provider) serveLoginTOTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := p.clientIP(r)
-	attempt, wait, err := p.reserveLogin(r.Context(), u.Username, ip, p.deviceFor(r, u.Username))
-	if err != nil {
-		p.log.ErrorContext(r.Context(), "login throttle", "error", err)
-		w.Header().Set("Retry-After", unavailableRetryAfter)
-		p.renderError(w, r, &pageError{status: http.StatusServiceUnavailable, msg: "The login could not be checked. Try again shortly."})
-		return
-	}
-	if wait > 0 {
+	attempt := p.reservePageLogin(w, r, u.Username, func(msg string) {
 		p.log.WarnContext(r.Context(), "second factor throttled", "username", u.Username, "client_ip", ip, "client_id", pl.ClientID)
 		p.emitRequest(r, Event{Type: EventSecondFactor, Outcome: OutcomeThrottled, Username: u.Username, Subject: u.Subject, ClientID: pl.ClientID})
-		page.Error = "Too many failed attempts. Try again in " + waitText(retryAfter(wait)) + "."
-		w.Header().Set("Retry-After", fmt.Sprint(retryAfter(wait)))
+		page.Error = msg
 		p.renderLoginTOTP(w, r, http.StatusTooManyRequests, page)
+	})
+	if attempt == nil {
 		return
 	}
 	st, err := p.totpFor(r.Context(), u)
