@@ -372,7 +372,7 @@ func (p *Provider) spendAssertion(t *tokenRequest) *Error {
 		return nil
 	}
 	t.assertionJTI = nil
-	added, err := p.store.(Adder).Add(t.ctx, j.key, []byte{1}, j.ttl)
+	added, err := addOnce(t.ctx, p.store, j.key, j.ttl) // an Adder: New makes sure
 	if err != nil {
 		return unavailable("the client assertion could not be checked", err)
 	}

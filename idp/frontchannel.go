@@ -2,8 +2,6 @@ package idp
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"html/template"
 	"net"
@@ -47,10 +45,7 @@ const frontchannelScript = `(function () {
 })();`
 
 // frontchannelScriptHash is frontchannelScript's CSP hash-source.
-var frontchannelScriptHash = func() string {
-	sum := sha256.Sum256([]byte(frontchannelScript))
-	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-}()
+var frontchannelScriptHash = scriptHash(frontchannelScript)
 
 // frontchannelPage is the data of frontchannel_logout.html.
 type frontchannelPage struct {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	_ "embed"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,10 +69,7 @@ const (
 //go:embed passkey.js
 var passkeyScript string
 
-var passkeyScriptHash = func() string {
-	sum := sha256.Sum256([]byte(passkeyScript))
-	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
-}()
+var passkeyScriptHash = scriptHash(passkeyScript)
 
 // passkeyCSP is pageCSP with the passkey script and its fetches of
 // ceremony options from the provider itself.
